@@ -1,0 +1,244 @@
+"""Typed parameters: load and validate ``params.yaml``.
+
+``params.yaml`` is the single source of truth for the DVC pipeline and the CLI. Every section is a
+pydantic model that forbids unknown keys, so a typo fails at once with one line naming the key path
+and what is allowed, for example::
+
+    params.yaml: model.attention = 'globl' is not one of: local, global
+
+Example:
+    >>> from cmmvt.config import Params
+    >>> p = Params.model_validate({"model": {"attention": "global"}})
+    >>> p.model.attention, p.extract.fps
+    ('global', 4.0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not validate; ``str()`` is one line per problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SynthParams(_Section):
+    """The embedded synthetic audio-visual dataset (see :mod:`cmmvt.synth`)."""
+
+    classes: int = Field(10, ge=2, le=10)
+    clips_per_class: int = Field(24, ge=1)
+    duration: float = Field(4.0, gt=0)
+    fps: int = Field(25, gt=0)
+    size: int = Field(128, ge=32)
+    sample_rate: int = Field(16000, gt=0)
+
+
+class SplitParams(_Section):
+    """Fractions for deterministic stratified splits when the source gives none."""
+
+    train: float = Field(0.6, ge=0, le=1)
+    val: float = Field(0.2, ge=0, le=1)
+    test: float = Field(0.2, ge=0, le=1)
+
+
+class DataParams(_Section):
+    """Where the clips come from and where the manifest goes."""
+
+    source: Literal["synth", "folder", "kinetics", "csv"] = "synth"
+    root: str = "data/synth"
+    csv: str | None = None
+    manifest: str = "data/manifest.csv"
+    splits: SplitParams = SplitParams()
+    synth: SynthParams = SynthParams()
+
+
+class AudioParams(_Section):
+    """Log-mel spectrogram windows centred on each sampled frame timestamp."""
+
+    sample_rate: int = Field(16000, gt=0)
+    n_mels: int = Field(64, ge=8)
+    win_ms: float = Field(25.0, gt=0)
+    hop_ms: float = Field(10.0, gt=0)
+    window_s: float = Field(0.96, gt=0)
+
+
+class ExtractParams(_Section):
+    """Frozen-CNN feature extraction into HDF5 caches."""
+
+    out: str = "data/features"
+    fps: float = Field(4.0, gt=0)
+    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "none"] = (
+        "efficientnet_lite0"
+    )
+    weights: str | None = None
+    image_size: int = Field(224, ge=32)
+    batch_size: int = Field(32, ge=1)
+    workers: int = Field(1, ge=0)
+    device: str = "cpu"
+    shard_size: int = Field(256, ge=1)
+    audio: AudioParams = AudioParams()
+
+
+class PrototypeParams(_Section):
+    """k-means prototypes per modality."""
+
+    k_video: int = Field(10, ge=2)
+    k_audio: int = Field(10, ge=2)
+
+
+class PretrainParams(_Section):
+    """Cross-modal self-supervised pretraining."""
+
+    objective: Literal["none", "xdc", "infonce", "protonce"] = "none"
+    epochs: int = Field(20, ge=0)
+    temperature: float = Field(0.1, gt=0)
+
+
+class ModelParams(_Section):
+    """Temporal encoder and head (after VTN, Neimark et al. 2021)."""
+
+    encoder: Literal["longformer", "meanpool"] = "longformer"
+    attention: Literal["local", "global"] = "local"
+    modalities: Literal["video", "audio", "av"] = "av"
+    fusion: Literal["late", "early"] = "late"
+    max_frames: int = Field(16, ge=1)
+    window: int = Field(4, ge=2)
+    hidden: int = Field(128, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainParams(_Section):
+    """Supervised training on cached features."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: int = Field(2, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(10, ge=1)
+    label_fraction: float = Field(1.0, gt=0, le=1)
+
+
+class EvaluateParams(_Section):
+    """Test-time evaluation."""
+
+    views: int = Field(1, ge=1)
+
+
+class Params(_Section):
+    """All of ``params.yaml``."""
+
+    seed: int = 0
+    data: DataParams = DataParams()
+    extract: ExtractParams = ExtractParams()
+    prototypes: PrototypeParams = PrototypeParams()
+    pretrain: PretrainParams = PretrainParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    """One line for one pydantic error: ``source: key.path = value is not one of: …``."""
+    path = ".".join(str(p) for p in err["loc"])
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{path}'"
+    shown = repr(err.get("input"))
+    if kind == "literal_error":
+        allowed = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+        return f"{source}: {path} = {shown} is not one of: {allowed}"
+    return f"{source}: {path} = {shown}: {err['msg'].lower()}"
+
+
+def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a raw mapping into :class:`Params`.
+
+    Args:
+        raw: The parsed YAML mapping.
+        source: The name shown in error messages.
+
+    Raises:
+        ConfigError: One line per invalid or unknown key.
+    """
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value the way YAML would (``4`` → int, ``null`` → None, ``a`` → str)."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted-key overrides applied.
+
+    Args:
+        raw: Parsed params mapping.
+        overrides: ``{"model.attention": "global"}`` or ``["model.attention=global"]`` (values parsed as YAML).
+            ``None`` values in a dict are skipped, so unset CLI flags leave params alone.
+    """
+    import copy
+
+    out = copy.deepcopy(raw or {})
+    items = (
+        [tuple(s.split("=", 1)) for s in overrides] if isinstance(overrides, list) else overrides.items()
+    )
+    for key, value in items:
+        if value is None:
+            continue
+        if isinstance(value, str) and isinstance(overrides, list):
+            value = _parse_scalar(value)
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: '{part}' is not a section")
+        node[leaf] = value
+    return out
+
+
+def load(path: str | Path = "params.yaml", overrides: dict[str, Any] | list[str] | None = None) -> Params:
+    """Load ``params.yaml`` (missing file → defaults), apply overrides and validate.
+
+    Args:
+        path: The params file.
+        overrides: Dotted-key overrides, see :func:`apply_overrides`.
+
+    Raises:
+        ConfigError: On unreadable YAML, unknown keys or invalid values.
+    """
+    path = Path(path)
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return validate(raw, source=path.name)
+
+
+def dump(params: Params, path: str | Path) -> None:
+    """Write the resolved params beside a run's outputs (YAML)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))

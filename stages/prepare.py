@@ -1,0 +1,8 @@
+"""DVC stage ``prepare``: the manifest (video_id, path, label, split) from ``data.*``."""
+
+from cmmvt import config, manifest
+
+if __name__ == "__main__":
+    p = config.load()
+    report = manifest.prepare(p.data, seed=p.seed)
+    print(manifest.summary(report, p.data.manifest))
