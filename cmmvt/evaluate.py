@@ -1,0 +1,90 @@
+"""Evaluate a trained classifier on the test split: metrics, per-class table, confusion matrix.
+
+Writes into ``out`` (default ``reports/eval``)::
+
+    metrics.json     top1, top5, mean_class_accuracy, macro_f1, clips     (dvc.yaml top-level ``metrics:``)
+    per_class.csv    class, support, accuracy, precision, f1
+    predictions.csv  video_id, actual, predicted                        (a DVC ``confusion`` plot)
+    confusion.png    the confusion matrix with class names
+
+Test clips are classified from ``evaluate.views`` evenly spaced crops with averaged logits (VTN's
+multi-view testing, Neimark et al. 2021).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cmmvt import manifest as manifest_mod
+from cmmvt import metrics
+from cmmvt.config import Params
+from cmmvt.dataset import ClipDataset, splits
+from cmmvt.training import load_checkpoint, predict
+
+
+def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval",
+             features: str | Path | None = None, split: str = "test") -> dict[str, float]:
+    """Evaluate the checkpoint at ``model_path`` on ``split`` and write the reports.
+
+    Args:
+        p: Params (``data.manifest``, ``extract.out``, ``evaluate.views``).
+        model_path: Checkpoint written by :func:`cmmvt.training.train`.
+        out: Report folder.
+        features: Features root (default ``p.extract.out``).
+        split: Which split to evaluate.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    model, ckpt = load_checkpoint(model_path)
+    features = Path(features or p.extract.out)
+    names: list[str] = ckpt["labels"]
+    sp, manifest_names = splits(manifest_mod.read(p.data.manifest), features, model.modalities)
+    if manifest_names != names:
+        raise ValueError(f"{model_path}: trained on classes {names}, the manifest has {manifest_names}")
+    s = sp[split]
+    if not s.ids:
+        raise ValueError(f"no {split} clips in {p.data.manifest} with cached features under {features}")
+    ds = ClipDataset(features, s.ids, s.labels, model.modalities, ckpt["params"]["model"]["max_frames"],
+                     views=p.evaluate.views)
+    logits = predict(model, ds)  # (N, C)
+    labels = np.asarray(s.labels)
+    result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(s.ids)}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    pd.DataFrame(metrics.per_class(logits, labels, names)).to_csv(out / "per_class.csv", index=False,
+                                                                  float_format="%.4f")
+    pred = logits.argmax(1)
+    pd.DataFrame({"video_id": s.ids, "actual": [names[i] for i in labels],
+                  "predicted": [names[i] for i in pred]}).to_csv(out / "predictions.csv", index=False)
+    plot_confusion(metrics.confusion(logits, labels, len(names)), names, out / "confusion.png")
+    return result
+
+
+def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path) -> None:
+    """Save the (C, C) confusion counts as a labelled heat map PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2 + 0.5 * n, 1.5 + 0.5 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""Models: temporal encoders (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020) and the
+audio-visual classifier built from ``params.yaml``'s ``model`` section.
+
+Example:
+    >>> import torch
+    >>> from cmmvt.config import ModelParams
+    >>> from cmmvt.models import build_model
+    >>> _ = torch.manual_seed(0)
+    >>> p = ModelParams(hidden=32, heads=2, layers=1, max_frames=8, window=4)
+    >>> model = build_model(p, {"video": 64, "audio": 16}, num_classes=5).eval()
+    >>> batch = {
+    ...     "video": torch.randn(2, 8, 64), "video_mask": torch.ones(2, 8, dtype=torch.bool),
+    ...     "audio": torch.randn(2, 8, 16),
+    ...     "audio_mask": torch.tensor([[True] * 8, [False] * 8]),  # clip 1 has no audio stream
+    ... }
+    >>> model(batch).shape
+    torch.Size([2, 5])
+    >>> {m: tuple(e.shape) for m, e in model.embed(batch).items()}
+    {'video': (2, 32), 'audio': (2, 32)}
+    >>> sorted(model.encoders)
+    ['audio', 'video']
+"""
+
+from __future__ import annotations
+
+from cmmvt.config import ModelParams
+from cmmvt.models.classifier import MODALITIES, Classifier
+from cmmvt.models.encoder import GlobalAttention, LocalAttention, TemporalEncoder
+from cmmvt.models.fusion import EarlyFusion
+from cmmvt.models.meanpool import MeanPoolEncoder
+
+__all__ = [
+    "MODALITIES",
+    "Classifier",
+    "EarlyFusion",
+    "GlobalAttention",
+    "LocalAttention",
+    "MeanPoolEncoder",
+    "TemporalEncoder",
+    "build_model",
+]
+
+
+def build_model(p: ModelParams, dims: dict[str, int], num_classes: int) -> Classifier:
+    """Build the classifier described by ``p``.
+
+    Args:
+        p: ``params.yaml``'s ``model`` section.
+        dims: Per-frame feature size per modality, e.g. ``{"video": 1280, "audio": 1280}``.
+        num_classes: Number of classes.
+
+    Returns:
+        A :class:`Classifier`; ``model(batch)`` gives (B, num_classes) logits.
+
+    Raises:
+        ValueError: On an odd ``model.window`` with local attention, ``model.hidden`` not divisible
+            by ``model.heads``, or ``dims`` missing a modality in use.
+
+    Example:
+        >>> from cmmvt.config import ModelParams
+        >>> m = build_model(ModelParams(hidden=16, heads=2, modalities="video"), {"video": 8}, 3)
+        >>> type(m.encoders["video"]).__name__
+        'TemporalEncoder'
+    """
+    return Classifier(dims, num_classes, p)

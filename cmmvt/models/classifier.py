@@ -1,0 +1,141 @@
+"""Audio-visual clip classifier: per-modality or fused temporal encoders, then an MLP head.
+
+``model.modalities`` picks the inputs (``video``, ``audio`` or ``av``); with ``av``,
+``model.fusion`` picks how they meet:
+
+* ``late``: one encoder per modality (VTN, Neimark et al. 2021, run on each stream); the clip
+  embeddings are concatenated. A clip lacking a modality (all-False mask, e.g. no audio stream)
+  gets that modality's learned ``missing`` vector instead of its encoder output.
+* ``early``: per-step fusion (:class:`~cmmvt.models.fusion.EarlyFusion`) into one token sequence
+  and a single shared encoder over it.
+
+``model.encoder`` picks the encoder: the temporal transformer
+(:class:`~cmmvt.models.encoder.TemporalEncoder`) or the order-blind
+:class:`~cmmvt.models.meanpool.MeanPoolEncoder`; with ``early`` fusion the mean is taken over the
+fused tokens.
+
+Batch keys: ``video`` (B, T, Dv) float, ``video_mask`` (B, T) bool, ``audio`` (B, T, Da) float,
+``audio_mask`` (B, T) bool (True = real frame); only the modalities in use are read. Zeros in
+``audio`` are never taken for sound: only the mask says what is real.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cmmvt.config import ModelParams
+from cmmvt.models.encoder import INIT_STD, TemporalEncoder, init_weights
+from cmmvt.models.fusion import EarlyFusion
+from cmmvt.models.meanpool import MeanPoolEncoder
+
+MODALITIES = {"video": ("video",), "audio": ("audio",), "av": ("video", "audio")}
+
+
+class Classifier(nn.Module):
+    """Clip classifier over cached per-frame embeddings.
+
+    Args:
+        dims: Feature size per modality, e.g. ``{"video": 1280, "audio": 1280}`` (extra keys are
+            ignored; every modality in use must be present).
+        num_classes: Number of output logits.
+        p: Model parameters.
+
+    Attributes:
+        modalities: The modalities read from a batch, e.g. ``("video", "audio")``.
+        encoders: ``nn.ModuleDict`` keyed by modality (``"video"``/``"audio"``), or a single
+            ``"av"`` entry, the shared encoder, with early fusion. Pretrained per-modality
+            encoders can be loaded into it.
+        missing: Learned per-modality ``missing`` vectors (B-independent, (hidden,)); late fusion
+            and single-modality models only (early fusion keeps its own, per step).
+        fusion: The :class:`EarlyFusion` module, or ``None``.
+        head: LayerNorm → Linear(→hidden) → GELU → Dropout → Linear(→num_classes).
+    """
+
+    def __init__(self, dims: dict[str, int], num_classes: int, p: ModelParams):
+        super().__init__()
+        self.modalities = MODALITIES[p.modalities]
+        absent = [m for m in self.modalities if m not in dims]
+        if absent:
+            raise ValueError(f"model.modalities = {p.modalities!r} needs feature dims for {absent}")
+        self.dims = {m: int(dims[m]) for m in self.modalities}
+        self.early = len(self.modalities) > 1 and p.fusion == "early"
+        make = TemporalEncoder if p.encoder == "longformer" else MeanPoolEncoder
+        if self.early:
+            self.fusion = EarlyFusion(self.dims, p)
+            self.encoders = nn.ModuleDict({"av": make(None, p)})
+            self.missing = None
+            head_in = p.hidden
+        else:
+            self.fusion = None
+            self.encoders = nn.ModuleDict({m: make(d, p) for m, d in self.dims.items()})
+            self.missing = nn.ParameterDict(
+                {m: nn.Parameter(torch.randn(p.hidden) * INIT_STD) for m in self.modalities}
+            )
+            head_in = p.hidden * len(self.modalities)
+        self.head = nn.Sequential(
+            nn.LayerNorm(head_in),
+            nn.Linear(head_in, p.hidden),
+            nn.GELU(),
+            nn.Dropout(p.dropout),
+            nn.Linear(p.hidden, num_classes),
+        )
+        self.head.apply(init_weights)
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Check and unpack ``{modality: (x (B, T, D), mask (B, T) bool)}`` from a batch."""
+        out = {}
+        for m in self.modalities:
+            if m not in batch or f"{m}_mask" not in batch:
+                raise KeyError(f"batch needs '{m}' and '{m}_mask' (has {sorted(batch)})")
+            x, mask = batch[m], batch[f"{m}_mask"].bool()
+            if x.dim() != 3 or x.shape[-1] != self.dims[m] or mask.shape != x.shape[:2]:
+                raise ValueError(
+                    f"batch['{m}'] {tuple(x.shape)} / batch['{m}_mask'] {tuple(mask.shape)}: "
+                    f"expected (B, T, {self.dims[m]}) / (B, T)"
+                )
+            out[m] = (x, mask)
+        if self.early and len({x.shape[:2] for x, _ in out.values()}) > 1:
+            raise ValueError("early fusion needs time-aligned modalities of equal (B, T)")
+        return out
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality clip embeddings (for cross-modal contrastive pretraining).
+
+        Late fusion / single modality: each modality's encoder output ([CLS] or pooled), with the
+        learned ``missing`` vector for clips lacking that modality. Early fusion: the shared
+        encoder run on each modality alone (the others marked absent at every step).
+
+        Rows of clips lacking a modality carry no information about the clip; contrastive losses
+        should drop them, using ``batch[f"{m}_mask"].any(1)``.
+
+        Returns:
+            ``{modality: (B, hidden)}``.
+        """
+        inputs = self._inputs(batch)
+        if self.early:
+            enc = self.encoders["av"]
+            return {m: enc(*self.fusion(inputs, only=m)) for m in self.modalities}
+        out = {}
+        for m, (x, mask) in inputs.items():
+            h = self.encoders[m](x, mask)  # (B, hidden)
+            present = mask.any(1, keepdim=True)  # (B, 1)
+            out[m] = torch.where(present, h, self.missing[m])
+        return out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Classify a batch of clips.
+
+        Args:
+            batch: ``{m: (B, T, D_m), f"{m}_mask": (B, T) bool}`` for each modality in use.
+
+        Returns:
+            (B, num_classes) logits.
+        """
+        if self.early:
+            tokens, steps = self.fusion(self._inputs(batch))  # (B, T, hidden), (B, T)
+            z = self.encoders["av"](tokens, steps)  # (B, hidden)
+        else:
+            emb = self.embed(batch)
+            z = torch.cat([emb[m] for m in self.modalities], dim=-1)  # (B, M * hidden)
+        return self.head(z)  # (B, C)

@@ -1,0 +1,220 @@
+"""Temporal encoder over per-frame embeddings: a [CLS] token summarises a clip.
+
+After VTN (Neimark et al., "Video Transformer Network", 2021): frozen per-frame CNN features are
+projected, given learned position embeddings, prefixed with a learned [CLS] token and passed through
+a transformer encoder whose [CLS] output is the clip embedding. ``model.attention`` picks the
+attention pattern of an otherwise identical BERT-style (post-LN) encoder:
+
+* ``local``: Longformer sliding-window attention (Beltagy et al., "Longformer: The Long-Document
+  Transformer", 2020), via ``transformers.LongformerModel``. ``model.window`` is the total window
+  width: every frame attends to the ``window / 2`` frames either side of it and to [CLS]; [CLS] has
+  global attention (attends to, and is attended by, every frame).
+* ``global``: full softmax(QKᵀ/√d_k)·V self-attention (``nn.TransformerEncoder``).
+
+Both backbones take the same ``(tokens, mask)`` and apply the same block structure:
+embedding LayerNorm → dropout → ``layers`` × [attention → residual → LayerNorm → FFN(GELU) →
+residual → LayerNorm], with the same initialisation (BERT: normal(0, 0.02)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LongformerConfig, LongformerModel
+
+from cmmvt.config import ModelParams
+
+INIT_STD = 0.02  # BERT / Longformer ``initializer_range``
+LN_EPS = 1e-5
+
+
+def init_weights(module: nn.Module) -> None:
+    """BERT-style init (normal(0, 0.02) weights, zero biases) for modules we build ourselves.
+
+    Leaves ``nn.Embedding`` alone on purpose (Longformer's frozen, zeroed tables must stay zero).
+    Use as ``module.apply(init_weights)``.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=INIT_STD)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):  # fused q/k/v projection is a bare Parameter
+        nn.init.normal_(module.in_proj_weight, std=INIT_STD)
+        nn.init.zeros_(module.in_proj_bias)
+
+
+def check_params(p: ModelParams) -> None:
+    """Raise ``ValueError`` naming the ``params.yaml`` key when ``p`` cannot build a transformer."""
+    if p.hidden % p.heads:
+        raise ValueError(f"model.hidden = {p.hidden} must be divisible by model.heads = {p.heads}")
+    if p.encoder == "longformer" and p.attention == "local" and p.window % 2:
+        raise ValueError(
+            f"model.window = {p.window} must be even for local (Longformer) attention: "
+            "it is the total width, each frame attending to window/2 neighbours either side"
+        )
+
+
+class LocalAttention(nn.Module):
+    """Longformer encoder (sliding window + global [CLS]) over already-embedded tokens.
+
+    Longformer's own embedding layer is neutralised: we feed ``inputs_embeds`` that already carry
+    our position embeddings, so its word / position / token-type tables are shrunk to one row,
+    zeroed and frozen, and ``position_ids`` / ``token_type_ids`` are passed explicitly as all-zero
+    (row 0 is also the ``padding_idx``, which ``nn.Embedding`` never updates). What remains of it
+    is the embedding LayerNorm + dropout, i.e. exactly the BERT embedding post-processing.
+
+    Args:
+        p: Model parameters (``hidden``, ``layers``, ``heads``, ``window``, ``dropout``).
+    """
+
+    def __init__(self, p: ModelParams):
+        super().__init__()
+        check_params(p)
+        self.window = p.window
+        cfg = LongformerConfig(
+            vocab_size=1,
+            type_vocab_size=1,
+            max_position_embeddings=1,  # we pass position_ids = 0 (the zero, frozen padding row)
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+            sep_token_id=0,
+            tie_word_embeddings=False,
+            hidden_size=p.hidden,
+            num_hidden_layers=p.layers,
+            num_attention_heads=p.heads,
+            intermediate_size=4 * p.hidden,
+            hidden_act="gelu",
+            hidden_dropout_prob=p.dropout,
+            attention_probs_dropout_prob=p.dropout,
+            attention_window=[p.window] * p.layers,
+            initializer_range=INIT_STD,
+            layer_norm_eps=LN_EPS,
+        )
+        self.longformer = LongformerModel(cfg, add_pooling_layer=False)
+        emb = self.longformer.embeddings
+        for table in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings):
+            nn.init.zeros_(table.weight)
+            table.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode tokens; token 0 gets global attention.
+
+        Args:
+            x: (B, L, D) embedded tokens, [CLS] first.
+            mask: (B, L) bool, True = real token.
+
+        Returns:
+            (B, L, D) contextualised tokens.
+        """
+        B, L, _ = x.shape
+        pad = -L % self.window  # pad ourselves so HF neither warns nor pads
+        x = F.pad(x, (0, 0, 0, pad))  # (B, Lp, D)
+        mask = F.pad(mask, (0, pad), value=False).long()  # (B, Lp)
+        global_mask = torch.zeros_like(mask)
+        global_mask[:, 0] = 1  # [CLS]
+        zeros = torch.zeros_like(mask)
+        out = self.longformer(
+            inputs_embeds=x,
+            attention_mask=mask,
+            global_attention_mask=global_mask,
+            position_ids=zeros,
+            token_type_ids=zeros,
+        ).last_hidden_state  # (B, Lp, D)
+        return out[:, :L]
+
+
+class GlobalAttention(nn.Module):
+    """Full self-attention with the same post-LN block structure as :class:`LocalAttention`.
+
+    Args:
+        p: Model parameters (``hidden``, ``layers``, ``heads``, ``dropout``).
+    """
+
+    def __init__(self, p: ModelParams):
+        super().__init__()
+        check_params(p)
+        self.norm = nn.LayerNorm(p.hidden, eps=LN_EPS)  # embedding LayerNorm, as in BERT/Longformer
+        self.drop = nn.Dropout(p.dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=p.hidden,
+            nhead=p.heads,
+            dim_feedforward=4 * p.hidden,
+            dropout=p.dropout,
+            activation="gelu",
+            layer_norm_eps=LN_EPS,
+            batch_first=True,
+            norm_first=False,
+        )
+        self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode tokens.
+
+        Args:
+            x: (B, L, D) embedded tokens, [CLS] first.
+            mask: (B, L) bool, True = real token.
+
+        Returns:
+            (B, L, D) contextualised tokens.
+        """
+        x = self.drop(self.norm(x))
+        return self.encoder(x, src_key_padding_mask=~mask)  # (B, L, D)
+
+
+class TemporalEncoder(nn.Module):
+    """Frames → [CLS] clip embedding (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020).
+
+    Linear(in_dim → hidden) → prepend learned [CLS] → + learned position embedding
+    (``max_frames + 1`` positions, [CLS] at 0) → local or global attention encoder.
+
+    Args:
+        in_dim: Per-frame feature size, or ``None`` when the inputs are already ``hidden``-sized
+            tokens (early fusion projects each modality itself), which skips the input projection.
+        p: Model parameters.
+
+    Raises:
+        ValueError: On an odd ``model.window`` with local attention, or ``hidden % heads != 0``.
+    """
+
+    def __init__(self, in_dim: int | None, p: ModelParams):
+        super().__init__()
+        check_params(p)
+        self.max_frames = p.max_frames
+        self.proj = nn.Linear(in_dim, p.hidden) if in_dim is not None else nn.Identity()
+        self.cls = nn.Parameter(torch.empty(1, 1, p.hidden))
+        self.pos = nn.Parameter(torch.empty(1, p.max_frames + 1, p.hidden))
+        nn.init.normal_(self.cls, std=INIT_STD)
+        nn.init.normal_(self.pos, std=INIT_STD)
+        self.proj.apply(init_weights)
+        self.backbone = LocalAttention(p) if p.attention == "local" else GlobalAttention(p)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, return_tokens: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Encode a batch of clips.
+
+        Args:
+            x: (B, T, in_dim) per-frame features (T ≤ ``max_frames``).
+            mask: (B, T) bool, True = real frame. An all-False row is allowed (the clip then
+                reduces to its [CLS] token alone).
+            return_tokens: Also return the frame tokens.
+
+        Returns:
+            (B, hidden) [CLS] output, or ``(cls, tokens)`` with tokens (B, T, hidden).
+        """
+        B, T, _ = x.shape
+        if T > self.max_frames:
+            raise ValueError(f"clip has {T} frames but model.max_frames = {self.max_frames}")
+        mask = mask.bool()
+        x = x.masked_fill(~mask[..., None], 0.0)  # padding never leaks, even NaN/garbage
+        x = self.proj(x)  # (B, T, D)
+        x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.pos[:, : T + 1]  # (B, T+1, D)
+        mask = F.pad(mask, (1, 0), value=True)  # (B, T+1), [CLS] is always real
+        h = self.backbone(x, mask)  # (B, T+1, D)
+        return (h[:, 0], h[:, 1:]) if return_tokens else h[:, 0]

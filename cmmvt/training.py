@@ -1,0 +1,185 @@
+"""Supervised training of the temporal classifier on cached features.
+
+AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, label smoothing (Szegedy et al.
+2016), gradient-norm clipping and early stopping on validation top-1. The best checkpoint is saved
+with its resolved params, label names and the feature params of the caches it was trained on, and is
+loaded back with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+
+Example:
+    >>> from cmmvt import config, training                         # doctest: +SKIP
+    >>> result = training.train(config.load(), "models/classifier.pt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cmmvt import manifest as manifest_mod
+from cmmvt.cache import CacheReader
+from cmmvt.config import Params
+from cmmvt.dataset import ClipDataset, Split, splits, stratified_subset
+from cmmvt.models import MODALITIES, Classifier, build_model
+
+CHECKPOINT_VERSION = 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; deterministic kernels where torch has them (CPU runs repeat exactly)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _loader(ds: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, ds: ClipDataset, batch_size: int = 64) -> np.ndarray:
+    """Logits averaged over each clip's views → (N, C)."""
+    model.eval()
+    out = []
+    for batch in DataLoader(ds, batch_size=batch_size):
+        views = batch[ds.modalities[0]].shape[1]  # items are (B, V, T, D)
+        flat = {k: v.flatten(0, 1) for k, v in batch.items() if k != "label"}  # (B*V, T, D)
+        logits = model(flat).unflatten(0, (-1, views))  # (B, V, C)
+        out.append(logits.mean(1))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def feature_params(features: str | Path, modalities: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The feature params of each cache (backbone, fps, audio windows…), stored in checkpoints for ``predict``."""
+    out = {}
+    for m in modalities:
+        with CacheReader(features, m) as r:
+            out[m] = {k: v for k, v in r.attrs.items() if k != "versions"}
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did."""
+
+    best_epoch: int
+    best_val_top1: float
+    epochs_run: int
+    train_clips: int
+
+
+def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[str, Split], list[str]]:
+    sp, names = splits(df, features, MODALITIES[p.model.modalities])
+    sp["train"] = stratified_subset(sp["train"], p.train.label_fraction, p.seed)
+    if not sp["train"].ids:
+        raise ValueError(f"no training clips: check {p.data.manifest} and the caches under {features}")
+    return sp, names
+
+
+def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/train",
+          features: str | Path | None = None) -> TrainResult:
+    """Train the classifier described by ``p`` and save the best checkpoint to ``out``.
+
+    Args:
+        p: All params (``model``, ``train``, ``data.manifest``, ``extract.out``, ``seed``).
+        out: Checkpoint path.
+        live_dir: DVCLive folder for loss/accuracy curves (None: no logging).
+        features: Features root (default ``p.extract.out``).
+
+    Returns:
+        Best epoch and validation top-1.
+    """
+    seed_everything(p.seed)
+    features = Path(features or p.extract.out)
+    mods = MODALITIES[p.model.modalities]
+    sp, names = _datasets(p, features, manifest_mod.read(p.data.manifest))
+    train_ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.max_frames, train=True)
+    val_split = sp["val"] if sp["val"].ids else sp["train"]
+    val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, p.model.max_frames, views=p.evaluate.views)
+    model = build_model(p.model, train_ds.dims, len(names))
+    opt = torch.optim.AdamW(model.parameters(), lr=p.train.lr, weight_decay=p.train.weight_decay)
+    loader = _loader(train_ds, p.train.batch_size, shuffle=True, seed=p.seed)
+    sched = warmup_cosine(opt, p.train.warmup_epochs * len(loader), p.train.epochs * len(loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
+    live = _live(live_dir)
+    best = (-1.0, -1)
+    epoch = 0
+    for epoch in range(p.train.epochs):
+        model.train()
+        losses, correct = [], 0
+        for batch in loader:
+            logits = model(batch)  # (B, C)
+            loss = loss_fn(logits, batch["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), p.train.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            correct += int((logits.argmax(1) == batch["label"]).sum())
+        val_logits = predict(model, val_ds)
+        val_top1 = float((val_logits.argmax(1) == np.asarray(val_split.labels)).mean())
+        if live is not None:
+            live.log_metric("train/loss", float(np.mean(losses)))
+            live.log_metric("train/top1", correct / len(train_ds))
+            live.log_metric("val/top1", val_top1)
+            live.log_metric("lr", sched.get_last_lr()[0])
+            live.next_step()
+        if val_top1 > best[0]:
+            best = (val_top1, epoch)
+            save_checkpoint(out, model, p, names, train_ds.dims, feature_params(features, mods))
+        elif epoch - best[1] >= p.train.patience:
+            break
+    if live is not None:
+        live.end()
+    return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds))
+
+
+def _live(live_dir: str | Path | None):
+    if live_dir is None:
+        return None
+    from dvclive import Live
+
+    return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def save_checkpoint(path: str | Path, model: Classifier, p: Params, names: list[str], dims: dict[str, int],
+                    features: dict[str, dict[str, Any]]) -> None:
+    """Save weights + everything needed to rebuild and use the model (only tensors and plain types)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"version": CHECKPOINT_VERSION, "state_dict": model.state_dict(), "params": p.model_dump(),
+                "labels": names, "dims": dims, "features": features}, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild a classifier from a checkpoint (``weights_only=True``: safe to load untrusted files).
+
+    Returns:
+        The model in eval mode and the checkpoint dict (``params``, ``labels``, ``dims``, ``features``).
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    p = Params.model_validate(ckpt["params"])
+    model = build_model(p.model, ckpt["dims"], len(ckpt["labels"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
