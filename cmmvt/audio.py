@@ -1,0 +1,234 @@
+"""Log-mel spectrogram windows aligned with sampled video frames ("spectrogram as image").
+
+A clip's mono waveform becomes one log-mel spectrogram; for every sampled video-frame timestamp
+(see :func:`cmmvt.media.sample_times`) a fixed-length window centred on that instant is cut out and
+turned into a 3-channel image for a frozen ImageNet CNN, so audio row ``t`` and video row ``t`` of
+the feature caches describe the same moment.
+
+The defaults of :class:`cmmvt.config.AudioParams` follow VGGish (Hershey et al. 2017, "CNN
+architectures for large-scale audio classification", ICASSP): 16 kHz mono, 25 ms analysis window,
+10 ms hop, 64 mel bands and 0.96 s patches, i.e. 96 spectrogram frames by 64 mel bins per window.
+Feeding such patches to an ImageNet-pretrained CNN as images follows Gong et al. 2021 (AST,
+"AST: Audio Spectrogram Transformer", Interspeech), who standardise log-mel values with fixed
+dataset constants before an ImageNet-initialised model; :func:`to_images` does the same.
+
+Conventions:
+
+* Time → column. With ``center=True`` spectrogram frame ``k`` is centred on sample ``k * hop``,
+  i.e. on time ``k * hop / sr``. The window for time ``t`` holds frames
+  ``s .. s + W - 1`` with ``s = round(t * sr / hop - W / 2)``, so ``t`` falls on column ``W // 2``
+  (column 48 of 96 by default) and a sound ``d`` seconds after ``t`` sits ``d * sr / hop`` columns
+  right of it.
+* Padding. Frames outside the clip are filled with the log floor ``log(1e-6)`` - the value of true
+  silence - so every window has exactly ``W`` columns even for a 0.1 s clip, and nothing is
+  invented beyond the clip's edges (edge replication would smear the first/last sound over the
+  missing part). The waveform itself is zero-padded for the centred STFT (``pad_mode="constant"``),
+  for the same reason and so that clips shorter than half an FFT still work.
+* Normalisation. A fixed affine map ``(logmel - LOGMEL_MEAN) / LOGMEL_STD``: the log floor (pure
+  silence) maps to about -2.5 and a full-scale tone or noise to about +2..+3, the range of
+  ImageNet-normalised pixels. It is per-window (no statistics across windows or clips), keeps
+  loudness information, and cannot blow up on silence (no division by a data-dependent std).
+  The result is already in normalised-input space: do not apply ImageNet mean/std again.
+
+Example:
+    >>> import numpy as np
+    >>> from cmmvt.config import AudioParams
+    >>> p = AudioParams()
+    >>> wave = np.zeros(16000, np.float32)  # 1 s of silence
+    >>> win = clip_windows(wave, np.array([0.125, 0.375, 0.625, 0.875]), p)
+    >>> tuple(win.shape), tuple(to_images(win).shape)
+    ((4, 64, 96), (4, 3, 64, 96))
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from cmmvt.config import AudioParams
+
+__all__ = [
+    "LOG_EPS",
+    "LOG_FLOOR",
+    "LOGMEL_MEAN",
+    "LOGMEL_STD",
+    "LogMel",
+    "clip_windows",
+    "frame_params",
+    "logmel_module",
+    "to_images",
+    "window_frames",
+    "windows",
+]
+
+LOG_EPS = 1e-6
+"""Added to mel power before the log; sets the value of digital silence."""
+LOG_FLOOR = math.log(LOG_EPS)
+"""``log(1e-6) ≈ -13.8``: the log-mel value of silence and of padding outside the clip."""
+LOGMEL_MEAN = -2.5
+"""Fixed centre of the log-mel → image map (natural-log mel power of a [-1, 1] waveform)."""
+LOGMEL_STD = 4.5
+"""Fixed scale of the log-mel → image map: silence → ≈ -2.5, full-scale sound → ≈ +2..+3."""
+
+
+def frame_params(p: AudioParams) -> tuple[int, int, int]:
+    """STFT sizes in samples for ``p``.
+
+    Returns:
+        ``(win_length, hop_length, n_fft)`` with ``win_length = round(win_ms * sr / 1000)``,
+        ``hop_length = round(hop_ms * sr / 1000)`` and ``n_fft`` the next power of two
+        ``>= win_length`` (400, 160, 512 for the VGGish defaults).
+    """
+    win = max(1, int(round(p.win_ms * p.sample_rate / 1000.0)))
+    hop = max(1, int(round(p.hop_ms * p.sample_rate / 1000.0)))
+    n_fft = 1 << (win - 1).bit_length()
+    return win, hop, n_fft
+
+
+def window_frames(p: AudioParams) -> int:
+    """Columns per window: ``W = round(window_s * 1000 / hop_ms)`` (96 for 0.96 s at 10 ms)."""
+    return max(1, int(round(p.window_s * 1000.0 / p.hop_ms)))
+
+
+class LogMel(torch.nn.Module):
+    """Waveform → natural-log mel power spectrogram, ``log(mel + 1e-6)``.
+
+    A thin wrapper around :class:`torchaudio.transforms.MelSpectrogram` (HTK mel scale, no filter
+    normalisation, power 2, centred frames, zero padding at the edges) with the VGGish framing of
+    Hershey et al. 2017 by default: 25 ms Hann window, 10 ms hop, 64 bands from 0 Hz to Nyquist.
+
+    Args:
+        p: Sample rate, mel bands, window and hop lengths.
+    """
+
+    def __init__(self, p: AudioParams) -> None:
+        super().__init__()
+        win, hop, n_fft = frame_params(p)
+        self.sample_rate = int(p.sample_rate)
+        self.hop_length = hop
+        self.n_fft = n_fft
+        self.n_mels = int(p.n_mels)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=self.sample_rate,
+            n_fft=n_fft,
+            win_length=win,
+            hop_length=hop,
+            n_mels=self.n_mels,
+            center=True,
+            pad_mode="constant",
+            power=2.0,
+        )
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """Compute the log-mel spectrogram.
+
+        Args:
+            wave: ``(N,)`` float waveform in [-1, 1] at ``p.sample_rate`` (leading batch dims allowed).
+
+        Returns:
+            ``(n_mels, F)`` float32 with ``F = 1 + N // hop``; values ``>= log(1e-6)``.
+        """
+        wave = wave.to(torch.float32)
+        if wave.shape[-1] == 0:  # torch.stft rejects empty input; silence has one floor frame
+            return torch.full((*wave.shape[:-1], self.n_mels, 1), LOG_FLOOR, device=wave.device)
+        mel = self.mel(wave)  # (..., n_mels, F)
+        return torch.log(mel + LOG_EPS)
+
+
+def windows(logmel: torch.Tensor, times: np.ndarray, p: AudioParams) -> torch.Tensor:
+    """Cut one ``W``-column window centred on each timestamp out of a log-mel spectrogram.
+
+    Window ``t`` holds spectrogram frames ``s_t .. s_t + W - 1`` with
+    ``s_t = round(times[t] * sr / hop - W / 2)``, so ``times[t]`` lands on column ``W // 2``. Frames
+    before the first or after the last one are the log floor ``log(1e-6)`` (silence), so every
+    window has exactly ``W`` columns whatever the clip length. One gather, no Python loop.
+
+    Args:
+        logmel: ``(n_mels, F)`` from :class:`LogMel` with the same ``p``.
+        times: ``(T,)`` window centres in seconds (e.g. :func:`cmmvt.media.sample_times`).
+        p: The audio params (sample rate, hop, window length).
+
+    Returns:
+        ``(T, n_mels, W)`` float32 on ``logmel``'s device; ``W = 96`` for the defaults.
+    """
+    _, hop, _ = frame_params(p)
+    W = window_frames(p)
+    M, n_frames = logmel.shape
+    t = np.asarray(times, dtype=np.float64).reshape(-1)  # (T,)
+    if t.size == 0:
+        return logmel.new_zeros((0, M, W))
+    centre = t * (p.sample_rate / hop)  # (T,) fractional frame index of each timestamp
+    start = np.floor(centre - W / 2.0 + 0.5).astype(np.int64)  # (T,) round half up, not to even
+    left = max(0, -int(start.min()))
+    right = max(0, int(start.max()) + W - n_frames)
+    padded = F.pad(logmel, (left, right), value=LOG_FLOOR)  # (M, left + F + right)
+    first = torch.from_numpy(start + left).to(logmel.device)  # (T,) first padded column of each window
+    idx = first[:, None] + torch.arange(W, device=logmel.device)  # (T, W)
+    return padded[:, idx].permute(1, 0, 2).contiguous()  # (M, T, W) → (T, M, W)
+
+
+def to_images(
+    win: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    mean: float = LOGMEL_MEAN,
+    std: float = LOGMEL_STD,
+) -> torch.Tensor:
+    """Log-mel windows → 3-channel CNN inputs.
+
+    Applies the fixed affine map ``(x - mean) / std`` (per window, no data-dependent statistics, so
+    silence maps to the finite constant ``(log(1e-6) - mean) / std ≈ -2.5``), optionally resizes
+    with bilinear interpolation, and replicates the single channel three times. The output is
+    already in ImageNet-normalised input space (roughly [-2.5, 3]); do not normalise it again.
+
+    Args:
+        win: ``(T, n_mels, W)`` log-mel windows from :func:`windows`.
+        size: Optional ``(H, W')`` output size (e.g. ``(224, 224)``); ``None`` keeps ``(n_mels, W)``.
+        mean: Centre of the map (default :data:`LOGMEL_MEAN`).
+        std: Scale of the map (default :data:`LOGMEL_STD`).
+
+    Returns:
+        ``(T, 3, n_mels, W)`` (or ``(T, 3, *size)``) float32, contiguous, three identical channels.
+    """
+    x = (win.to(torch.float32) - mean) / std  # (T, M, W)
+    x = x.unsqueeze(1)  # (T, 1, M, W)
+    if size is not None and x.shape[0] > 0 and tuple(size) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)  # (T, 1, H, W')
+    elif size is not None and x.shape[0] == 0:
+        x = x.new_zeros((0, 1, *size))
+    return x.expand(-1, 3, -1, -1).contiguous()  # (T, 3, H, W')
+
+
+@functools.lru_cache(maxsize=8)
+def _logmel_cached(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> LogMel:
+    p = AudioParams(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
+    return LogMel(p).eval()
+
+
+def logmel_module(p: AudioParams) -> LogMel:
+    """The shared (cached) :class:`LogMel` for ``p``, keyed on the hashable STFT fields.
+
+    Its forward pass keeps no state, so it is safe to share across decoding threads.
+    """
+    return _logmel_cached(int(p.sample_rate), int(p.n_mels), float(p.win_ms), float(p.hop_ms))
+
+
+def clip_windows(samples: np.ndarray, times: np.ndarray, p: AudioParams) -> torch.Tensor:
+    """Waveform → log-mel windows centred on ``times``: :class:`LogMel` then :func:`windows`.
+
+    Args:
+        samples: ``(N,)`` float32 mono waveform in [-1, 1] at ``p.sample_rate``.
+        times: ``(T,)`` window centres in seconds.
+        p: The audio params.
+
+    Returns:
+        ``(T, n_mels, W)`` float32 on the CPU.
+    """
+    wave = torch.as_tensor(np.ascontiguousarray(samples, dtype=np.float32)).reshape(-1)  # (N,)
+    with torch.no_grad():
+        logmel = logmel_module(p)(wave)  # (n_mels, F)
+        return windows(logmel, times, p)  # (T, n_mels, W)
