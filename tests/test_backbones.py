@@ -1,0 +1,186 @@
+"""Frozen CNN backbones: real offline ImageNet weights, embeddings, and offline failure modes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cmmvt import backbones
+from cmmvt.backbones import BackboneError
+
+CHURCHY = {442, 497, 698}  # bell cote, church, palace
+
+
+@pytest.fixture(scope="module")
+def lite0() -> backbones.Backbone:
+    return backbones.create("efficientnet_lite0", image_size=96)
+
+
+@pytest.fixture(scope="module")
+def rand() -> backbones.Backbone:
+    return backbones.create("none", image_size=96)
+
+
+@pytest.fixture(scope="module")
+def china() -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image("china.jpg")[None]  # (1, 427, 640, 3) uint8
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty torch hub cache, and any network connection attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    return tmp_path
+
+
+def _top5(logits: np.ndarray) -> set[int]:
+    return set(np.argsort(-logits[0])[:5].tolist())
+
+
+def test_packaged_lite0_weights_classify_china_jpg(china):
+    logits = backbones.classifier_logits("efficientnet_lite0", image_size=224)(china)  # real ImageNet head
+    assert logits.shape == (1, 1000)
+    top5 = _top5(logits)
+    assert top5 & CHURCHY, top5
+
+
+def test_random_weights_do_not_classify_china_jpg(china):
+    rand224 = backbones.create("none", image_size=224, optimize=False)
+    assert rand224.weights == "random"
+    top5 = _top5(rand224.logits(china))
+    assert not top5 & CHURCHY, top5
+
+
+def test_every_packaged_tensor_maps_with_equal_shape():
+    import timm
+
+    src = backbones._load_file(backbones.lite0_weights_path())
+    dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    mapped = backbones.map_by_position(src, dst)
+    assert len(src) == len(mapped) == len(dst) == 296
+    assert list(mapped) == list(dst)
+    for (sk, sv), (dk, dv) in zip(src.items(), mapped.items(), strict=True):
+        assert sv.shape == dst[dk].shape and dv is sv, (sk, dk)
+
+
+def test_position_mapping_fails_loudly_on_mismatch():
+    import timm
+
+    src = backbones._load_file(backbones.lite0_weights_path())
+    dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    keys = list(src)
+    with pytest.raises(BackboneError, match="295 tensors, the model has 296"):
+        backbones.map_by_position({k: src[k] for k in keys[:-1]}, dst)
+    swapped = dict(src)
+    swapped[keys[0]], swapped[keys[1]] = src[keys[1]], src[keys[0]]  # conv stem ↔ bn weight
+    with pytest.raises(BackboneError, match="tensor 0"):
+        backbones.map_by_position(swapped, dst)
+
+
+@pytest.mark.parametrize("which", ["lite0", "rand"])
+def test_embed_shape_dtype_finite_deterministic(which, request):
+    bb: backbones.Backbone = request.getfixturevalue(which)
+    assert bb.dim == 1280 and bb.weights == {"lite0": backbones.LITE0_FILE, "rand": "random"}[which]
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 120, 160, 3), dtype=np.uint8)
+    a, b = bb.embed(rgb), bb.embed(torch.from_numpy(rgb))
+    assert a.shape == (3, bb.dim) and a.dtype == np.float32
+    assert np.isfinite(a).all() and np.array_equal(a, b)
+    assert bb.embed(rgb[:0]).shape == (0, bb.dim)
+    assert np.array_equal(bb.embed(rgb[:, :, :, ::-1][:, :, :, ::-1]), a)  # negative strides are fine
+    for p in bb.model.parameters():
+        assert not p.requires_grad
+    assert not bb.model.training
+
+
+def test_embed_images_takes_non_square_spectrograms(rand):
+    x = torch.randn(4, 3, 64, 96)  # (T, 3, n_mels, W), already normalised
+    y = rand.embed_images(x)
+    assert isinstance(y, torch.Tensor) and y.shape == (4, 1280) and y.dtype == torch.float32
+    assert torch.isfinite(y).all()
+    assert rand.embed_images(x[:0]).shape == (0, 1280)
+
+
+def test_frozen_runner_matches_eager_model(rand):
+    eager = backbones.create("none", image_size=96, optimize=False)
+    assert eager.runner is None
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 100, 90, 3), dtype=np.uint8)
+    np.testing.assert_allclose(rand.embed(rgb), eager.embed(rgb), rtol=1e-3, atol=1e-3)
+
+
+def test_preprocess_crops_resizes_and_normalises(rand):
+    mean = np.array(rand.mean) * 255
+    rgb = np.broadcast_to(mean.round().astype(np.uint8), (2, 50, 300, 3))  # read-only, wide
+    x = rand.preprocess(rgb)
+    assert x.shape == (2, 3, 96, 96) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert x.abs().max() < 0.02
+    with pytest.raises(BackboneError, match="uint8"):
+        rand.preprocess(np.zeros((1, 8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v3_large"])
+def test_torchvision_without_cached_weights_fails_at_once(name, offline):
+    url = backbones.torchvision_weights(name).url
+    start = time.perf_counter()
+    with pytest.raises(BackboneError) as err:
+        backbones.create(name)
+    assert time.perf_counter() - start < 2
+    msg = str(err.value)
+    assert url in msg and "--weights" in msg and str(backbones.cached_weights_path(name)) in msg
+
+
+def test_torchvision_weights_file_loads(offline):
+    import torchvision
+
+    path = offline / "resnet18-random.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    bb = backbones.create("resnet18", weights=str(path), image_size=64)
+    assert bb.dim == 512 and bb.weights == str(path)
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 80, 64, 3), dtype=np.uint8)
+    out = bb.embed(rgb)
+    assert out.shape == (2, 512) and out.dtype == np.float32 and np.isfinite(out).all()
+
+    cached = backbones.cached_weights_path("resnet18")  # the same file in the hub cache is found offline
+    cached.parent.mkdir(parents=True)
+    path.rename(cached)
+    bb2 = backbones.create("resnet18", image_size=64)
+    assert bb2.weights == "IMAGENET1K_V1"
+    np.testing.assert_array_equal(bb2.embed(rgb), out)
+
+
+def test_bad_weights_and_names_raise_backbone_error(offline):
+    import torchvision
+
+    path = offline / "r18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(BackboneError, match="does not fit"):
+        backbones.create("resnet50", weights=str(path))
+    with pytest.raises(BackboneError, match="does not fit"):
+        backbones.create("efficientnet_lite0", weights=str(path))
+    with pytest.raises(BackboneError, match="not found"):
+        backbones.create("resnet18", weights=str(offline / "missing.pth"))
+    (offline / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(BackboneError, match="not a readable"):
+        backbones.create("resnet18", weights=str(offline / "junk.pth"))
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        backbones.create("vgg16")
+    with pytest.raises(BackboneError, match="no weights"):
+        backbones.create("none", weights=str(path))
+
+
+def test_backbones_table_matches_models():
+    assert backbones.BACKBONES == {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048,
+                                   "mobilenet_v3_large": 960, "none": 1280}

@@ -1,0 +1,228 @@
+"""Tests for the synthetic audio-visual dataset (:mod:`cmmvt.synth`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from cmmvt import media, synth
+from cmmvt.config import SynthParams
+from cmmvt.synth import CLASSES, SOUNDS, VISUALS, clip_rng, make_dataset, render_audio, render_clip, render_video
+
+TINY = SynthParams(classes=10, clips_per_class=1, duration=1.0, fps=25, size=64, sample_rate=16000)
+REVERSED_VISUAL = {"disk_lr": "disk_rl"}
+REVERSED_SOUND = {"chirp_up": "chirp_down"}
+
+
+# ----------------------------------------------------------------------------- class design
+
+
+def test_every_pattern_is_shared_by_exactly_two_classes():
+    assert len(CLASSES) == 10
+    assert len({c.name for c in CLASSES}) == 10
+    assert len({(c.visual, c.sound) for c in CLASSES}) == 10
+    assert Counter(c.visual for c in CLASSES) == {v: 2 for v in VISUALS}
+    assert Counter(c.sound for c in CLASSES) == {s: 2 for s in SOUNDS}
+    for c in CLASSES:
+        assert c.name == f"{c.visual}_{c.sound}" and c.description
+
+
+def test_first_five_classes_use_every_pattern_once():
+    first = CLASSES[:5]
+    assert sorted(c.visual for c in first) == sorted(VISUALS)
+    assert sorted(c.sound for c in first) == sorted(SOUNDS)
+
+
+def _bag(pattern: str, reversed_map: dict[str, str]) -> str:
+    """A pattern as a bag-of-frames model sees it (order-reversed twins collapse)."""
+    inverse = {b: a for a, b in reversed_map.items()}
+    return inverse.get(pattern, pattern)
+
+
+def test_order_only_pairs_exist_and_share_the_other_modality():
+    by = {(c.visual, c.sound): c for c in CLASSES}
+    video_order = [(v, s) for (v, s) in by if v in REVERSED_VISUAL and (REVERSED_VISUAL[v], s) in by]
+    audio_order = [(v, s) for (v, s) in by if s in REVERSED_SOUND and (v, REVERSED_SOUND[s]) in by]
+    assert video_order, "need a pair differing only in the order of the video"
+    assert audio_order, "need a pair differing only in the order of the audio"
+
+
+def test_accuracy_ceilings_of_the_design():
+    """Bag-of-frames (both modalities) confuses exactly the order-only pairs; one modality ≤ 50 %."""
+    bags = Counter((_bag(c.visual, REVERSED_VISUAL), _bag(c.sound, REVERSED_SOUND)) for c in CLASSES)
+    assert len(bags) / len(CLASSES) == pytest.approx(0.8)  # one correct class per distinguishable bag
+    for key in ("visual", "sound"):
+        groups = Counter(getattr(c, key) for c in CLASSES)
+        assert len(groups) / len(CLASSES) == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("spec", CLASSES, ids=lambda c: c.name)
+def test_render_clip_shapes_and_ranges(spec):
+    frames, audio = render_clip(spec, clip_rng(0, 0, 0), TINY)
+    assert frames.shape == (25, 64, 64, 3) and frames.dtype == np.uint8
+    assert audio.shape == (16000,) and audio.dtype == np.float32
+    assert np.all(np.abs(audio) <= 0.9) and np.isfinite(audio).all()
+    assert audio.std() > 0.01  # audible
+    assert frames.std() > 5  # not blank
+    assert np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() > 0.5  # something moves
+
+
+def test_render_is_deterministic_per_clip_seed():
+    a = render_clip(CLASSES[3], clip_rng(7, 3, 2), TINY)
+    b = render_clip(CLASSES[3], clip_rng(7, 3, 2), TINY)
+    c = render_clip(CLASSES[3], clip_rng(8, 3, 2), TINY)
+    d = render_clip(CLASSES[3], clip_rng(7, 3, 3), TINY)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for other in (c, d):
+        assert not np.array_equal(a[0], other[0]) and not np.array_equal(a[1], other[1])
+
+
+def test_unknown_patterns_are_rejected():
+    with pytest.raises(ValueError, match="visual"):
+        render_video("hexagon", np.random.default_rng(0), TINY)
+    with pytest.raises(ValueError, match="sound"):
+        render_audio("whistle", np.random.default_rng(0), TINY)
+
+
+def _object_x(frames: np.ndarray) -> np.ndarray:
+    """Per-frame x centroid of the class object: the only bright, saturated pixels in a frame."""
+    f = frames.astype(np.int16)
+    hi, lo = f.max(-1), f.min(-1)  # (T, H, W)
+    mask = (hi > 190) & (hi - lo > 100)
+    assert mask.sum((1, 2)).min() > 20, "object not visible in some frame"
+    xs = np.arange(frames.shape[2])[None, None, :]
+    return (mask * xs).sum((1, 2)) / mask.sum((1, 2))
+
+
+def test_disk_directions_are_exact_time_reversals():
+    p = TINY.model_copy(update={"duration": 2.0})
+    for seed in range(3):
+        lr = render_video("disk_lr", np.random.default_rng(seed), p)
+        rl = render_video("disk_rl", np.random.default_rng(seed), p)
+        assert np.array_equal(lr[::-1], rl)  # identical frame set, reversed order
+        t = np.arange(len(lr))
+        slope_lr = np.polyfit(t, _object_x(lr), 1)[0]
+        slope_rl = np.polyfit(t, _object_x(rl), 1)[0]
+        # the object crosses (nearly) the whole width: ≥ 0.4 * size over the clip
+        assert slope_lr * len(t) > 0.4 * p.size
+        assert slope_rl * len(t) < -0.4 * p.size
+
+
+def test_class_pair_differing_only_in_video_order():
+    """Same clip seed: identical audio, video exactly reversed."""
+    by = {(c.visual, c.sound): c for c in CLASSES}
+    a, b = by[("disk_lr", "hum")], by[("disk_rl", "hum")]
+    fa, aa = render_clip(a, clip_rng(0, 0, 0), TINY)
+    fb, ab = render_clip(b, clip_rng(0, 0, 0), TINY)
+    assert np.array_equal(aa, ab)
+    assert np.array_equal(fa[::-1], fb)
+
+
+def _dominant_freq(audio: np.ndarray, sr: int, parts: int = 4) -> np.ndarray:
+    """Peak frequency of each of ``parts`` consecutive segments."""
+    segs = np.array_split(audio, parts)
+    return np.array([np.argmax(np.abs(np.fft.rfft(s * np.hanning(len(s))))) * sr / len(s) for s in segs])
+
+
+def test_chirps_rise_and_fall_over_the_same_range():
+    for seed in range(3):
+        up = render_audio("chirp_up", np.random.default_rng(seed), TINY)
+        down = render_audio("chirp_down", np.random.default_rng(seed), TINY)
+        assert np.array_equal(up[::-1], down)
+        fu, fd = _dominant_freq(up, TINY.sample_rate), _dominant_freq(down, TINY.sample_rate)
+        assert np.all(np.diff(fu) > 0) and np.all(np.diff(fd) < 0)
+        assert fu[-1] > 2.5 * fu[0]
+
+
+# ----------------------------------------------------------------------------- dataset on disk
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return out, make_dataset(out, TINY, seed=0)
+
+
+def test_layout_is_folder_per_class(dataset):
+    out, paths = dataset
+    assert len(paths) == 10
+    assert paths == [out / c.name / f"{c.name}_000.mp4" for c in CLASSES]
+    assert sorted(d.name for d in out.iterdir()) == sorted(c.name for c in CLASSES)
+    for c in CLASSES:
+        assert [f.name for f in (out / c.name).iterdir()] == [f"{c.name}_000.mp4"]  # no temp files left
+
+
+def test_each_clip_is_h264_plus_aac_of_the_right_duration(dataset):
+    _, paths = dataset
+    for path in paths:
+        with av.open(str(path)) as container:
+            v = [s for s in container.streams if s.type == "video"]
+            a = [s for s in container.streams if s.type == "audio"]
+            assert len(v) == 1 and len(a) == 1, path
+            assert v[0].codec_context.name == "h264"
+            assert a[0].codec_context.name == "aac"
+            assert v[0].codec_context.width == TINY.size and v[0].codec_context.height == TINY.size
+        info = media.probe(path)
+        assert info.has_audio
+        assert abs(info.duration - TINY.duration) <= 0.1
+        frames = media.read_frames(path, TINY.fps)
+        assert abs(len(frames.rgb) - TINY.duration * TINY.fps) <= 1
+        audio = media.load_audio(path, TINY.sample_rate)
+        assert audio is not None
+        assert abs(len(audio.samples) / audio.sample_rate - TINY.duration) <= 0.1
+
+
+def _decoded(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    frames = media.read_frames(path, TINY.fps).rgb
+    audio = media.load_audio(path, TINY.sample_rate)
+    return np.asarray(frames), np.asarray(audio.samples)
+
+
+def test_same_seed_gives_identical_decoded_clips(dataset, tmp_path):
+    out, paths = dataset
+    p = TINY.model_copy(update={"classes": 2})
+    again = make_dataset(tmp_path / "again", p, seed=0)
+    other = make_dataset(tmp_path / "other", p, seed=1)
+    for first, second, third in zip(paths[:2], again, other):
+        f1, a1 = _decoded(first)
+        f2, a2 = _decoded(second)
+        f3, a3 = _decoded(third)
+        assert np.array_equal(f1, f2) and np.array_equal(a1, a2)
+        assert not np.array_equal(f1, f3) and not np.array_equal(a1, a3)
+
+
+def test_regeneration_removes_stale_clips_only(tmp_path):
+    p = TINY.model_copy(update={"classes": 2, "clips_per_class": 2})
+    make_dataset(tmp_path, p, seed=0)
+    name = CLASSES[1].name
+    foreign = tmp_path / name / "notes.txt"
+    foreign.write_text("keep me")
+    paths = make_dataset(tmp_path, p.model_copy(update={"clips_per_class": 1}), seed=0)
+    assert [q.name for q in paths] == [f"{CLASSES[0].name}_000.mp4", f"{name}_000.mp4"]
+    assert sorted(f.name for f in (tmp_path / name).iterdir()) == [f"{name}_000.mp4", "notes.txt"]
+
+
+def test_clip_independent_of_dataset_size():
+    small = render_clip(CLASSES[2], clip_rng(0, 2, 0), TINY)
+    # clip (2, 0) is seeded only by (seed, class, index): rendering other clips first changes nothing
+    for i in range(3):
+        render_clip(CLASSES[2], clip_rng(0, 2, i), TINY)
+    again = render_clip(CLASSES[2], clip_rng(0, 2, 0), TINY)
+    assert np.array_equal(small[0], again[0]) and np.array_equal(small[1], again[1])
+
+
+def test_bad_class_count_is_rejected(tmp_path):
+    p = SynthParams.model_construct(**{**TINY.model_dump(), "classes": 11})  # skips pydantic validation
+    with pytest.raises(ValueError, match="classes"):
+        make_dataset(tmp_path, p)
+
+
+def test_module_exports():
+    assert set(synth.__all__) >= {"CLASSES", "ClassSpec", "render_clip", "make_dataset"}
