@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 _state = {"traceback": False}
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (the one source of truth).")]
@@ -57,7 +57,7 @@ def _run(fn: Callable[[], Any]) -> Any:
     except _domain_errors() as exc:
         if _state["traceback"]:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
 
 

@@ -3,7 +3,8 @@
 Every class is a pair ``(visual pattern, sound pattern)``. There are 5 visual and 5 sound patterns and
 10 classes, chosen as the edges of one 10-cycle in the bipartite "visual — sound" graph::
 
-    disk_lr — hum — disk_rl — beeps — square — chirp_up — stripes — chirp_down — triangle — noise — (disk_lr)
+    disk_lr — hum — disk_rl — beeps — square — chirp_up — stripes — chirp_down — triangle — noise
+       └──────────────────────────────────────────────────────────────────────────────────┘
 
 so **every visual pattern is shared by exactly 2 classes and every sound by exactly 2 classes**. Video
 alone or audio alone can therefore reach at most 50 % accuracy, while both together identify the
@@ -17,20 +18,22 @@ The cycle is arranged so that each of these order-only pairs shares its *other* 
 frames, and ``stripes_chirp_up`` / ``stripes_chirp_down`` have the same video and differ only in the
 order of the audio.
 
-====  ======================  ============  ===========  ====================================================
- #    name                    visual        sound        what it tests
-====  ======================  ============  ===========  ====================================================
- 0    ``disk_lr_hum``         disk_lr       hum          vs 5: video order only (bag-of-frames cannot tell)
- 1    ``disk_rl_beeps``       disk_rl       beeps        vs 0/5: needs audio or video order
- 2    ``square_chirp_up``     square        chirp_up     vs 6: needs audio order (or video)
- 3    ``stripes_chirp_down``  stripes       chirp_down   vs 7: audio order only (same video)
- 4    ``triangle_noise``      triangle      noise        vs 8/9: needs the other modality
- 5    ``disk_rl_hum``         disk_rl       hum          vs 0: video order only (same sound)
- 6    ``square_beeps``        square        beeps        vs 1/2: needs the other modality
- 7    ``stripes_chirp_up``    stripes       chirp_up     vs 3: audio order only (same video)
- 8    ``triangle_chirp_down`` triangle      chirp_down   vs 4/3: needs the other modality / audio order
- 9    ``disk_lr_noise``       disk_lr       noise        vs 0: needs audio; vs 4: needs video
-====  ======================  ============  ===========  ====================================================
+====  ======================  ==========  ==========  =========================================================
+ #    name                    visual      sound       what it tests (the classes it shares a pattern with)
+====  ======================  ==========  ==========  =========================================================
+ 0    ``disk_lr_hum``         disk_lr     hum         vs 5: **video order only** (same sound, reversed frames);
+                                                      vs 9: audio
+ 1    ``disk_rl_beeps``       disk_rl     beeps       vs 5: audio; vs 6: video
+ 2    ``square_chirp_up``     square      chirp_up    vs 6: audio; vs 7: video
+ 3    ``stripes_chirp_down``  stripes     chirp_down  vs 7: **audio order only** (same video, reversed sound);
+                                                      vs 8: video
+ 4    ``triangle_noise``      triangle    noise       vs 8: audio; vs 9: video
+ 5    ``disk_rl_hum``         disk_rl     hum         vs 0: **video order only**; vs 1: audio
+ 6    ``square_beeps``        square      beeps       vs 1: video; vs 2: audio
+ 7    ``stripes_chirp_up``    stripes     chirp_up    vs 3: **audio order only**; vs 2: video
+ 8    ``triangle_chirp_down`` triangle    chirp_down  vs 3: video; vs 4: audio
+ 9    ``disk_lr_noise``       disk_lr     noise       vs 0: audio; vs 4: video
+====  ======================  ==========  ==========  =========================================================
 
 Expected ceilings (clean features, ideal classifier):
 
@@ -162,6 +165,23 @@ CLASSES: list[ClassSpec] = [
 # Patterns rendered as the time reversal of another pattern (same rng → exactly reversed clip).
 _REVERSED_VISUAL = {"disk_rl": "disk_lr"}
 _REVERSED_SOUND = {"chirp_down": "chirp_up"}
+
+
+def order_only_pairs() -> list[tuple[str, str]]:
+    """Class pairs that differ only in the temporal order of one modality (same pattern in the other).
+
+    Example:
+        >>> order_only_pairs()
+        [('disk_lr_hum', 'disk_rl_hum'), ('stripes_chirp_up', 'stripes_chirp_down')]
+    """
+    pairs = []
+    for a in CLASSES:
+        for b in CLASSES:
+            if (_REVERSED_VISUAL.get(b.visual) == a.visual and a.sound == b.sound) or (
+                _REVERSED_SOUND.get(b.sound) == a.sound and a.visual == b.visual
+            ):
+                pairs.append((a.name, b.name))
+    return pairs
 
 
 def class_names(n: int | None = None) -> list[str]:
@@ -453,6 +473,8 @@ def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: b
     """
     if not 1 <= p.classes <= len(CLASSES):
         raise ValueError(f"synth.classes must be in 1..{len(CLASSES)}, got {p.classes}")
+    if p.size % 2:
+        raise ValueError(f"synth.size must be even (H.264 yuv420p), got {p.size}")
     from cmmvt.media import encode_clip
     out = Path(out_dir)
     specs = CLASSES[: p.classes]

@@ -65,6 +65,10 @@ def test_repro_then_experiment_reruns_only_downstream(repo):
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["clips"] > 0
     assert (repo / "reports/eval/confusion.png").exists()
     assert "Data and pipelines are up to date" in _sh(dvc + ["status"], repo)
+    clip = sorted((repo / "data/synth").rglob("*.mp4"))[0]
+    pred = json.loads(_sh([sys.executable, "-m", "cmmvt.cli", "predict", str(clip), "--top-k", "2", "--json"], repo))
+    assert [r["path"] for r in pred] == [str(clip)] and len(pred[0]["top"]) == 2
+    assert pred[0]["top"][0][0] in {p.name for p in (repo / "data/synth").iterdir() if p.is_dir()}
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
 
