@@ -22,13 +22,14 @@ import pandas as pd
 
 from cmmvt import config, evaluate, synth, training
 
-VARIANTS = {
-    "av (late, local)": [],
-    "av (early, local)": ["model.fusion=early"],
-    "av (late, global)": ["model.attention=global"],
+VARIANTS = {  # overrides of params.yaml (default: av, early fusion, local attention)
+    "av (early, local)": [],
+    "av (early, global)": ["model.attention=global"],
+    "av (late, local)": ["model.fusion=late"],
     "video": ["model.modalities=video"],
     "audio": ["model.modalities=audio"],
-    "av meanpool": ["model.encoder=meanpool"],
+    "av meanpool (early)": ["model.encoder=meanpool"],
+    "av meanpool (late)": ["model.encoder=meanpool", "model.fusion=late"],
 }
 
 

@@ -108,7 +108,7 @@ class ModelParams(_Section):
     encoder: Literal["longformer", "meanpool"] = "longformer"
     attention: Literal["local", "global"] = "local"
     modalities: Literal["video", "audio", "av"] = "av"
-    fusion: Literal["late", "early"] = "late"
+    fusion: Literal["late", "early"] = "early"
     max_frames: int = Field(16, ge=1)
     window: int = Field(4, ge=2)
     hidden: int = Field(128, ge=8)

@@ -72,6 +72,9 @@ def test_repro_then_experiment_reruns_only_downstream(repo):
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
 
+    _sh([sys.executable, str(REPO / "benchmarks/quality.py"), "--quick", "--out", str(repo.parent / "q.json")], repo)
+    assert json.loads((repo.parent / "q.json").read_text())
+
     out = _sh(dvc + ["exp", "run", "-S", "model.attention=global"], repo)
     assert _running(out) == {"train", "evaluate"}, out
     shown = json.loads(_sh(dvc + ["exp", "show", "--json"], repo))

@@ -1,0 +1,407 @@
+"""Native (pure PyTorch) Longformer encoder: a fast drop-in for the HF-backed ``LocalAttention``.
+
+:class:`NativeLocalAttention` computes exactly what ``cmmvt.models.encoder.LocalAttention`` (which
+wraps ``transformers.LongformerModel``) computes, with the same module tree, so the two backends'
+``state_dict`` s are interchangeable (same keys, same shapes, both directions)::
+
+    longformer.embeddings.{word,position,token_type}_embeddings.weight   (1, D), zero and frozen
+    longformer.embeddings.LayerNorm.{weight,bias}
+    longformer.encoder.layer.{i}.attention.self.{query,key,value}.{weight,bias}
+    longformer.encoder.layer.{i}.attention.self.{query,key,value}_global.{weight,bias}
+    longformer.encoder.layer.{i}.attention.output.{dense,LayerNorm}.{weight,bias}
+    longformer.encoder.layer.{i}.intermediate.dense.{weight,bias}
+    longformer.encoder.layer.{i}.output.{dense,LayerNorm}.{weight,bias}
+
+The attention pattern is HF Longformer's (``one_sided_attn_window_size = attention_window // 2``,
+here ``w = model.window // 2``), with token 0 ([CLS]) the only global token:
+
+* a real, non-global token ``i`` attends to the real tokens ``j`` with ``1 ≤ j`` and ``|i − j| ≤ w``
+  (local ``query``/``key``/``value`` projections) plus to [CLS] (again with the *local* key/value
+  projections of [CLS]), in one softmax;
+* [CLS] attends to every real token, itself included, with the separate ``query_global`` /
+  ``key_global`` / ``value_global`` projections;
+* padding tokens (``mask == False``) are never attended to, and their own attention output is 0
+  (HF zeroes the probabilities of masked queries), after which they still go through the output
+  projection / LayerNorm / FFN like any other token, exactly as in HF.
+
+Block structure (BERT post-LN, as HF's ``LongformerLayer``): embedding LayerNorm(x + pos[0] + type[0])
+→ dropout → ``layers`` × [self-attention → dense → dropout → LayerNorm(· + residual) →
+dense(4D) → GELU → dense(D) → dropout → LayerNorm(· + residual)].
+
+How it is fast (on CPU):
+
+* Sliding window: the sequence is cut into blocks of ``block`` queries; each block's queries attend
+  to the ``block + 2w`` keys around it (``Tensor.unfold`` of the padded K/V) plus the [CLS] key, with
+  a boolean mask for the exact band, padding and the [CLS] column. All blocks go through **one**
+  ``F.scaled_dot_product_attention`` call (blocks folded into the batch dimension). Time and memory
+  are linear in T.
+* [CLS] global attention, algebraically folded (exact up to float rounding): with
+  ``q̃_h = W_kg,hᵀ q_h`` the scores are ``q̃_h · x_j`` (the ``key_global`` bias adds a constant per
+  row, which softmax ignores), and the output is ``W_vg,h (Σ_j p_j x_j) + b_vg,h``. This costs
+  O(T·D·heads) instead of projecting every token through ``key_global`` and ``value_global``
+  (O(T·D²)), as HF does.
+* ``query``/``key``/``value`` run as one fused GEMM.
+
+On CUDA, ``attn_impl="flex"`` uses FlexAttention with a block mask instead (forward-only on CPU).
+
+Example:
+    >>> from cmmvt.config import ModelParams
+    >>> m = NativeLocalAttention(ModelParams(hidden=32, heads=4, window=4, layers=1)).eval()
+    >>> x, mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.bool)
+    >>> m(x, mask).shape
+    torch.Size([2, 9, 32])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmmvt.config import ModelParams
+
+# Must equal cmmvt.models.encoder.INIT_STD / LN_EPS (checked by tests/test_native_attention.py);
+# not imported from there so that encoder.py can import this module without a cycle.
+INIT_STD = 0.02
+LN_EPS = 1e-5
+
+AttnImpl = Literal["sdpa", "flex"]
+
+
+def _check_params(p: ModelParams) -> None:
+    """Same checks (and messages) as ``cmmvt.models.encoder.check_params`` for local attention."""
+    if p.hidden % p.heads:
+        raise ValueError(f"model.hidden = {p.hidden} must be divisible by model.heads = {p.heads}")
+    if p.window % 2:
+        raise ValueError(
+            f"model.window = {p.window} must be even for local (Longformer) attention: "
+            "it is the total width, each frame attending to window/2 neighbours either side"
+        )
+
+
+def _init_weights(module: nn.Module) -> None:
+    """BERT / Longformer init: normal(0, 0.02) linear weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=INIT_STD)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def default_block(one_sided: int) -> int:
+    """Queries per block for the chunked kernel: ``w``, but at least 32 (tiny blocks are overhead)."""
+    return max(one_sided, 32)
+
+
+class AttentionLayout:
+    """Per-batch index data shared by all layers of one forward pass (for the chunked kernel).
+
+    The chunked kernel does not copy K/V into overlapping windows. It gathers the hidden states
+    once into an *interleaved* layout, flattened over the batch::
+
+        [margin block] [CLS, block 0] [CLS, block 1] … [CLS, block C-1] (next item's blocks) … [margin block]
+
+    (every block = 1 [CLS] slot + ``b`` token slots, token slots past the sequence end hold junk),
+    projects that with one GEMM, and reads queries and overlapping key/value windows as strided
+    views of it: the window of a block is the ``w`` tokens before it, its own [CLS] slot, its ``b``
+    tokens, the next block's [CLS] slot and ``w`` tokens after it (``K = b + 2w + 2`` slots, same
+    stride for all blocks, so all ``B·C`` blocks go through one SDPA call). The boolean
+    ``block_mask`` keeps, per query, the exact band ``|i − j| ≤ w`` of real non-[CLS] tokens of the
+    same clip plus its own [CLS] column. Junk slots are always masked (as keys) or discarded (as
+    queries), so they receive exactly zero gradient.
+
+    Args:
+        mask: (B, L) bool, True = real token. Token 0 is the global token.
+        one_sided: ``w = window // 2``.
+        block: Queries per block, ``≥ w`` (``None`` → :func:`default_block`).
+    """
+
+    def __init__(self, mask: torch.Tensor, one_sided: int, block: int | None = None):
+        B, L = mask.shape
+        w = one_sided
+        b = block or default_block(w)
+        if b < w:
+            raise ValueError(f"block = {b} must be ≥ window // 2 = {w}")
+        C = -(-L // b)  # blocks per clip
+        dev = mask.device
+        self.B, self.L, self.w, self.b, self.C = B, L, w, b, C
+        self.K = b + 2 * w + 2  # key slots per block
+        self.mask = mask
+        # Gather index into x.view(B*L, D) for every slot of the interleaved layout; junk → row 0.
+        pos = torch.arange(C * b, device=dev).view(C, b)
+        rows = torch.arange(B, device=dev)[:, None, None] * L + torch.where(pos < L, pos, 0)  # (B, C, b)
+        cls_rows = (torch.arange(B, device=dev) * L)[:, None, None].expand(B, C, 1)
+        slots = torch.cat([cls_rows, rows], dim=2).view(B * C, b + 1)
+        self.index = F.pad(slots, (0, 0, 1, 1)).view(-1)  # ((B*C + 2) * (b + 1),), margins → 0
+        # Mask: exact band of valid window tokens (offset o = -w … b+w-1 from the block start).
+        key_ok = mask.clone()
+        key_ok[:, 0] = False  # [CLS] is reached through its own (global) column, once
+        key_ok = F.pad(key_ok, (w, C * b - L + w), value=False).unfold(1, b + 2 * w, b)  # (B, C, b+2w)
+        qi = torch.arange(b, device=dev)[:, None]
+        o = torch.arange(b + 2 * w, device=dev)[None, :]
+        band = (o >= qi) & (o <= qi + 2 * w)  # |i − j| ≤ w, (b, b + 2w)
+        local = band & key_ok[:, :, None, :]  # (B, C, b, b + 2w)
+        own_cls = torch.ones(B, C, b, 1, dtype=torch.bool, device=dev)
+        next_cls = torch.zeros_like(own_cls)
+        full = torch.cat(
+            [local[..., :w], own_cls, local[..., w : w + b], next_cls, local[..., w + b :]], dim=-1
+        )  # (B, C, b, K), in window-slot order
+        self.block_mask = full.view(B * C, 1, b, self.K)
+        self._flex = None
+
+    def flex_block_mask(self):
+        """FlexAttention ``BlockMask`` of the same pattern on the unblocked sequence (lazy)."""
+        if self._flex is None:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            mask, w = self.mask, self.w
+
+            def mask_mod(b, h, q_idx, kv_idx):
+                return mask[b, kv_idx] & (((q_idx - kv_idx).abs() <= w) | (kv_idx == 0))
+
+            self._flex = create_block_mask(mask_mod, self.B, None, self.L, self.L, device=mask.device)
+        return self._flex
+
+
+class NativeSelfAttention(nn.Module):
+    """Longformer self-attention (sliding window + global token 0), HF parameter names.
+
+    Args:
+        hidden: Model width ``D``.
+        heads: Attention heads.
+        window: Total window width (even); ``w = window // 2`` neighbours either side.
+        dropout: Attention-probability dropout.
+        attn_impl: ``"sdpa"`` (chunked SDPA, any device) or ``"flex"`` (FlexAttention).
+    """
+
+    def __init__(self, hidden: int, heads: int, window: int, dropout: float, attn_impl: AttnImpl = "sdpa"):
+        super().__init__()
+        self.num_heads = heads
+        self.head_dim = hidden // heads
+        self.embed_dim = hidden
+        self.one_sided_attn_window_size = window // 2
+        self.dropout = dropout
+        self.attn_impl = attn_impl
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.query_global = nn.Linear(hidden, hidden)
+        self.key_global = nn.Linear(hidden, hidden)
+        self.value_global = nn.Linear(hidden, hidden)
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused ``query``/``key``/``value`` projection: (…, D) → (…, 3D)."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        return F.linear(x, weight, bias)
+
+    def _local(self, x: torch.Tensor, lay: AttentionLayout) -> torch.Tensor:
+        """Windowed + [CLS]-column attention of every token, (B, L, D); padding rows not yet zeroed."""
+        B, L, D = x.shape
+        H, d, w, b, C, K = self.num_heads, self.head_dim, lay.w, lay.b, lay.C, lay.K
+        if self.attn_impl == "flex":
+            from torch.nn.attention.flex_attention import flex_attention
+
+            q, k, v = self._qkv(x).view(B, L, 3, H, d).transpose(1, 3).unbind(1)  # (B, H, L, d)
+            out = flex_attention(q, k, v, block_mask=lay.flex_block_mask())  # no attention dropout
+            return out.transpose(1, 2).reshape(B, L, D)
+        x_lay = x.reshape(B * L, D)[lay.index]  # (N, D), N = (B*C + 2)(b + 1)
+        q, k, v = self._qkv(x_lay).view(-1, 3, H, d).unbind(1)  # each (N, H, d), strided views
+        q = q[b + 1 : (B * C + 1) * (b + 1)].view(B * C, b + 1, H, d)[:, 1:].transpose(1, 2)
+        k = k[b + 1 - w :].unfold(0, K, b + 1)[: B * C].transpose(2, 3)  # (B*C, H, K, d)
+        v = v[b + 1 - w :].unfold(0, K, b + 1)[: B * C].transpose(2, 3)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=lay.block_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B*C, H, b, d)
+        return out.transpose(1, 2).reshape(B, C * b, D)[:, :L]
+
+    def _global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[CLS] (token 0) attending to every real token with the *_global projections, (B, D)."""
+        B, L, D = x.shape
+        H, d = self.num_heads, self.head_dim
+        qg = self.query_global(x[:, 0]).view(B, H, d) / math.sqrt(d)  # (B, H, d)
+        wk = self.key_global.weight.view(H, d, D)
+        wv = self.value_global.weight.view(H, d, D)
+        q_tilde = torch.einsum("bhd,hdD->bhD", qg, wk)  # key_global folded into the query
+        # (B, H, L). The key_global bias adds q·b_kg to a whole row: softmax-invariant, kept anyway so
+        # that its gradient is HF's (≈ 0) rather than None (an optimizer would skip decaying it).
+        scores = torch.bmm(q_tilde, x.transpose(1, 2))
+        scores = scores + (qg * self.key_global.bias.view(H, d)).sum(-1, keepdim=True)
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        probs = F.dropout(scores.softmax(-1), self.dropout, self.training)
+        ctx = torch.bmm(probs, x)  # (B, H, D)
+        out = torch.einsum("bhD,hdD->bhd", ctx, wv) + self.value_global.bias.view(H, d)
+        return out.reshape(B, D)
+
+    def forward(self, x: torch.Tensor, lay: AttentionLayout) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            x: (B, L, D) hidden states, token 0 global.
+            lay: :class:`AttentionLayout` of the batch's mask.
+
+        Returns:
+            (B, L, D) attention output (before the output projection).
+        """
+        out = self._local(x, lay).masked_fill(~lay.mask[..., None], 0.0)  # HF: masked queries → 0
+        return torch.cat([self._global(x, lay.mask)[:, None], out[:, 1:]], dim=1)
+
+
+class NativeSelfOutput(nn.Module):
+    """``dense → dropout → LayerNorm(· + residual)`` (HF ``LongformerSelfOutput`` / ``LongformerOutput``)."""
+
+    def __init__(self, d_in: int, hidden: int, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(d_in, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=LN_EPS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class NativeAttention(nn.Module):
+    """HF ``LongformerAttention``: ``self`` (attention) + ``output`` (projection, residual, LN)."""
+
+    def __init__(self, hidden: int, heads: int, window: int, dropout: float, attn_impl: AttnImpl):
+        super().__init__()
+        self.self = NativeSelfAttention(hidden, heads, window, dropout, attn_impl)
+        self.output = NativeSelfOutput(hidden, hidden, dropout)
+
+    def forward(self, x: torch.Tensor, lay: AttentionLayout) -> torch.Tensor:
+        return self.output(self.self(x, lay), x)
+
+
+class NativeIntermediate(nn.Module):
+    """HF ``LongformerIntermediate``: ``dense(D → 4D) → GELU`` (exact erf GELU, HF's ``"gelu"``)."""
+
+    def __init__(self, hidden: int, inner: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden, inner)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(h))
+
+
+class NativeLongformerLayer(nn.Module):
+    """One post-LN Longformer block with HF ``LongformerLayer``'s parameter names.
+
+    Args:
+        hidden: Model width ``D`` (FFN width 4D).
+        heads: Attention heads.
+        window: Total window width (even).
+        dropout: Dropout everywhere (attention probabilities and hidden states), as in the wrapper.
+        attn_impl: ``"sdpa"`` or ``"flex"``.
+    """
+
+    def __init__(self, hidden: int, heads: int, window: int, dropout: float, attn_impl: AttnImpl = "sdpa"):
+        super().__init__()
+        self.attention = NativeAttention(hidden, heads, window, dropout, attn_impl)
+        self.intermediate = NativeIntermediate(hidden, 4 * hidden)
+        self.output = NativeSelfOutput(4 * hidden, hidden, dropout)
+
+    def forward(self, x: torch.Tensor, lay: AttentionLayout) -> torch.Tensor:
+        """(B, L, D) → (B, L, D)."""
+        h = self.attention(x, lay)
+        return self.output(self.intermediate(h), h)
+
+
+class NativeEmbeddings(nn.Module):
+    """What the wrapper keeps of HF ``LongformerEmbeddings``: LayerNorm(x + pos[0] + type[0]) → dropout.
+
+    The three one-row tables exist (zero, frozen) only so the state dicts match HF's.
+    """
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        # Registration order = HF's, so parameters() (hence optimizer state) line up too.
+        self.word_embeddings = nn.Embedding(1, hidden, padding_idx=0)
+        self.token_type_embeddings = nn.Embedding(1, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=LN_EPS)
+        self.dropout = nn.Dropout(dropout)
+        self.position_embeddings = nn.Embedding(1, hidden, padding_idx=0)
+        for table in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
+            nn.init.zeros_(table.weight)
+            table.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = self.position_embeddings.weight[0] + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x + extra))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, layers: list[NativeLongformerLayer]):
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
+class _Longformer(nn.Module):
+    def __init__(self, p: ModelParams, attn_impl: AttnImpl):
+        super().__init__()
+        self.embeddings = NativeEmbeddings(p.hidden, p.dropout)
+        self.encoder = _Encoder(
+            [NativeLongformerLayer(p.hidden, p.heads, p.window, p.dropout, attn_impl) for _ in range(p.layers)]
+        )
+
+
+class NativeLocalAttention(nn.Module):
+    """Drop-in for ``cmmvt.models.encoder.LocalAttention`` (same forward, same state dict).
+
+    Args:
+        p: Model parameters (``hidden``, ``layers``, ``heads``, ``window``, ``dropout``).
+        attn_impl: ``"sdpa"`` (default; chunked SDPA, CPU or CUDA) or ``"flex"`` (FlexAttention;
+            meant for CUDA — on CPU PyTorch supports it without gradients only).
+        block: Queries per block of the chunked kernel (default :func:`default_block`); the result
+            does not depend on it.
+
+    Raises:
+        ValueError: On an odd ``model.window`` or ``hidden % heads != 0``.
+    """
+
+    def __init__(self, p: ModelParams, attn_impl: AttnImpl = "sdpa", block: int | None = None):
+        super().__init__()
+        _check_params(p)
+        if attn_impl not in ("sdpa", "flex"):
+            raise ValueError(f"attn_impl = {attn_impl!r} is not one of: sdpa, flex")
+        self.window = p.window
+        self.block = block
+        self.longformer = _Longformer(p, attn_impl)
+        self.longformer.encoder.apply(_init_weights)
+        self.longformer.embeddings.LayerNorm.apply(_init_weights)
+
+    @classmethod
+    def from_hf(cls, local: nn.Module, p: ModelParams, **kwargs) -> "NativeLocalAttention":
+        """Build a native module carrying the weights of an HF-backed ``LocalAttention``.
+
+        Args:
+            local: A ``cmmvt.models.encoder.LocalAttention`` (its ``state_dict`` keys are ours).
+            p: The parameters it was built with.
+            **kwargs: Passed to the constructor (``attn_impl``, ``block``).
+        """
+        native = cls(p, **kwargs)
+        native.load_state_dict(local.state_dict())
+        ref = next(local.parameters())
+        native.train(local.training)
+        return native.to(device=ref.device, dtype=ref.dtype)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encode tokens; token 0 gets global attention.
+
+        Args:
+            x: (B, L, D) embedded tokens, [CLS] first.
+            mask: (B, L) bool, True = real token ([CLS] must be real).
+
+        Returns:
+            (B, L, D) contextualised tokens.
+        """
+        mask = mask.bool()
+        lay = AttentionLayout(mask, self.window // 2, self.block)
+        h = self.longformer.embeddings(x)
+        for layer in self.longformer.encoder.layer:
+            h = layer(h, lay)
+        return h
