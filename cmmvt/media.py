@@ -74,6 +74,11 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError
 
 _MAX_DISPLAY_SIZE = 1 << 16  # sanity bound on the frame size read from a header
 
+# Decoded data may fall short of the duration a header claims by this much (plus two frame
+# intervals for video) before the file is considered truncated: covers an unknown last-frame
+# duration, container rounding and encoder padding, but not a file cut off part-way.
+_TRUNCATION_TOLERANCE_S = 0.25
+
 
 class MediaError(Exception):
     """A media file that cannot be decoded or is not supported.
@@ -254,6 +259,13 @@ def _tag_duration(stream: av.stream.Stream) -> float | None:
     return None
 
 
+def _declared_duration(stream: av.stream.Stream) -> float | None:
+    """A stream's duration in seconds from its own metadata (not the container's), if any."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    return _tag_duration(stream)
+
+
 def _stream_start(stream: av.stream.Stream) -> float | None:
     """``stream.start_time`` in seconds, ``None`` if unknown."""
     if stream.start_time is None or stream.time_base is None:
@@ -333,11 +345,7 @@ def probe(path: PathLike) -> VideoInfo:
         ctx = vs.codec_context
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         avg_fps = float(rate) if rate else 0.0
-        duration: float | None = None
-        if vs.duration is not None and vs.time_base is not None and vs.duration > 0:
-            duration = float(vs.duration * vs.time_base)
-        if duration is None:
-            duration = _tag_duration(vs)
+        duration = _declared_duration(vs)
         if duration is None and len(container.streams) == 1 and container.duration:
             duration = container.duration / av.time_base  # container duration is in AV_TIME_BASE
         a = _audio_stream(container)
@@ -424,6 +432,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None) -> It
         origin = _stream_start(vs)
         prev: av.VideoFrame | None = None  # frame on screen before the current one
         prev_rgb: np.ndarray | None = None  # its RGB conversion, cached for repeats
+        prev_rel = 0.0  # its presentation time, seconds from the stream start
         decoded = 0
         frames = container.decode(vs)
         while k < n:
@@ -445,17 +454,22 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None) -> It
                 rel = abs_t - origin
             else:  # no timestamps at all: assume a constant rate
                 rel = (decoded - 1) / info.avg_fps
-            if prev is None:
-                prev, prev_rgb = frame, None
-                continue
-            while k < n and times[k] < rel:  # targets shown before this frame appears
-                if prev_rgb is None:
-                    prev_rgb = _to_rgb(prev, short_side)
-                yield prev_rgb, float(times[k])
-                k += 1
-            prev, prev_rgb = frame, None
+            if prev is not None:
+                while k < n and times[k] < rel:  # targets shown before this frame appears
+                    if prev_rgb is None:
+                        prev_rgb = _to_rgb(prev, short_side)
+                    yield prev_rgb, float(times[k])
+                    k += 1
+            prev, prev_rgb, prev_rel = frame, None, rel
         if prev is None:
             raise MediaError(p, "video stream has no decodable frames")
+        if k < n:  # decoding ended before the last target: is data missing?
+            nominal = 1.0 / info.avg_fps if info.avg_fps > 0 else 0.0
+            frame_dur = float(prev.duration * tb) if prev.duration and tb is not None else nominal
+            covered = prev_rel + frame_dur
+            if covered < info.duration - (_TRUNCATION_TOLERANCE_S + 2 * nominal):
+                raise MediaError(p, f"video ends at {covered:.3f} s but the stream claims {info.duration:.3f} s "
+                                    f"(truncated file?)")
         while k < n:  # the last frame stays on screen until the end
             if prev_rgb is None:
                 prev_rgb = _to_rgb(prev, short_side)
@@ -542,6 +556,7 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
             video_start = _stream_start(_video_stream(container, p))
         except MediaError:
             pass  # audio-only file: nothing to align to
+        claimed = _declared_duration(stream)
         resampler: av.AudioResampler | None = None
         template: tuple[Any, ...] | None = None
         audio_start: float | None = None
@@ -563,6 +578,9 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
             where = f"after {decoded} frames (truncated or corrupt file)" if decoded else "at the start"
             raise MediaError(p, f"audio decoding failed {where}: {_describe(exc)}") from exc
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)  # (N,)
+    if claimed is not None and decoded and len(samples) / sample_rate < claimed - _TRUNCATION_TOLERANCE_S:
+        raise MediaError(p, f"audio ends at {len(samples) / sample_rate:.3f} s but the stream claims "
+                            f"{claimed:.3f} s (truncated file?)")
     if video_start is not None and audio_start is not None:
         shift = round((audio_start - video_start) * sample_rate)
         if shift > 0:
@@ -611,11 +629,19 @@ def _pick_format(codec: av.Codec) -> str:
     return formats[0] if formats else "fltp"
 
 
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0(side)", 6: "5.1(side)",
+                    7: "6.1", 8: "7.1"}
+
+
+def _layout_name(n_channels: int) -> str:
+    """FFmpeg's default layout name for ``n_channels`` (``"mono"``, ``"stereo"``, ``"5.1"`` ...)."""
+    return _DEFAULT_LAYOUTS[n_channels]
+
+
 def _audio_frames(audio: np.ndarray, sample_rate: int, ctx: Any) -> Iterator[av.AudioFrame]:
     """Resample ``audio`` (N, C) to the encoder's rate/format and cut it into encoder frames."""
-    n_ch = audio.shape[1]
-    layout = av.AudioLayout(n_ch).name if n_ch > 2 else ("mono" if n_ch == 1 else "stereo")
-    src = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T), format="fltp", layout=layout)  # (C, N)
+    src = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T), format="fltp",
+                                     layout=_layout_name(audio.shape[1]))  # (C, N)
     src.sample_rate = sample_rate
     src.pts = 0
     src.time_base = Fraction(1, sample_rate)
@@ -686,7 +712,7 @@ def encode_clip(
         acodec: FFmpeg audio encoder name (``"aac"``, ``"libopus"``, ``"libmp3lame"``,
             ``"pcm_s16le"``, ``"vorbis"`` (experimental, enabled automatically), ``"flac"`` ...).
         pts_seconds: Optional ``(T,)`` strictly increasing presentation times in seconds, for
-            variable-frame-rate files (timestamps are stored with 1/90000 s precision in the codec;
+            variable-frame-rate files; shifted so the first frame is at 0 (timestamps are stored with 1/90000 s precision in the codec;
             the container may round further, e.g. Matroska to 1 ms). The last frame lasts as long
             as the interval before it.
         crf: Constant rate factor for x264/x265/VPx (lower = better quality).
@@ -763,8 +789,7 @@ def encode_clip(
                 audio = np.repeat(audio, 2, axis=1)  # FFmpeg's own Vorbis encoder is stereo-only
             astream = container.add_stream(acodec, rate=_pick_rate(codec, sample_rate))
             actx = astream.codec_context
-            n_ch = audio.shape[1]
-            actx.layout = av.AudioLayout(n_ch).name if n_ch > 2 else ("mono" if n_ch == 1 else "stereo")
+            actx.layout = _layout_name(audio.shape[1])
             actx.format = _pick_format(codec)
             actx.thread_count = 1
             if audio_bitrate:

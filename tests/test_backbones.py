@@ -15,6 +15,16 @@ from cmmvt.backbones import BackboneError
 CHURCHY = {442, 497, 698}  # bell cote, church, palace
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny batches gain nothing from two, and on a busy 2-core machine the
+    OpenMP spin-waits of a second thread make these tests 3× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def lite0() -> backbones.Backbone:
     return backbones.create("efficientnet_lite0", image_size=96)

@@ -94,29 +94,31 @@ def _init_weights(module: nn.Module) -> None:
 
 
 def default_block(one_sided: int) -> int:
-    """Queries per block for the chunked kernel: ``w``, but at least 32 (tiny blocks are overhead)."""
+    """Queries per block of the chunked kernel: ``w = window // 2``, but at least 32 (tiny blocks
+    are per-call overhead, big ones waste FLOPs on masked keys)."""
     return max(one_sided, 32)
 
 
 class AttentionLayout:
-    """Per-batch index data shared by all layers of one forward pass (for the chunked kernel).
+    """Per-batch data shared by all layers of one forward pass of the chunked kernel.
 
-    The chunked kernel does not copy K/V into overlapping windows. It gathers the hidden states
-    once into an *interleaved* layout, flattened over the batch::
+    The kernel never copies K/V into overlapping windows. The hidden states are laid out once per
+    layer in an *interleaved* order, flattened over the batch (``n = B·C`` blocks of ``b`` tokens,
+    ``S = b + 1`` slots per chunk)::
 
-        [margin block] [CLS, block 0] [CLS, block 1] … [CLS, block C-1] (next item's blocks) … [margin block]
+        [margin chunk] [CLS, block 0 of clip 0] … [CLS, block C-1 of clip 0] [CLS, block 0 of clip 1] … [margin chunk]
 
-    (every block = 1 [CLS] slot + ``b`` token slots, token slots past the sequence end hold junk),
-    projects that with one GEMM, and reads queries and overlapping key/value windows as strided
-    views of it: the window of a block is the ``w`` tokens before it, its own [CLS] slot, its ``b``
-    tokens, the next block's [CLS] slot and ``w`` tokens after it (``K = b + 2w + 2`` slots, same
-    stride for all blocks, so all ``B·C`` blocks go through one SDPA call). The boolean
-    ``block_mask`` keeps, per query, the exact band ``|i − j| ≤ w`` of real non-[CLS] tokens of the
-    same clip plus its own [CLS] column. Junk slots are always masked (as keys) or discarded (as
-    queries), so they receive exactly zero gradient.
+    and projected with one GEMM. Queries and overlapping key/value windows are then *strided views*
+    of that projection (:class:`_Windows`): the window of block ``i`` is the last ``w`` slots of chunk
+    ``i - 1``, all of chunk ``i`` (its own [CLS] + its ``b`` tokens) and the first ``w + 1`` slots of
+    chunk ``i + 1`` ([CLS] + ``w`` tokens), i.e. ``K = b + 2w + 2`` slots at a constant stride, so
+    every block of every clip goes through **one** SDPA call. ``block_mask`` keeps, per query, its
+    own [CLS] column plus the exact band ``|i − j| ≤ w`` of real, non-[CLS] tokens of the same clip.
+    Junk slots (margins, the tail past the clip end, neighbouring clips) are always masked as keys
+    and discarded as queries, so they get exactly zero gradient.
 
     Args:
-        mask: (B, L) bool, True = real token. Token 0 is the global token.
+        mask: (B, L) bool, True = real token. Token 0 is the global token and must be real.
         one_sided: ``w = window // 2``.
         block: Queries per block, ``≥ w`` (``None`` → :func:`default_block`).
     """
@@ -129,19 +131,14 @@ class AttentionLayout:
             raise ValueError(f"block = {b} must be ≥ window // 2 = {w}")
         C = -(-L // b)  # blocks per clip
         dev = mask.device
-        self.B, self.L, self.w, self.b, self.C = B, L, w, b, C
+        self.B, self.L, self.w, self.b, self.C, self.n = B, L, w, b, C, B * C
         self.K = b + 2 * w + 2  # key slots per block
         self.mask = mask
-        # Gather index into x.view(B*L, D) for every slot of the interleaved layout; junk → row 0.
-        pos = torch.arange(C * b, device=dev).view(C, b)
-        rows = torch.arange(B, device=dev)[:, None, None] * L + torch.where(pos < L, pos, 0)  # (B, C, b)
-        cls_rows = (torch.arange(B, device=dev) * L)[:, None, None].expand(B, C, 1)
-        slots = torch.cat([cls_rows, rows], dim=2).view(B * C, b + 1)
-        self.index = F.pad(slots, (0, 0, 1, 1)).view(-1)  # ((B*C + 2) * (b + 1),), margins → 0
-        # Mask: exact band of valid window tokens (offset o = -w … b+w-1 from the block start).
-        key_ok = mask.clone()
-        key_ok[:, 0] = False  # [CLS] is reached through its own (global) column, once
-        key_ok = F.pad(key_ok, (w, C * b - L + w), value=False).unfold(1, b + 2 * w, b)  # (B, C, b+2w)
+        keep = mask.clone()
+        keep[:, 0] = False  # local output of [CLS] is replaced by its global one
+        self.keep = keep  # (B, L): rows whose local attention output is kept
+        # Band of valid window tokens, offsets o = -w … b+w-1 from the block start.
+        key_ok = F.pad(keep, (w, C * b - L + w), value=False).unfold(1, b + 2 * w, b)  # (B, C, b+2w)
         qi = torch.arange(b, device=dev)[:, None]
         o = torch.arange(b + 2 * w, device=dev)[None, :]
         band = (o >= qi) & (o <= qi + 2 * w)  # |i − j| ≤ w, (b, b + 2w)
@@ -166,6 +163,93 @@ class AttentionLayout:
 
             self._flex = create_block_mask(mask_mod, self.B, None, self.L, self.L, device=mask.device)
         return self._flex
+
+
+class _Interleave(torch.autograd.Function):
+    """(B, L, D) → ((n + 2)·S, D) interleaved layout (see :class:`AttentionLayout`); junk slots = 0."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, C: int, b: int) -> torch.Tensor:
+        B, L, D = x.shape
+        ctx.shape = (B, L, D, C, b)
+        full, rest = divmod(L, b)
+        out = x.new_zeros(B * C + 2, b + 1, D)
+        body = out[1:-1].view(B, C, b + 1, D)
+        body[:, :, 0] = x[:, None, 0]  # [CLS] at the head of every chunk
+        body[:, :full, 1:] = x[:, : full * b].view(B, full, b, D)
+        if rest:
+            body[:, full, 1 : 1 + rest] = x[:, full * b :]
+        return out.view(-1, D)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        B, L, D, C, b = ctx.shape
+        full, rest = divmod(L, b)
+        body = g.view(B * C + 2, b + 1, D)[1:-1].view(B, C, b + 1, D)
+        gx = g.new_empty(B, L, D)
+        gx[:, : full * b].view(B, full, b, D).copy_(body[:, :full, 1:])
+        if rest:
+            gx[:, full * b :] = body[:, full, 1 : 1 + rest]
+        gx[:, 0] += body[:, :, 0].sum(1)
+        return gx, None, None
+
+
+class _Windows(torch.autograd.Function):
+    """Queries and overlapping key/value windows as strided views of the interleaved projection.
+
+    ``qkv`` ((n + 2)·S, 3, H, d) → q (n, H, b, d), k and v (n, H, K, d). The backward writes the
+    three gradients straight into one buffer (no per-window scatter-add kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, n: int, b: int, w: int):
+        S, K = b + 1, b + 2 * w + 2
+        ctx.dims = (n, b, w)
+        chunks = qkv.view(n + 2, S, *qkv.shape[1:])
+        q = chunks[1 : n + 1, 1:, 0].transpose(1, 2)
+        k = qkv[S - w :, 1].unfold(0, K, S)[:n].transpose(2, 3)
+        v = qkv[S - w :, 2].unfold(0, K, S)[:n].transpose(2, 3)
+        return q, k, v
+
+    @staticmethod
+    def backward(ctx, gq: torch.Tensor, gk: torch.Tensor, gv: torch.Tensor):
+        n, b, w = ctx.dims
+        S = b + 1
+        gq, gk, gv = (None if t is None else t.transpose(1, 2) for t in (gq, gk, gv))  # (n, ·, H, d)
+        ref = next(t for t in (gq, gk, gv) if t is not None)
+        g = ref.new_zeros(n + 2, S, 3, *ref.shape[2:])
+        if gq is not None:
+            g[1 : n + 1, 1:, 0] = gq
+        for i, gw in ((1, gk), (2, gv)):
+            if gw is None:
+                continue
+            g[1 : n + 1, :, i] += gw[:, w : w + S]  # own chunk
+            g[:n, S - w :, i] += gw[:, :w]  # tail of the previous chunk
+            g[2:, : w + 1, i] += gw[:, w + S :]  # head of the next chunk
+        return g.view(-1, *g.shape[2:]), None, None, None
+
+
+class _Finish(torch.autograd.Function):
+    """Blocked local output (B, Lq, D) + [CLS] global output (B, D) → (B, L, D), HF semantics:
+    row 0 = global output, padding rows = 0, other rows = local output."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, glob: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        B, L = keep.shape
+        ctx.save_for_backward(keep)
+        ctx.Lq = local.shape[1]
+        out = local[:, :L] * keep[..., None]
+        out[:, 0] = glob
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        B, L = keep.shape
+        g_local = g.new_empty(B, ctx.Lq, g.shape[-1])
+        torch.mul(g, keep[..., None], out=g_local[:, :L])
+        g_local[:, L:] = 0
+        return g_local, g[:, 0], None
 
 
 class NativeSelfAttention(nn.Module):
@@ -201,24 +285,22 @@ class NativeSelfAttention(nn.Module):
         return F.linear(x, weight, bias)
 
     def _local(self, x: torch.Tensor, lay: AttentionLayout) -> torch.Tensor:
-        """Windowed + [CLS]-column attention of every token, (B, L, D); padding rows not yet zeroed."""
+        """Windowed + [CLS]-column attention of every token: (B, Lq, D) blocked (sdpa) or (B, L, D)."""
         B, L, D = x.shape
-        H, d, w, b, C, K = self.num_heads, self.head_dim, lay.w, lay.b, lay.C, lay.K
+        H, d = self.num_heads, self.head_dim
         if self.attn_impl == "flex":
             from torch.nn.attention.flex_attention import flex_attention
 
             q, k, v = self._qkv(x).view(B, L, 3, H, d).transpose(1, 3).unbind(1)  # (B, H, L, d)
             out = flex_attention(q, k, v, block_mask=lay.flex_block_mask())  # no attention dropout
             return out.transpose(1, 2).reshape(B, L, D)
-        x_lay = x.reshape(B * L, D)[lay.index]  # (N, D), N = (B*C + 2)(b + 1)
-        q, k, v = self._qkv(x_lay).view(-1, 3, H, d).unbind(1)  # each (N, H, d), strided views
-        q = q[b + 1 : (B * C + 1) * (b + 1)].view(B * C, b + 1, H, d)[:, 1:].transpose(1, 2)
-        k = k[b + 1 - w :].unfold(0, K, b + 1)[: B * C].transpose(2, 3)  # (B*C, H, K, d)
-        v = v[b + 1 - w :].unfold(0, K, b + 1)[: B * C].transpose(2, 3)
+        x_lay = _Interleave.apply(x, lay.C, lay.b)  # ((n + 2)(b + 1), D)
+        qkv = self._qkv(x_lay).view(-1, 3, H, d)
+        q, k, v = _Windows.apply(qkv, lay.n, lay.b, lay.w)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=lay.block_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B*C, H, b, d)
-        return out.transpose(1, 2).reshape(B, C * b, D)[:, :L]
+        )  # (n, H, b, d)
+        return out.transpose(1, 2).reshape(B, lay.C * lay.b, D)
 
     def _global(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[CLS] (token 0) attending to every real token with the *_global projections, (B, D)."""
@@ -248,8 +330,7 @@ class NativeSelfAttention(nn.Module):
         Returns:
             (B, L, D) attention output (before the output projection).
         """
-        out = self._local(x, lay).masked_fill(~lay.mask[..., None], 0.0)  # HF: masked queries → 0
-        return torch.cat([self._global(x, lay.mask)[:, None], out[:, 1:]], dim=1)
+        return _Finish.apply(self._local(x, lay), self._global(x, lay.mask), lay.keep)
 
 
 class NativeSelfOutput(nn.Module):
