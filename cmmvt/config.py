@@ -92,6 +92,8 @@ class PrototypeParams(_Section):
 
     k_video: int = Field(10, ge=2)
     k_audio: int = Field(10, ge=2)
+    frame_level: bool = False  # cluster every row (clip = majority vote of its rows) instead of clip means
+    minibatch_threshold: int = Field(20000, ge=1)  # points above which MiniBatchKMeans (streamed if frame-level)
 
 
 class PretrainParams(_Section):

@@ -291,7 +291,7 @@ class NativeSelfAttention(nn.Module):
         if self.attn_impl == "flex":
             from torch.nn.attention.flex_attention import flex_attention
 
-            q, k, v = self._qkv(x).view(B, L, 3, H, d).transpose(1, 3).unbind(1)  # (B, H, L, d)
+            q, k, v = self._qkv(x).view(B, L, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)  # (B,H,L,d)
             out = flex_attention(q, k, v, block_mask=lay.flex_block_mask())  # no attention dropout
             return out.transpose(1, 2).reshape(B, L, D)
         x_lay = _Interleave.apply(x, lay.C, lay.b)  # ((n + 2)(b + 1), D)
