@@ -212,6 +212,49 @@ def cache_info(
 
 
 @app.command()
+def prototypes(
+    out: Annotated[Path, typer.Option(help="Prototypes file to write.")] = Path("data/prototypes.h5"),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """k-means prototypes of the cached video and audio embeddings (the `prototypes` stage).
+
+    NMI and purity against the labels are printed for insight only; labels never reach training.
+
+    Examples:
+        cmmvt prototypes
+        cmmvt prototypes -S prototypes.k_audio=20 -S prototypes.frame_level=true --out /tmp/p.h5
+    """
+    from cmmvt.selfsup import prototypes as prototypes_mod
+
+    p = _params(params, set_)
+    m = _run(lambda: prototypes_mod.build(p, out, metrics_path=None))
+    console.print(", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+
+
+@app.command()
+def pretrain(
+    out: Annotated[Path, typer.Option(help="Pretrained encoders to write.")] = Path("models/pretrain.pt"),
+    prototypes_: Annotated[Path, typer.Option("--prototypes", help="k-means prototypes (xdc, protonce).")] = Path(
+        "data/prototypes.h5"),
+    objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | combined.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Cross-modal self-supervised pretraining of the encoders, without labels (the `pretrain` stage).
+
+    Examples:
+        cmmvt pretrain --objective infonce
+        cmmvt pretrain --objective combined -S pretrain.weights.xdc=0.5 -S pretrain.epochs=50
+    """
+    from cmmvt.selfsup import pretrain as pretrain_mod
+
+    p = _params(params, set_, {"pretrain.objective": objective})
+    r = _run(lambda: pretrain_mod.pretrain(p, out, prototypes_, live_dir=None))
+    console.print(f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}")
+
+
+@app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("models/classifier.pt"),
     params: ParamsOpt = Path("params.yaml"),

@@ -96,12 +96,25 @@ class PrototypeParams(_Section):
     minibatch_threshold: int = Field(20000, ge=1)  # points above which MiniBatchKMeans (streamed if frame-level)
 
 
-class PretrainParams(_Section):
-    """Cross-modal self-supervised pretraining."""
+class ObjectiveWeights(_Section):
+    """Weights of the losses combined by ``pretrain.objective: combined``."""
 
-    objective: Literal["none", "xdc", "infonce", "protonce"] = "none"
-    epochs: int = Field(20, ge=0)
+    xdc: float = Field(1.0, ge=0)
+    infonce: float = Field(1.0, ge=0)
+    protonce: float = Field(1.0, ge=0)
+
+
+class PretrainParams(_Section):
+    """Cross-modal self-supervised pretraining (no labels)."""
+
+    objective: Literal["none", "xdc", "infonce", "protonce", "combined"] = "none"
+    weights: ObjectiveWeights = ObjectiveWeights()  # for objective: combined
+    epochs: int = Field(30, ge=0)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
     temperature: float = Field(0.1, gt=0)
+    recluster_every: int = Field(0, ge=0)  # XDC's iterative form: re-cluster encoder outputs every N epochs
 
 
 class ModelParams(_Section):
@@ -131,6 +144,8 @@ class TrainParams(_Section):
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(10, ge=1)
     label_fraction: float = Field(1.0, gt=0, le=1)
+    init: Literal["auto", "scratch", "pretrained"] = "auto"  # auto: pretrained unless pretrain.objective is none
+    freeze_encoder: bool = False  # train only the head on pretrained encoders: a linear probe
 
 
 class EvaluateParams(_Section):

@@ -273,6 +273,27 @@ def run(
     return summaries
 
 
+COMPLETE = ".complete"
+
+
+def run_stage(p: ExtractParams, manifest: str | Path, modality: Modality) -> Summary:
+    """The DVC ``extract@<modality>`` stage over a manifest.
+
+    The output folder is ``persist``-ed, so an interrupted run resumes where it stopped. A folder holding
+    a *completed* run is wiped first: DVC reruns a completed stage only when its inputs (clips, code,
+    feature params) changed, and cached rows of changed inputs must not survive.
+    """
+    import shutil
+
+    root = Path(p.out) / modality
+    if (root / COMPLETE).exists():
+        shutil.rmtree(root)
+    items, _ = discover(manifest)
+    summary = run(items, p, modality=modality, overwrite=True, show_progress=False)[0]
+    (root / COMPLETE).write_text(summary.line() + "\n")
+    return summary
+
+
 def clip_features(path: str | Path, p: ExtractParams, bb: backbones.Backbone,
                   modalities: Iterable[Modality] = MODALITIES) -> dict[Modality, np.ndarray]:
     """Features of one video, in memory, exactly as :func:`run_modality` would cache them (for ``predict``).

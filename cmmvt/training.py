@@ -97,8 +97,30 @@ def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[s
     return sp, names
 
 
+def uses_pretrained(p: Params) -> bool:
+    """Whether ``train`` starts from the pretrained encoders (``train.init``; ``auto``: when pretraining ran)."""
+    if p.train.init == "auto":
+        return p.pretrain.objective != "none"
+    return p.train.init == "pretrained"
+
+
+def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
+    """Load pretrained encoders per ``train.init``; freeze everything but the head for a linear probe."""
+    if uses_pretrained(p):
+        if p.pretrain.objective == "none" and p.train.init == "pretrained":
+            raise ValueError("train.init = 'pretrained' but pretrain.objective = 'none': nothing was pretrained")
+        if pretrained is None or not Path(pretrained).is_file():
+            raise FileNotFoundError(f"train.init needs the pretrained encoders: {pretrained} (run `dvc repro pretrain`)")
+        from cmmvt.selfsup.pretrain import load_into
+
+        load_into(model, pretrained)
+    if p.train.freeze_encoder:
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith("head."))
+
+
 def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/train",
-          features: str | Path | None = None) -> TrainResult:
+          features: str | Path | None = None, pretrained: str | Path | None = "models/pretrain.pt") -> TrainResult:
     """Train the classifier described by ``p`` and save the best checkpoint to ``out``.
 
     Args:
@@ -106,6 +128,7 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
         out: Checkpoint path.
         live_dir: DVCLive folder for loss/accuracy curves (None: no logging).
         features: Features root (default ``p.extract.out``).
+        pretrained: Encoders from the ``pretrain`` stage, used per ``train.init``.
 
     Returns:
         Best epoch and validation top-1.
@@ -118,7 +141,8 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
     val_split = sp["val"] if sp["val"].ids else sp["train"]
     val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, p.model.max_frames, views=p.evaluate.views)
     model = build_model(p.model, train_ds.dims, len(names))
-    opt = torch.optim.AdamW(model.parameters(), lr=p.train.lr, weight_decay=p.train.weight_decay)
+    _init(model, p, pretrained)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.train.lr, weight_decay=p.train.weight_decay)
     loader = _loader(train_ds, p.train.batch_size, shuffle=True, seed=p.seed)
     sched = warmup_cosine(opt, p.train.warmup_epochs * len(loader), p.train.epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)

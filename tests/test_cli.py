@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 from cmmvt.cli import app
 
 runner = CliRunner()
-COMMANDS = [["synth"], ["manifest"], ["extract"], ["cache", "info"], ["train"], ["evaluate"], ["predict"]]
+COMMANDS = [["synth"], ["manifest"], ["extract"], ["cache", "info"], ["train"], ["evaluate"], ["predict"],
+            ["prototypes"], ["pretrain"]]
 
 
 def test_no_args_shows_help():

@@ -150,3 +150,26 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
         for vid in c.ids:
             np.testing.assert_array_equal(k[vid], c[vid])
             np.testing.assert_array_equal(k.times(vid), c.times(vid))
+
+
+def test_stage_resumes_interrupted_run_but_redoes_completed_one(tmp_path):
+    import pandas as pd
+
+    clip = write_clip(tmp_path / "c" / "a.mp4", cls=0)
+    write_clip(tmp_path / "c" / "b.mp4", cls=1)
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"video_id": ["a", "b"], "path": [str(clip), str(tmp_path / "c" / "b.mp4")], "label": ["x", "y"],
+                  "split": ["train", "test"]}).to_csv(manifest, index=False)
+    p = params(tmp_path / "feats")
+    first = extract.run_stage(p, manifest, "video")
+    assert first.succeeded == 2
+    with cache.CacheReader(tmp_path / "feats", "video") as r:
+        before = r["a"]
+    write_clip(clip, cls=4)  # the input changed: DVC reruns the completed stage
+    again = extract.run_stage(p, manifest, "video")
+    assert again.succeeded == 2 and again.cached == 0
+    with cache.CacheReader(tmp_path / "feats", "video") as r:
+        assert not np.array_equal(before, r["a"])
+    (tmp_path / "feats/video" / extract.COMPLETE).unlink()  # as if killed before the end
+    resumed = extract.run_stage(p, manifest, "video")
+    assert resumed.cached == 2 and resumed.succeeded == 0

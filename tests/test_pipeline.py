@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"synth": {"classes": 3, "clips_per_class": 4, "duration": 1.5, "size": 64}},
     "extract": {"backbone": "none", "image_size": 64, "fps": 4.0, "batch_size": 16},
+    "prototypes": {"k_video": 3, "k_audio": 3},
+    "pretrain": {"epochs": 2},
     "model": {"hidden": 32, "heads": 2, "layers": 2, "max_frames": 8, "window": 4},
     "train": {"epochs": 3, "batch_size": 4},
 }
@@ -60,7 +62,8 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_then_experiment_reruns_only_downstream(repo):
     dvc = [sys.executable, "-m", "dvc"]
     out = _sh(dvc + ["repro"], repo)
-    assert _running(out) >= {"synth", "prepare", "extract@video", "extract@audio", "train", "evaluate"}
+    assert _running(out) >= {"synth", "prepare", "extract@video", "extract@audio", "prototypes", "pretrain", "train",
+                             "evaluate"}
     metrics = json.loads((repo / "reports/eval/metrics.json").read_text())
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["clips"] > 0
     assert (repo / "reports/eval/confusion.png").exists()
@@ -76,6 +79,6 @@ def test_repro_then_experiment_reruns_only_downstream(repo):
     assert json.loads((repo.parent / "q.json").read_text())
 
     out = _sh(dvc + ["exp", "run", "-S", "model.attention=global"], repo)
-    assert _running(out) == {"train", "evaluate"}, out
+    assert _running(out) == {"pretrain", "train", "evaluate"}, out  # never synth/prepare/extract/prototypes
     shown = json.loads(_sh(dvc + ["exp", "show", "--json"], repo))
     assert "global" in json.dumps(shown)

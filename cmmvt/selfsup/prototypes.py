@@ -387,3 +387,34 @@ def cluster_quality(assignments: Sequence[int] | np.ndarray, labels: Sequence[An
     np.add.at(table, (ai, yi), 1)
     purity = float(table.max(axis=1).sum() / len(a))
     return {"nmi": float(normalized_mutual_info_score(yi, ai)), "purity": purity}
+
+
+def build(p: Any, out: str | Path = "data/prototypes.h5",
+          metrics_path: str | Path | None = "reports/prototypes/metrics.json") -> dict[str, float]:
+    """The ``prototypes`` stage: k-means on every manifest clip, then NMI/purity against the labels.
+
+    The labels are read for insight only: they never reach the clustering or any training.
+
+    Args:
+        p: :class:`cmmvt.config.Params` (``prototypes.*``, ``seed``, ``data.manifest``, ``extract.out``).
+        out: The prototypes file.
+        metrics_path: Where to write ``{video/nmi, video/purity, audio/nmi, audio/purity}`` (None: don't).
+
+    Returns:
+        The metrics.
+    """
+    from cmmvt import manifest as manifest_mod
+
+    df = manifest_mod.read(p.data.manifest)
+    result = fit(p.extract.out, df["video_id"].tolist(), p.prototypes.k_video, p.prototypes.k_audio, p.seed,
+                 p.prototypes.frame_level, p.prototypes.minibatch_threshold)
+    write(out, result)
+    label_of = dict(zip(df["video_id"], df["label"]))
+    metrics = {}
+    for m, proto in result.items():
+        quality = cluster_quality(proto.assignments, [label_of[i] for i in proto.ids])
+        metrics |= {f"{m}/{k}": v for k, v in quality.items()}
+    if metrics_path is not None:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,242 @@
+"""Cross-modal self-supervised pretraining of the temporal encoders, without labels.
+
+Each modality is the teacher of the other (the poster's contribution, after XDC, Alwassel et al. 2020):
+
+* ``xdc``: the video encoder predicts its clip's *audio* k-means cluster and the audio encoder the
+  *video* cluster (cross-entropy on cross-modal pseudo-labels); with ``pretrain.recluster_every`` the
+  encoders' own outputs are re-clustered every N epochs (XDC's iterative form);
+* ``infonce``: NT-Xent (Chen et al. 2020) between a clip's projected video and audio embeddings, the other
+  2N−2 embeddings of the batch being negatives;
+* ``protonce``: each clip's projected embedding is contrasted with the other modality's prototypes, the
+  positive being its cross-modal cluster (after PCL, Li et al. 2021); prototypes are the per-cluster means
+  of the other modality's projected embeddings, recomputed at the start of every epoch;
+* ``combined``: the weighted sum of the three (``pretrain.weights``).
+
+The encoders are the classifier's own (:class:`cmmvt.models.Classifier` built from ``model.*`` with both
+modalities; :meth:`~cmmvt.models.Classifier.embed` gives per-modality clip embeddings for late and early
+fusion alike), so ``train`` can start from them (``train.init``). Clips missing a modality are left out
+of every cross-modal loss, never zero-filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cmmvt import manifest as manifest_mod
+from cmmvt.config import Params
+from cmmvt.dataset import ClipDataset, splits
+from cmmvt.models import Classifier, build_model
+from cmmvt.selfsup import losses
+from cmmvt.selfsup import prototypes as protos
+
+MODALITIES = ("video", "audio")
+OTHER = {"video": "audio", "audio": "video"}
+
+
+class PretrainHeads(nn.Module):
+    """Projection MLPs (contrastive losses) and cross-modal cluster classifiers (XDC), per modality."""
+
+    def __init__(self, hidden: int, k: dict[str, int]):
+        super().__init__()
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+                                   for m in MODALITIES})
+        # the video encoder predicts the audio cluster and vice versa
+        self.xdc = nn.ModuleDict({m: nn.Linear(hidden, k[OTHER[m]]) for m in MODALITIES})
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` did."""
+
+    objective: str
+    epochs: int
+    final_loss: float
+    clips: int
+
+
+def _model(p: Params, dims: dict[str, int]) -> Classifier:
+    """The classifier's encoders with both modalities (the head, 1 class, is never trained here)."""
+    return build_model(p.model.model_copy(update={"modalities": "av"}), dims, num_classes=1)
+
+
+@torch.inference_mode()
+def embed_all(model: Classifier, heads: PretrainHeads, ds: ClipDataset, batch_size: int = 64
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Encoder embeddings, projected embeddings and 'has both modalities' for every clip of ``ds``.
+
+    Returns:
+        ``({m: (N, H)}, {m: (N, H)}, valid (N,) bool)``.
+    """
+    model.eval()
+    heads.eval()
+    z: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
+    g: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
+    valid = []
+    for batch in DataLoader(ds, batch_size=batch_size):
+        flat = {k: v[:, 0] for k, v in batch.items() if k != "label"}  # first view: (B, T, D)
+        emb = model.embed(flat)
+        for m in MODALITIES:
+            z[m].append(emb[m])
+            g[m].append(heads.proj[m](emb[m]))
+        valid.append(flat["video_mask"].any(1) & flat["audio_mask"].any(1))
+    cat = lambda d: {m: torch.cat(v).numpy() for m, v in d.items()}  # noqa: E731
+    return cat(z), cat(g), torch.cat(valid).numpy()
+
+
+def retrieval_recall(query: np.ndarray, gallery: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """Cross-modal retrieval: recall@k of the paired row of ``gallery`` for each row of ``query`` (cosine)."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True).clip(1e-12)
+    sim = q @ g.T  # (N, N)
+    rank = (sim > np.diag(sim)[:, None]).sum(1)  # rows scoring above the true pair
+    return {f"recall@{k}": float((rank < k).mean()) for k in ks}
+
+
+def _weights(p: Params) -> dict[str, float]:
+    if p.pretrain.objective == "combined":
+        return p.pretrain.weights.model_dump()
+    return {p.pretrain.objective: 1.0}
+
+
+def _cluster(emb: dict[str, np.ndarray], present: np.ndarray, k: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """k-means pseudo-labels of each modality's embeddings (-1 for clips lacking both modalities)."""
+    out = {}
+    for m in MODALITIES:
+        labels = np.full(len(present), -1, np.int64)
+        _, assign, _ = protos.kmeans(emb[m][present].astype(np.float32), k[m], seed=seed)
+        labels[present] = assign
+        out[m] = labels
+    return out
+
+
+def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/prototypes.h5",
+             live_dir: str | Path | None = "reports/pretrain", features: str | Path | None = None) -> PretrainResult:
+    """Pretrain the encoders on every clip of the manifest (labels unused) and save them to ``out``.
+
+    Args:
+        p: Params (``pretrain.*``, ``model.*``, ``prototypes.*``, ``data.manifest``, ``extract.out``, ``seed``).
+        out: Checkpoint path (written even for ``objective: none``, with untrained encoders, so the pipeline
+            has one shape).
+        prototypes_path: k-means prototypes from the ``prototypes`` stage (cross-modal pseudo-labels).
+        live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall).
+        features: Features root (default ``p.extract.out``).
+    """
+    from cmmvt.training import seed_everything
+
+    seed_everything(p.seed)
+    features = Path(features or p.extract.out)
+    df = manifest_mod.read(p.data.manifest)
+    sp, _ = splits(df, features, MODALITIES)
+    ids = [i for s in ("train", "val", "test") for i in sp[s].ids]  # all clips: no labels are used
+    ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames, train=True)
+    eval_ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames)
+    k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
+    model, heads = _model(p, ds.dims), PretrainHeads(p.model.hidden, k)
+    weights = {} if p.pretrain.objective == "none" else _weights(p)
+    labels: dict[str, np.ndarray] = {}
+    if weights.get("xdc") or weights.get("protonce"):
+        pro = protos.read(prototypes_path)
+        labels = {m: pro[m].labels_for(ids) for m in MODALITIES}
+    params = list(model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=p.pretrain.lr, weight_decay=p.pretrain.weight_decay)
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    loss_value, epochs = float("nan"), p.pretrain.epochs if weights else 0
+    loader = DataLoader(ds, batch_size=p.pretrain.batch_size, shuffle=True, drop_last=len(ds) > p.pretrain.batch_size,
+                        generator=torch.Generator().manual_seed(p.seed))
+    for epoch in range(epochs):
+        prototypes_now: dict[str, torch.Tensor] = {}
+        if weights.get("protonce") or (p.pretrain.recluster_every and epoch and epoch % p.pretrain.recluster_every == 0):
+            z, g, present = embed_all(model, heads, eval_ds)
+            if p.pretrain.recluster_every and epoch and epoch % p.pretrain.recluster_every == 0:
+                labels = _cluster(z, present, k, p.seed + epoch)
+            if weights.get("protonce"):
+                for m in MODALITIES:  # prototypes of modality m in the projected space
+                    keep = labels[m] >= 0
+                    c, _ = losses.cluster_centroids(torch.from_numpy(g[m][keep]), torch.from_numpy(labels[m][keep]), k[m])
+                    prototypes_now[m] = c
+        model.train()
+        heads.train()
+        total = []
+        for batch in loader:
+            idx = batch.pop("label").numpy()
+            emb = model.embed(batch)  # {m: (B, H)}
+            valid = batch["video_mask"].any(1) & batch["audio_mask"].any(1)  # (B,)
+            proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
+            loss = emb["video"].sum() * 0
+            if weights.get("infonce"):
+                loss = loss + weights["infonce"] * losses.nt_xent(proj["video"], proj["audio"], p.pretrain.temperature,
+                                                                  valid=valid)
+            for m in MODALITIES:
+                target = torch.from_numpy(labels[OTHER[m]][idx]) if labels else None
+                if weights.get("xdc"):
+                    loss = loss + weights["xdc"] * 0.5 * losses.cross_modal_cluster_ce(heads.xdc[m](emb[m]), target,
+                                                                                     valid=valid)
+                if weights.get("protonce"):
+                    loss = loss + weights["protonce"] * 0.5 * losses.prototype_nce(
+                        proj[m], prototypes_now[OTHER[m]], target, p.pretrain.temperature, valid=valid)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            total.append(loss.item())
+        loss_value = float(np.mean(total))
+        if live is not None:
+            live.log_metric("pretrain/loss", loss_value)
+            live.next_step()
+    metrics = _retrieval(model, heads, features, sp["test"].ids, p)
+    if live is not None:
+        for name, value in metrics.items():
+            live.summary[name] = value
+        live.end()
+    save(out, model, heads, p, ds.dims, metrics)
+    return PretrainResult(p.pretrain.objective, epochs, loss_value, len(ids))
+
+
+def _retrieval(model: Classifier, heads: PretrainHeads, features: Path, test_ids: list[str], p: Params) -> dict[str, float]:
+    """Video→audio retrieval recall@1/5 among the test clips that have both modalities."""
+    if not test_ids:
+        return {}
+    ds = ClipDataset(features, test_ids, list(range(len(test_ids))), MODALITIES, p.model.max_frames)
+    _, g, present = embed_all(model, heads, ds)
+    result = retrieval_recall(g["video"][present], g["audio"][present])
+    return {"retrieval/" + k: v for k, v in result.items()} | {"retrieval/chance@1": 1.0 / max(1, int(present.sum()))}
+
+
+def save(path: str | Path, model: Classifier, heads: PretrainHeads, p: Params, dims: dict[str, int],
+         metrics: dict[str, float]) -> None:
+    """Save the pretrained encoders (the classifier head is not part of pretraining)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    torch.save({"state_dict": state, "heads": heads.state_dict(), "params": p.model_dump(), "dims": dims,
+                "objective": p.pretrain.objective, "metrics": metrics}, path)
+
+
+def load_into(model: Classifier, path: str | Path) -> list[str]:
+    """Copy pretrained encoder weights into ``model`` (every tensor whose name and shape match, head excluded).
+
+    Returns:
+        The names of the loaded tensors.
+
+    Raises:
+        ValueError: Nothing of the checkpoint fits ``model`` (e.g. an early-fusion checkpoint into a
+            single-modality model).
+    """
+    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    fit = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("encoders.") for k in fit):
+        raise ValueError(f"{path}: no encoder weights fit this model (pretrained with model.fusion/"
+                         f"modalities other than the classifier's?)")
+    model.load_state_dict(fit, strict=False)
+    return sorted(fit)
