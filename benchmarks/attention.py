@@ -186,8 +186,21 @@ def worker(args: argparse.Namespace) -> dict:
                     t0 = time.perf_counter()
                     f()
                     op_times.setdefault(name, []).append(time.perf_counter() - t0)
+            fwd: dict[str, list[float]] = {k: [] for k in modules}
+            with torch.inference_mode():
+                for m in modules.values():
+                    m.eval()
+                    m(x, mask)  # warm-up
+                for _ in range(args.repeats):
+                    for name, m in modules.items():
+                        t0 = time.perf_counter()
+                        m(x, mask)
+                        fwd[name].append(time.perf_counter() - t0)
+                for m in modules.values():
+                    m.train()
             for k, v in times.items():
                 res.setdefault(k, {}).update(_summary(v))
+                res[k]["forward_eval_s"] = min(fwd[k])
             res["attention_op"] = {k: _summary(v) for k, v in op_times.items()}
         out[str(T)] = res
     return out
@@ -282,6 +295,8 @@ def drive(args: argparse.Namespace) -> dict:
                for T in results.get("native", {}) if "hf" in results and T in results["hf"]}
     op_speedup = {T: ratio(attn_op["native"][T], attn_op["hf"][T], "time_s")
                   for T in attn_op.get("native", {}) if T in attn_op.get("hf", {})}
+    fwd_speedup = {T: ratio(results["native"][T], results["hf"][T], "forward_eval_s")
+                   for T in speedup}
     core = {}  # attention op minus its projection GEMMs: the sliding-window machinery itself
     for T in op_speedup:
         c_nat = attn_op["native"][T]["time_s"] - attn_op.get("native_projections", {}).get(T, {}).get("time_s", 0)
@@ -303,8 +318,9 @@ def drive(args: argparse.Namespace) -> dict:
             "torch": torch.__version__, "transformers": transformers.__version__,
         },
         "method": {
-            "time": "wall clock of zero_grad+forward+backward, 1 warm-up step, backends interleaved per "
-                    "repeat; time_s = min, time_median_s = median over repeats",
+            "time": "wall clock of zero_grad+forward+backward (train mode), 1 warm-up step, backends "
+                    "interleaved per repeat; time_s = min, time_median_s = median over repeats; "
+                    "forward_eval_s = min over repeats of an eval-mode forward under inference_mode",
             "memory": "peak resident set: fresh process per length with MALLOC_MMAP_THRESHOLD_=1MiB; per "
                       "backend: gc, reset VmHWM via /proc/self/clear_refs, VmHWM after one step minus "
                       "VmRSS before it (tracemalloc cannot see torch CPU allocations)",
@@ -314,6 +330,7 @@ def drive(args: argparse.Namespace) -> dict:
         "results": results,
         "attention_op": attn_op,
         "speedup_native_over_hf": speedup,
+        "speedup_native_over_hf_forward_eval": fwd_speedup,
         "speedup_native_over_hf_attention_op": op_speedup,
         "attention_core_without_projections": core,
         "speedup_native_over_full": full_vs_native,
