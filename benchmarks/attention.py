@@ -363,7 +363,8 @@ def plot(report: dict, path: Path) -> None:
         axes[1].plot(Ts, [rows[str(T)]["peak_mb"] for T in Ts], "o-", label=b)
         for T, r in rows.items():
             if "skipped" in r:
-                axes[0].annotate(f"{b}: skipped", (int(T), axes[0].get_ylim()[1]), fontsize=7, ha="right")
+                axes[0].annotate(f"{b} skipped at T={T}\n(projected over the caps)", (int(T), max(Ts and [
+                    rows[str(t)]["time_s"] for t in Ts])), fontsize=7, ha="right", va="top")
     for b, rows in report.get("attention_op", {}).items():
         if b not in ("native", "hf"):
             continue

@@ -122,6 +122,7 @@ class ModelParams(_Section):
 
     encoder: Literal["longformer", "meanpool"] = "longformer"
     attention: Literal["local", "global"] = "local"
+    backend: Literal["native", "hf"] = "native"  # local attention: chunked SDPA (native) or transformers' Longformer
     modalities: Literal["video", "audio", "av"] = "av"
     fusion: Literal["late", "early"] = "early"
     max_frames: int = Field(16, ge=1)

@@ -24,6 +24,7 @@ from torch import nn
 from transformers import LongformerConfig, LongformerModel
 
 from cmmvt.config import ModelParams
+from cmmvt.models.native import NativeLocalAttention
 
 INIT_STD = 0.02  # BERT / Longformer ``initializer_range``
 LN_EPS = 1e-5
@@ -56,6 +57,8 @@ def check_params(p: ModelParams) -> None:
             f"model.window = {p.window} must be even for local (Longformer) attention: "
             "it is the total width, each frame attending to window/2 neighbours either side"
         )
+    if p.encoder == "longformer" and p.attention == "local" and p.backend == "hf" and p.window == 2:
+        raise ValueError("model.window = 2 needs model.backend = native (HF Longformer's kernel fails for window/2 = 1)")
 
 
 class LocalAttention(nn.Module):
@@ -192,7 +195,11 @@ class TemporalEncoder(nn.Module):
         nn.init.normal_(self.cls, std=INIT_STD)
         nn.init.normal_(self.pos, std=INIT_STD)
         self.proj.apply(init_weights)
-        self.backbone = LocalAttention(p) if p.attention == "local" else GlobalAttention(p)
+        if p.attention == "local":  # built through HF so both backends get the same init for a seed
+            hf = LocalAttention(p)
+            self.backbone = NativeLocalAttention.from_hf(hf, p) if p.backend == "native" else hf
+        else:
+            self.backbone = GlobalAttention(p)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, return_tokens: bool = False

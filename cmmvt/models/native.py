@@ -30,19 +30,30 @@ dense(4D) → GELU → dense(D) → dropout → LayerNorm(· + residual)].
 
 How it is fast (on CPU):
 
-* Sliding window: the sequence is cut into blocks of ``block`` queries; each block's queries attend
-  to the ``block + 2w`` keys around it (``Tensor.unfold`` of the padded K/V) plus the [CLS] key, with
-  a boolean mask for the exact band, padding and the [CLS] column. All blocks go through **one**
-  ``F.scaled_dot_product_attention`` call (blocks folded into the batch dimension). Time and memory
-  are linear in T.
+* Sliding window, chunked SDPA: the sequence is cut into blocks of ``block`` queries (default
+  ``max(w, 32)``); the queries of a block attend to the ``block + 2w`` tokens around it plus the
+  [CLS] key, through a boolean mask for the exact band, the padding and the [CLS] column. All blocks
+  of all clips go through **one** ``F.scaled_dot_product_attention`` call (blocks folded into the
+  batch dimension). The overlapping K/V windows are never copied: tokens are laid out once per
+  layer with a [CLS] slot at the head of every block and projected by one GEMM, and queries and
+  windows are strided views (``Tensor.unfold``) of that projection (:class:`AttentionLayout`,
+  ``_Windows``). Time and memory are linear in the length.
 * [CLS] global attention, algebraically folded (exact up to float rounding): with
-  ``q̃_h = W_kg,hᵀ q_h`` the scores are ``q̃_h · x_j`` (the ``key_global`` bias adds a constant per
-  row, which softmax ignores), and the output is ``W_vg,h (Σ_j p_j x_j) + b_vg,h``. This costs
-  O(T·D·heads) instead of projecting every token through ``key_global`` and ``value_global``
-  (O(T·D²)), as HF does.
+  ``q̃_h = W_kg,hᵀ q_h`` the scores are ``q̃_h · x_j + q_h · b_kg,h`` and the output is
+  ``W_vg,h (Σ_j p_j x_j) + b_vg,h``: O(L·D·heads) instead of projecting every token through
+  ``key_global`` and ``value_global`` (O(L·D²)), as HF does.
 * ``query``/``key``/``value`` run as one fused GEMM.
 
-On CUDA, ``attn_impl="flex"`` uses FlexAttention with a block mask instead (forward-only on CPU).
+The projections and the FFN (12·D² multiply-adds per token and layer) are the same work as in HF
+and dominate a training step at D = 256, which bounds the end-to-end gain (see
+``benchmarks/attention.py``). With attention dropout active (training, ``dropout > 0``) SDPA
+falls back to its unfused math kernel, still blockwise, so still linear in the length.
+
+Also unlike HF: ``window = 2`` works (HF's ``_sliding_chunks_query_key_matmul`` fails for a
+one-sided window of 1), and no padding to a multiple of the window is needed.
+
+``attn_impl="flex"`` computes the same pattern with FlexAttention and a block mask, meant for CUDA;
+PyTorch runs FlexAttention on CPU without gradients only, and this path has no attention dropout.
 
 Example:
     >>> from cmmvt.config import ModelParams
@@ -173,19 +184,23 @@ class _Interleave(torch.autograd.Function):
         B, L, D = x.shape
         ctx.shape = (B, L, D, C, b)
         full, rest = divmod(L, b)
-        out = x.new_zeros(B * C + 2, b + 1, D)
+        # Junk slots must be finite (a masked key still meets 0 · value), hence the zeros.
+        out = x.new_empty(B * C + 2, b + 1, D)
+        out[0] = 0
+        out[-1] = 0
         body = out[1:-1].view(B, C, b + 1, D)
         body[:, :, 0] = x[:, None, 0]  # [CLS] at the head of every chunk
-        body[:, :full, 1:] = x[:, : full * b].view(B, full, b, D)
+        body[:, :full, 1:] = x[:, : full * b].reshape(B, full, b, D)
         if rest:
             body[:, full, 1 : 1 + rest] = x[:, full * b :]
+            body[:, full, 1 + rest :] = 0
         return out.view(-1, D)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         B, L, D, C, b = ctx.shape
         full, rest = divmod(L, b)
-        body = g.view(B * C + 2, b + 1, D)[1:-1].view(B, C, b + 1, D)
+        body = g.reshape(B * C + 2, b + 1, D)[1:-1].view(B, C, b + 1, D)
         gx = g.new_empty(B, L, D)
         gx[:, : full * b].view(B, full, b, D).copy_(body[:, :full, 1:])
         if rest:
@@ -456,15 +471,24 @@ class NativeLocalAttention(nn.Module):
         self.longformer.embeddings.LayerNorm.apply(_init_weights)
 
     @classmethod
-    def from_hf(cls, local: nn.Module, p: ModelParams, **kwargs) -> "NativeLocalAttention":
-        """Build a native module carrying the weights of an HF-backed ``LocalAttention``.
+    def from_hf(cls, local: nn.Module, p: ModelParams | None = None, **kwargs) -> "NativeLocalAttention":
+        """Build a native module carrying the weights (and train/eval mode, device, dtype) of an
+        HF-backed ``LocalAttention``. The reverse needs no helper:
+        ``LocalAttention(p).load_state_dict(native.state_dict())``.
 
         Args:
             local: A ``cmmvt.models.encoder.LocalAttention`` (its ``state_dict`` keys are ours).
-            p: The parameters it was built with.
+            p: The parameters it was built with (default: read back from its ``LongformerConfig``).
             **kwargs: Passed to the constructor (``attn_impl``, ``block``).
         """
-        native = cls(p, **kwargs)
+        if p is None:
+            cfg = local.longformer.config
+            p = ModelParams(
+                hidden=cfg.hidden_size, layers=cfg.num_hidden_layers, heads=cfg.num_attention_heads,
+                window=cfg.attention_window[0], dropout=cfg.hidden_dropout_prob,
+            )
+        with torch.random.fork_rng(devices=[]):  # its own init is overwritten: leave the caller's RNG untouched
+            native = cls(p, **kwargs)
         native.load_state_dict(local.state_dict())
         ref = next(local.parameters())
         native.train(local.training)
