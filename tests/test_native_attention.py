@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from cmmvt.config import ModelParams
-from cmmvt.models import encoder
 from cmmvt.models.encoder import LocalAttention, TemporalEncoder
 from cmmvt.models.native import AttentionLayout, NativeLocalAttention
 
@@ -118,12 +117,6 @@ def dense_reference(m: NativeLocalAttention, x: torch.Tensor, mask: torch.Tensor
 
 
 # ---- structure ------------------------------------------------------------------------------
-
-
-def test_constants_match_encoder():
-    from cmmvt.models import native
-
-    assert (native.INIT_STD, native.LN_EPS) == (encoder.INIT_STD, encoder.LN_EPS)
 
 
 def test_state_dict_and_parameters_match_hf():

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from cmmvt.config import ModelParams
-from cmmvt.models.encoder import INIT_STD, TemporalEncoder, init_weights
+from cmmvt.models.encoder import TemporalEncoder
+from cmmvt.models.common import INIT_STD, init_weights
 from cmmvt.models.fusion import EarlyFusion
 from cmmvt.models.meanpool import MeanPoolEncoder
 

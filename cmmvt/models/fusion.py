@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from cmmvt.config import ModelParams
-from cmmvt.models.encoder import INIT_STD, init_weights
+from cmmvt.models.common import INIT_STD, init_weights
 
 
 class EarlyFusion(nn.Module):

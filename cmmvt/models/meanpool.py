@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cmmvt.config import ModelParams
-from cmmvt.models.encoder import init_weights
+from cmmvt.models.common import init_weights
 
 
 class MeanPoolEncoder(nn.Module):

@@ -73,35 +73,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmmvt.config import ModelParams
-
-# Must equal cmmvt.models.encoder.INIT_STD / LN_EPS (checked by tests/test_native_attention.py);
-# not imported from there so that encoder.py can import this module without a cycle.
-INIT_STD = 0.02
-LN_EPS = 1e-5
+from cmmvt.models.common import LN_EPS, check_params, init_weights
 
 AttnImpl = Literal["sdpa", "flex"]
-
-
-def _check_params(p: ModelParams) -> None:
-    """Same checks (and messages) as ``cmmvt.models.encoder.check_params`` for local attention."""
-    if p.hidden % p.heads:
-        raise ValueError(f"model.hidden = {p.hidden} must be divisible by model.heads = {p.heads}")
-    if p.window % 2:
-        raise ValueError(
-            f"model.window = {p.window} must be even for local (Longformer) attention: "
-            "it is the total width, each frame attending to window/2 neighbours either side"
-        )
-
-
-def _init_weights(module: nn.Module) -> None:
-    """BERT / Longformer init: normal(0, 0.02) linear weights, zero biases, unit LayerNorm."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=INIT_STD)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def default_block(one_sided: int) -> int:
@@ -461,14 +435,14 @@ class NativeLocalAttention(nn.Module):
 
     def __init__(self, p: ModelParams, attn_impl: AttnImpl = "sdpa", block: int | None = None):
         super().__init__()
-        _check_params(p)
+        check_params(p)
         if attn_impl not in ("sdpa", "flex"):
             raise ValueError(f"attn_impl = {attn_impl!r} is not one of: sdpa, flex")
         self.window = p.window
         self.block = block
         self.longformer = _Longformer(p, attn_impl)
-        self.longformer.encoder.apply(_init_weights)
-        self.longformer.embeddings.LayerNorm.apply(_init_weights)
+        self.longformer.encoder.apply(init_weights)
+        self.longformer.embeddings.LayerNorm.apply(init_weights)
 
     @classmethod
     def from_hf(cls, local: nn.Module, p: ModelParams | None = None, **kwargs) -> "NativeLocalAttention":
