@@ -216,15 +216,15 @@ def run_modality(
                     writer.add_failure(str(clip.item.path), clip.item.video_id, "decode", clip.error)
                     summary.failed += 1
                     summary.failures.append((str(clip.item.path), clip.error))
-                    continue
-                n = 0 if clip.inputs is None else len(clip.inputs)
-                rows = emb[offset : offset + n] if n else np.zeros((0, bb.dim), np.float32)  # (T, D)
-                offset += n
-                writer.add(cache.ClipFeatures(clip.item.video_id, rows, clip.t[:n].astype(np.float32),
-                                              has_stream=clip.inputs is not None, duration=clip.duration))
-                summary.succeeded += 1
-                summary.no_stream += clip.inputs is None
-                summary.rows += n
+                else:
+                    n = 0 if clip.inputs is None else len(clip.inputs)
+                    rows = emb[offset : offset + n] if n else np.zeros((0, bb.dim), np.float32)  # (T, D)
+                    offset += n
+                    writer.add(cache.ClipFeatures(clip.item.video_id, rows, clip.t[:n].astype(np.float32),
+                                                  has_stream=clip.inputs is not None, duration=clip.duration))
+                    summary.succeeded += 1
+                    summary.no_stream += clip.inputs is None
+                    summary.rows += n
                 if progress:
                     progress(summary.succeeded + summary.failed, summary.rows)
     summary.seconds = time.perf_counter() - start

@@ -146,7 +146,8 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
     loader = _loader(train_ds, p.train.batch_size, shuffle=True, seed=p.seed)
     sched = warmup_cosine(opt, p.train.warmup_epochs * len(loader), p.train.epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
-    live = _live(live_dir)
+    live = live_logger(live_dir)
+    provenance = feature_params(features, mods)
     best = (-1.0, -1)
     epoch = 0
     for epoch in range(p.train.epochs):
@@ -172,7 +173,7 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
             live.next_step()
         if val_top1 > best[0]:
             best = (val_top1, epoch)
-            save_checkpoint(out, model, p, names, train_ds.dims, feature_params(features, mods))
+            save_checkpoint(out, model, p, names, train_ds.dims, provenance)
         elif epoch - best[1] >= p.train.patience:
             break
     if live is not None:
@@ -180,7 +181,8 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds))
 
 
-def _live(live_dir: str | Path | None):
+def live_logger(live_dir: str | Path | None):  # noqa: ANN201 - dvclive.Live | None, imported lazily
+    """A DVCLive logger writing metrics and plots under ``live_dir`` (DVC stages declare them), or None."""
     if live_dir is None:
         return None
     from dvclive import Live

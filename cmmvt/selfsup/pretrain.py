@@ -128,7 +128,7 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
         live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall).
         features: Features root (default ``p.extract.out``).
     """
-    from cmmvt.training import seed_everything
+    from cmmvt.training import live_logger, seed_everything
 
     seed_everything(p.seed)
     features = Path(features or p.extract.out)
@@ -146,11 +146,7 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
         labels = {m: pro[m].labels_for(ids) for m in MODALITIES}
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=p.pretrain.lr, weight_decay=p.pretrain.weight_decay)
-    live = None
-    if live_dir is not None:
-        from dvclive import Live
-
-        live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = live_logger(live_dir)
     loss_value, epochs = float("nan"), p.pretrain.epochs if weights else 0
     loader = DataLoader(ds, batch_size=p.pretrain.batch_size, shuffle=True, drop_last=len(ds) > p.pretrain.batch_size,
                         generator=torch.Generator().manual_seed(p.seed))
