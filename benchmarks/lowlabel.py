@@ -30,10 +30,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
     ap.add_argument("--out", type=Path, default=Path("reports/pretrain/lowlabel.json"))
     args = ap.parse_args()
     seeds = range(1 if args.quick else args.seeds)
-    fractions = FRACTIONS[1::2] if args.quick else FRACTIONS
+    fractions = FRACTIONS[1::2] if args.quick else args.fractions
     short = ["pretrain.epochs=2", "train.epochs=2"] if args.quick else []
     top1: dict[str, dict[str, list[float]]] = {o: {str(f): [] for f in fractions} for o in OBJECTIVES}
     retrieval: dict[str, list[dict[str, float]]] = {o: [] for o in OBJECTIVES}

@@ -77,6 +77,9 @@ def test_repro_then_experiment_reruns_only_downstream(repo):
 
     _sh([sys.executable, str(REPO / "benchmarks/quality.py"), "--quick", "--out", str(repo.parent / "q.json")], repo)
     assert json.loads((repo.parent / "q.json").read_text())
+    _sh([sys.executable, str(REPO / "benchmarks/lowlabel.py"), "--quick", "--out", str(repo.parent / "l.json")], repo)
+    low = json.loads((repo.parent / "l.json").read_text())
+    assert set(low["top1"]) == {"none", "xdc", "infonce", "protonce"}
 
     out = _sh(dvc + ["exp", "run", "-S", "model.attention=global"], repo)
     assert _running(out) == {"pretrain", "train", "evaluate"}, out  # never synth/prepare/extract/prototypes
