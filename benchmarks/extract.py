@@ -55,16 +55,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run for CI")
     ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--image-size", type=int, default=128, help="CNN input side (params default 128; 224 for real data)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench/extract.json"))
     args = ap.parse_args()
     clips = 3 if args.quick else args.clips
     sp = SynthParams(classes=min(clips, 10), clips_per_class=-(-clips // 10), duration=1.0 if args.quick else 4.0)
-    p = ExtractParams(image_size=128, batch_size=32, workers=1)
+    p = ExtractParams(image_size=args.image_size, batch_size=32, workers=1)
     bb = backbones.create(p.backbone, p.weights, image_size=p.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         paths = synth.make_dataset(Path(tmp) / "clips", sp, seed=0)[:clips]
         items = [extract.Item(f"c{i}", path) for i, path in enumerate(paths)]
-        bb.embed(np.zeros((2, 128, 128, 3), np.uint8))  # warm-up
+        bb.embed(np.zeros((2, p.image_size, p.image_size, 3), np.uint8))  # warm-up
         t_dec, decoded = _timed(lambda: [media.read_frames(x, p.fps, short_side=p.image_size).rgb for x in paths])
         n = sum(len(d) for d in decoded)
         frames = np.concatenate(decoded)
