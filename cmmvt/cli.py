@@ -251,7 +251,7 @@ def pretrain(
 
     p = _params(params, set_, {"pretrain.objective": objective})
     r = _run(lambda: pretrain_mod.pretrain(p, out, prototypes_, live_dir=None))
-    console.print(f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}")
+    console.print(pretrain_mod.describe(r))
 
 
 @app.command()

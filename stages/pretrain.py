@@ -6,4 +6,4 @@ from cmmvt.selfsup import pretrain
 if __name__ == "__main__":
     p = config.load()
     r = pretrain.pretrain(p, "models/pretrain.pt", "data/prototypes.h5", live_dir="reports/pretrain")
-    print(f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}")
+    print(pretrain.describe(r))

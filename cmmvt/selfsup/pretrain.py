@@ -61,6 +61,13 @@ class PretrainResult:
     clips: int
 
 
+def describe(r: PretrainResult) -> str:
+    """One line for the stage and the CLI."""
+    if r.epochs == 0:
+        return f"pretrain: objective {r.objective!r}, no pretraining ({r.clips} clips; encoders saved untrained)"
+    return f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}"
+
+
 def _model(p: Params, dims: dict[str, int]) -> Classifier:
     """The classifier's encoders with both modalities (the head, 1 class, is never trained here)."""
     return build_model(p.model.model_copy(update={"modalities": "av"}), dims, num_classes=1)
