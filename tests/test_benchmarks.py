@@ -28,3 +28,29 @@ def test_attention_benchmark_quick(tmp_path):
     report = json.loads(out.read_text())
     assert {"results", "speedup_native_over_hf", "targets"} <= set(report)
     assert all(v > 0 for v in report["speedup_native_over_hf"].values())
+
+
+@pytest.mark.slow
+def test_train_benchmark_quick(tmp_path):
+    out = tmp_path / "train.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/train.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    assert {"clips_per_s", "data_wait_share", "step_ms", "ratio_cmmvt_over_in_memory", "targets"} <= set(report)
+    assert set(report["clips_per_s"]) == {"cmmvt", "in_memory"}
+    assert all(v > 0 for v in report["clips_per_s"].values())
+    assert report["steps"] > 0 and report["train_clips"] > 0 and report["ratio_cmmvt_over_in_memory"] > 0
+    assert 0 <= report["data_wait_share"] < 1
+
+
+@pytest.mark.slow
+def test_kmeans_benchmark_quick(tmp_path):
+    out = tmp_path / "kmeans.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/kmeans.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    assert {"fit_seconds", "peak_rss_mib", "data_mib", "ratio_peak_rss_over_float32", "targets"} <= set(report)
+    assert report["rows"] == 20_000 and report["dim"] == 64
+    assert report["fit_seconds"] > 0 and report["peak_rss_mib"] > 0
+    assert set(report["data_mib"]) == {"float16", "float32", "float64"}
+    assert all(v > 0 for v in report["data_mib"].values())
