@@ -104,6 +104,9 @@ def crops(rows: np.ndarray, starts: Sequence[int], max_frames: int) -> tuple[tor
     return x, mask
 
 
+PRELOAD_BYTES = 1 << 30  #: caches whose float32 rows fit in this many bytes are held in memory
+
+
 class ClipDataset(Dataset):
     """Cached clips as fixed-size padded tensors.
 
@@ -126,6 +129,11 @@ class ClipDataset(Dataset):
         self.modalities, self.max_frames, self.train, self.views = tuple(modalities), max_frames, train, views
         self._readers: dict[str, CacheReader] | None = None
         self.dims = {m: self._reader(m).dim for m in self.modalities}
+        rows = sum(self._reader(m).n_rows * self.dims[m] for m in self.modalities)
+        # small caches live in RAM (one read per clip, once), so training never waits on HDF5
+        self._memory: dict[str, dict[str, np.ndarray]] | None = None
+        if rows * 4 <= PRELOAD_BYTES:
+            self._memory = {m: {v: self._reader(m)[v] for v in dict.fromkeys(self.ids)} for m in self.modalities}
 
     def _reader(self, modality: str) -> CacheReader:
         if self._readers is None:
@@ -136,7 +144,8 @@ class ClipDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rows = {m: self._reader(m)[self.ids[i]] for m in self.modalities}  # each (T_m, D_m)
+        vid = self.ids[i]
+        rows = {m: self._memory[m][vid] if self._memory else self._reader(m)[vid] for m in self.modalities}  # (T_m, D_m)
         length = max(len(r) for r in rows.values())
         if self.train:
             starts = [int(torch.randint(0, max(length - self.max_frames, 0) + 1, ()).item())]
