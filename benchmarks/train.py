@@ -66,12 +66,7 @@ def run_loop(model: nn.Module, batches, steps: int, p: config.Params) -> dict[st
             except StopIteration:
                 break
             t1 = time.perf_counter()
-            logits = model(batch)
-            loss = loss_fn(logits, batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), p.train.grad_clip)
-            opt.step()
+            loss, _ = training.train_step(model, batch, opt, loss_fn, p.train.grad_clip)
             loss.item()
             t2 = time.perf_counter()
             wait += t1 - t0

@@ -97,6 +97,22 @@ def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[s
     return sp, names
 
 
+def train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+               loss_fn: nn.Module, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a labelled batch (gradient-norm clipping at ``grad_clip``).
+
+    Returns:
+        The loss and the (B, C) logits.
+    """
+    logits = model(batch)  # (B, C)
+    loss = loss_fn(logits, batch["label"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, logits
+
+
 def uses_pretrained(p: Params) -> bool:
     """Whether ``train`` starts from the pretrained encoders (``train.init``; ``auto``: when pretraining ran)."""
     if p.train.init == "auto":
@@ -154,12 +170,7 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
         model.train()
         losses, correct = [], 0
         for batch in loader:
-            logits = model(batch)  # (B, C)
-            loss = loss_fn(logits, batch["label"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), p.train.grad_clip)
-            opt.step()
+            loss, logits = train_step(model, batch, opt, loss_fn, p.train.grad_clip)
             sched.step()
             losses.append(loss.item())
             correct += int((logits.argmax(1) == batch["label"]).sum())

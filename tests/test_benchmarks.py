@@ -10,32 +10,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_quick(name: str, tmp_path: Path) -> dict:
+    """Run ``benchmarks/<name>.py --quick`` in a subprocess and return the JSON it wrote."""
+    out = tmp_path / f"{name}.json"
+    subprocess.run([sys.executable, str(REPO / f"benchmarks/{name}.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 def test_extract_benchmark_quick(tmp_path):
-    out = tmp_path / "extract.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/extract.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("extract", tmp_path)
     assert set(report["frames_per_s"]) == {"decode_only", "cnn_only", "cmmvt", "naive"}
     assert report["frames"] > 0 and report["ratio_cmmvt_over_naive"] > 0
 
 
 @pytest.mark.slow
 def test_attention_benchmark_quick(tmp_path):
-    out = tmp_path / "attention.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/attention.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("attention", tmp_path)
     assert {"results", "speedup_native_over_hf", "targets"} <= set(report)
     assert all(v > 0 for v in report["speedup_native_over_hf"].values())
 
 
 @pytest.mark.slow
 def test_train_benchmark_quick(tmp_path):
-    out = tmp_path / "train.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/train.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("train", tmp_path)
     assert {"clips_per_s", "data_wait_share", "step_ms", "ratio_cmmvt_over_in_memory", "targets"} <= set(report)
     assert set(report["clips_per_s"]) == {"cmmvt", "in_memory"}
     assert all(v > 0 for v in report["clips_per_s"].values())
@@ -45,10 +44,7 @@ def test_train_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_kmeans_benchmark_quick(tmp_path):
-    out = tmp_path / "kmeans.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/kmeans.py"), "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("kmeans", tmp_path)
     assert {"fit_seconds", "peak_rss_mib", "data_mib", "ratio_peak_rss_over_float32", "targets"} <= set(report)
     assert report["rows"] == 20_000 and report["dim"] == 64
     assert report["fit_seconds"] > 0 and report["peak_rss_mib"] > 0
