@@ -86,7 +86,7 @@ def synth(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: data.root).")] = None,
     classes: Annotated[int | None, typer.Option(help="Number of classes (≤ 10).")] = None,
     clips_per_class: Annotated[int | None, typer.Option(help="Clips per class.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: params seed).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Dataset seed (default: params data.seed).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -99,9 +99,9 @@ def synth(
     from cmmvt import synth as synth_mod
 
     p = _params(params, set_, {"data.synth.classes": classes, "data.synth.clips_per_class": clips_per_class,
-                               "seed": seed})
+                               "data.seed": seed})
     root = out or Path(p.data.root)
-    paths = _run(lambda: synth_mod.make_dataset(root, p.data.synth, seed=p.seed, progress=True))
+    paths = _run(lambda: synth_mod.make_dataset(root, p.data.synth, seed=p.data.seed, progress=True))
     console.print(f"wrote {len(paths)} clips to {root}")
 
 
@@ -127,7 +127,7 @@ def manifest(
 
     p = _params(params, set_, {"data.source": source, "data.root": _str(root), "data.csv": _str(csv),
                                "data.manifest": _str(out)})
-    report = _run(lambda: manifest_mod.prepare(p.data, seed=p.seed))
+    report = _run(lambda: manifest_mod.prepare(p.data, seed=p.data.seed))
     console.print(manifest_mod.summary(report, p.data.manifest))
 
 

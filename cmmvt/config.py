@@ -52,6 +52,10 @@ class SplitParams(_Section):
 class DataParams(_Section):
     """Where the clips come from and where the manifest goes."""
 
+    # The dataset seed (synthetic clips, stratified splits). Kept apart from the top-level experiment
+    # `seed` (prototypes, pretrain, train) so that `dvc exp run -S seed=1` never regenerates the data
+    # or re-extracts features.
+    seed: int = 0
     source: Literal["synth", "folder", "kinetics", "csv"] = "synth"
     root: str = "data/synth"
     csv: str | None = None
@@ -158,7 +162,7 @@ class EvaluateParams(_Section):
 class Params(_Section):
     """All of ``params.yaml``."""
 
-    seed: int = 0
+    seed: int = 0  # the experiment seed (prototypes, pretrain, train); the data has its own, data.seed
     data: DataParams = DataParams()
     extract: ExtractParams = ExtractParams()
     prototypes: PrototypeParams = PrototypeParams()

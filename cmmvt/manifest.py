@@ -36,7 +36,7 @@ Building a manifest never opens a video: no av or torch is imported.
 Example:
     >>> from cmmvt import config, manifest                       # doctest: +SKIP
     >>> p = config.load()                                        # doctest: +SKIP
-    >>> report = manifest.prepare(p.data, seed=p.seed)           # doctest: +SKIP
+    >>> report = manifest.prepare(p.data, seed=p.data.seed)      # doctest: +SKIP
     >>> print(manifest.summary(report, p.data.manifest))         # doctest: +SKIP
     data/manifest.csv: 240 clips, 10 classes (train 144, val 48, test 48); 0 missing, 0 duplicates, 0 skipped
 """
@@ -531,7 +531,7 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
     Args:
         df: A manifest frame (``video_id``, ``label``, ``split`` at least).
         fractions: ``train``/``val``/``test`` fractions.
-        seed: The global seed.
+        seed: The dataset seed (`data.seed`).
 
     Returns:
         A new frame sorted by ``video_id`` with every ``split`` set.
@@ -672,7 +672,7 @@ def prepare(data: DataParams, seed: int = 0) -> ManifestReport:
 
     Args:
         data: The ``data`` params.
-        seed: The global seed (splits).
+        seed: The dataset seed (`data.seed`), which fixes the splits.
 
     Returns:
         The report with splits assigned.

@@ -4,5 +4,5 @@ from cmmvt import config, manifest
 
 if __name__ == "__main__":
     p = config.load()
-    report = manifest.prepare(p.data, seed=p.seed)
+    report = manifest.prepare(p.data, seed=p.data.seed)
     print(manifest.summary(report, p.data.manifest))

@@ -1,7 +1,7 @@
-"""DVC stage ``synth``: the embedded synthetic audio-visual dataset (params ``seed``, ``data.synth``)."""
+"""DVC stage ``synth``: the embedded synthetic audio-visual dataset (params ``data.seed``, ``data.synth``)."""
 
 from cmmvt import config, synth
 
 if __name__ == "__main__":
     p = config.load()
-    synth.make_dataset("data/synth", p.data.synth, seed=p.seed, progress=True)
+    synth.make_dataset("data/synth", p.data.synth, seed=p.data.seed, progress=True)
