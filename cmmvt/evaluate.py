@@ -2,13 +2,16 @@
 
 Writes into ``out`` (default ``reports/eval``)::
 
-    metrics.json     top1, top5, mean_class_accuracy, macro_f1, clips     (dvc.yaml top-level ``metrics:``)
+    metrics.json     top1, top5, mean_class_accuracy, macro_f1, clips     (dvc.yaml top-level ``metrics:``),
+                     and order_pairs_top1 when the classes include an order-only pair of the synthetic set
     per_class.csv    class, support, accuracy, precision, f1
     predictions.csv  video_id, actual, predicted                        (a DVC ``confusion`` plot)
     confusion.png    the confusion matrix with class names
 
 Test clips are classified from ``evaluate.views`` evenly spaced crops with averaged logits (VTN's
-multi-view testing, Neimark et al. 2021).
+multi-view testing, Neimark et al. 2021). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
+the synthetic classes that differ from a partner only in the temporal order of one modality
+(:func:`cmmvt.synth.order_only_pairs`): where an order-blind model must fail.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cmmvt import manifest as manifest_mod
-from cmmvt import metrics
+from cmmvt import metrics, synth
 from cmmvt.config import Params
 from cmmvt.dataset import ClipDataset, splits
 from cmmvt.training import load_checkpoint, predict
@@ -54,6 +57,9 @@ def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval"
     logits = predict(model, ds)  # (N, C)
     labels = np.asarray(s.labels)
     result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(s.ids)}
+    pair_classes = [names.index(c) for pair in synth.order_only_pairs() if set(pair) <= set(names) for c in pair]
+    if np.isin(labels, pair_classes).any():
+        result["order_pairs_top1"] = metrics.subset_accuracy(logits, labels, pair_classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

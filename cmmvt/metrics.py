@@ -45,6 +45,18 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, k: int = 5) -
     }
 
 
+def subset_accuracy(logits: np.ndarray, labels: np.ndarray, classes: list[int]) -> float:
+    """Top-1 accuracy over the rows whose label is in ``classes`` (predictions may be any class).
+
+    Args:
+        logits: (N, C) scores.
+        labels: (N,) integer labels.
+        classes: The label subset; at least one row must carry one of them.
+    """
+    rows = np.isin(labels, classes)  # (N,)
+    return float((logits[rows].argmax(axis=1) == labels[rows]).mean())
+
+
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> list[dict[str, float | str | int]]:
     """One row per class: support, accuracy (recall), precision and F1."""
     pred = logits.argmax(axis=1)

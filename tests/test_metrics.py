@@ -39,6 +39,11 @@ def test_unbalanced_mean_class_accuracy_differs_from_top1():
     assert m["macro_f1"] == pytest.approx(4 / 9)
 
 
+def test_subset_accuracy_counts_rows_of_those_classes_only():
+    assert metrics.subset_accuracy(LOGITS, LABELS, [0]) == pytest.approx(1 / 2)  # rows 0, 1
+    assert metrics.subset_accuracy(LOGITS, LABELS, [1, 2]) == pytest.approx(2 / 4)  # rows 2-5: 2 and 4 right
+
+
 def test_per_class_and_confusion():
     rows = metrics.per_class(LOGITS, LABELS, ["a", "b", "c"])
     assert [r["class"] for r in rows] == ["a", "b", "c"]
