@@ -5,7 +5,7 @@ classifier is trained on a stratified fraction of the training labels and evalua
 split. Also reports video→audio retrieval recall@1/5 of each pretrained model on the test split.
 Needs the caches and prototypes (`dvc repro prototypes`).
 
-    python benchmarks/lowlabel.py           # → reports/pretrain/lowlabel.json and lowlabel.md
+    python benchmarks/lowlabel.py           # → reports/bench/lowlabel.json and lowlabel.md
     python benchmarks/lowlabel.py --quick   # 1 seed, 2 fractions, short schedules (CI)
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
-    ap.add_argument("--out", type=Path, default=Path("reports/pretrain/lowlabel.json"))
+    ap.add_argument("--out", type=Path, default=Path("reports/bench/lowlabel.json"))
     args = ap.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     fractions = FRACTIONS[1::2] if args.quick else args.fractions
