@@ -9,12 +9,14 @@ the command's own flags, in that order) and calls the library: the DVC stage scr
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import typer
 from rich.console import Console
 
+from cmmvt import ablate as ablate_mod
 from cmmvt import config
 
 app = typer.Typer(
@@ -37,10 +39,11 @@ SetOpt = Annotated[
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix: reported as one line, not a stack."""
-    from cmmvt import cache, manifest, media
+    from cmmvt import ablate, cache, manifest, media, report
 
     errors: list[type[BaseException]] = [config.ConfigError, media.MediaError, manifest.ManifestError,
-                                         cache.CacheError, FileNotFoundError]
+                                         cache.CacheError, ablate.AblateError, report.ReportError,
+                                         FileNotFoundError]
     try:
         from cmmvt import backbones
 
@@ -321,6 +324,107 @@ def predict(
             typer.echo(f"{r['path']}: " + ", ".join(f"{label} {prob:.2f}" for label, prob in r["top"]))
     if all("error" in r for r in results):
         raise typer.Exit(1)
+
+
+@app.command()
+def ablate(
+    grid: Annotated[str, typer.Option(help="The grid: " + ", ".join(
+        f"{g.name} ({len(g.points())} runs)" for g in ablate_mod.GRIDS.values()) + ".")] = "default",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Experiments in parallel; each gets cores // jobs "
+                                                           "torch threads.")] = 1,
+    force: Annotated[bool, typer.Option(help="Also rerun the experiments that already succeeded.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the dvc commands; queue nothing.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between progress polls.", hidden=True)] = 5.0,
+) -> None:
+    """Run an ablation grid as queued DVC experiments, wait for it and record its wall time.
+
+    Each point is a `dvc exp run --queue` (attention × modality × pretraining objective × seed); only
+    prototypes, pretrain, train and evaluate run, never synth, prepare or extract (the command refuses
+    while those are stale). Experiments that already succeeded on this commit are skipped; failed ones
+    are queued again. The record goes to reports/ablations/grid-<grid>.json; then run `cmmvt report`.
+
+    Examples:
+        cmmvt ablate --grid smoke
+        cmmvt ablate --jobs 2
+        cmmvt ablate --grid attention --dry-run
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    root = Path.cwd()
+    g = _run(lambda: ablate_mod.get_grid(grid))
+    if dry_run:
+        _run(lambda: ablate_mod.check_upstream(root))
+        p = _run(lambda: ablate_mod.plan(g, ablate_mod.experiments(root), force))
+        if p.replace:
+            typer.echo("dvc exp remove " + " ".join(p.replace))
+        for point in p.queue:
+            typer.echo("dvc " + " ".join(ablate_mod.queue_command(point)))
+        env, threads = ablate_mod.worker_env(jobs, base={})
+        prefix = " ".join(f"{k}={v}" for k, v in env.items())
+        typer.echo(f"{prefix} dvc queue start -j {jobs}")
+        console.print(f"{len(p.queue)} to queue, {len(p.pending)} already queued or running, "
+                      f"{len(p.done)} done", highlight=False)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        queueing = bar.add_task("queueing", total=None, visible=False)
+        running = bar.add_task("running", total=len(g.points()), visible=False)
+
+        def on_poll(states: Counter[str]) -> None:
+            done = states["success"] + states["failed"] + states["missing"]
+            bar.update(queueing, visible=False)
+            bar.update(running, visible=True, total=sum(states.values()), completed=done,
+                       description=f"running ({states['running']} now, {states['failed']} failed)")
+
+        try:
+            run = _run(lambda: ablate_mod.run_grid(root, g, jobs, force, say=bar.console.print,
+                                                   on_queued=lambda done, total: bar.update(
+                                                       queueing, visible=True, completed=done, total=total),
+                                                   on_poll=on_poll, interval=interval))
+        except KeyboardInterrupt:
+            console.print("interrupted: the queued experiments keep running (`dvc queue status`, "
+                          "`dvc queue kill`); `cmmvt report` shows what has finished", highlight=False)
+            raise typer.Exit(130) from None
+    if run:
+        console.print(f"grid '{g.name}': {len(run['succeeded'])} succeeded, {len(run['failed'])} failed, "
+                      f"{len(run['skipped'])} skipped in {run['wall_s']:.0f} s; stages run: "
+                      + (", ".join(f"{s} {n}" for s, n in run["stages_run"].items()) or "none")
+                      + "; next: cmmvt report", highlight=False)
+    if run and run["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    grid: Annotated[str, typer.Option(help="The grid to report; what it lacks is listed.")] = "default",
+    rev: Annotated[str | None, typer.Option(help="Baseline commit of the experiments (default: the one "
+                                                 "`cmmvt ablate` recorded, else HEAD).")] = None,
+    out: Annotated[Path, typer.Option(help="The markdown report.")] = Path("reports/ablations.md"),
+    readme: Annotated[bool, typer.Option("--readme", help="Also fill the README's <!-- ablations:begin --> "
+                                                          "block.")] = False,
+) -> None:
+    """Build the ablation report from the experiments' params and metrics (`dvc exp show --json`).
+
+    One table per axis and one per configuration (mean ± std over seeds, best in bold), a bar chart
+    with error bars (reports/ablations/top1.png), the grid's wall time, and what is missing or failed.
+    Works on any part of a grid that has run.
+
+    Examples:
+        cmmvt report
+        cmmvt report --grid attention --out reports/attention.md
+        cmmvt report --readme
+    """
+    from cmmvt import report as report_mod
+
+    root = Path.cwd()
+    g = _run(lambda: ablate_mod.get_grid(grid))
+    r = _run(lambda: report_mod.build(root, g, rev, out))
+    if readme:
+        _run(lambda: report_mod.update_readme(root / "README.md", r.body))
+    console.print(f"{r.path}: {r.results} of {r.results + r.problems} experiments of grid '{g.name}' have a "
+                  f"result" + (f", {r.problems} missing or failed (listed there)" if r.problems else "")
+                  + (f"; grid wall time {report_mod.duration(r.wall_s)}" if r.wall_s is not None else "")
+                  + ("; README.md updated" if readme else ""), highlight=False)
 
 
 def _fail(message: str) -> None:

@@ -26,9 +26,9 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def sh(cmd: list[str], cwd: Path) -> str:
-    """Run ``cmd`` in ``cwd``; assert it succeeded; return stdout + stderr."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run ``cmd`` in ``cwd`` (with ``env``, default: ours); assert it succeeded; return stdout + stderr."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out}"
     return out

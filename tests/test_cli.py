@@ -7,7 +7,7 @@ from cmmvt.cli import app
 
 runner = CliRunner()
 COMMANDS = [["synth"], ["manifest"], ["extract"], ["cache", "info"], ["train"], ["evaluate"], ["predict"],
-            ["prototypes"], ["pretrain"]]
+            ["prototypes"], ["pretrain"], ["ablate"], ["report"]]
 
 
 def test_no_args_shows_help():
@@ -43,3 +43,15 @@ def test_manifest_command_on_folder(tmp_path):
                               "--params", str(tmp_path / "none.yaml")])
     assert res.exit_code == 0, res.output
     assert "6 clips, 2 classes" in res.output and out.exists()
+
+
+def test_ablate_unknown_grid_is_one_line():
+    res = runner.invoke(app, ["ablate", "--grid", "nope"])
+    assert res.exit_code == 1 and "--grid = 'nope' is not one of: default, attention" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_report_outside_a_dvc_repo_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["report", "--grid", "smoke"])
+    assert res.exit_code == 1 and "not inside of a DVC repository" in res.output and "Traceback" not in res.output

@@ -1,0 +1,184 @@
+"""Ablation grids and the report: grid definitions, `dvc exp show --json` parsing, queue planning, the
+report on fixture experiments (a failed run, a missing metric, foreign params, a queued and an absent one),
+and a two-experiment grid end to end in a tiny copy of the repo."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from cmmvt import ablate, report
+from cmmvt.ablate import Grid, Point
+from conftest import dvc, sh
+
+FIXTURE = Path(__file__).parent / "fixtures/exp_show.json"  # real DVC 3.67 output, trimmed and extended
+GRID = Grid("fixture", ("local", "global"), ("video", "av-late"), ("none",), (0, 1, 2))
+
+
+def found() -> dict[str, ablate.Experiment]:
+    return ablate.parse_exp_show(json.loads(FIXTURE.read_text()))
+
+
+def test_default_grid_is_72_distinct_named_experiments():
+    points = ablate.GRIDS["default"].points()
+    assert len(points) == 72 and len({p.name for p in points}) == 72
+    assert {p.seed for p in points[:24]} == {0}  # every configuration once before the seeds repeat
+    assert Point("local", "av-early", "xdc", 0).name == "abl-local-av_early-xdc-s0"
+    assert len(ablate.GRIDS["smoke"].points()) == 2
+
+
+@pytest.mark.parametrize("modality", list(ablate.MODALITY_VARIANTS))
+def test_single_modality_variants_use_late_fusion(modality):
+    overrides = dict(o.split("=") for o in Point("global", modality, "infonce", 2).overrides())
+    assert overrides["model.fusion"] == ("early" if modality == "av-early" else "late")
+    assert overrides["model.modalities"] == {"video": "video", "audio": "audio"}.get(modality, "av")
+    assert (overrides["model.attention"], overrides["pretrain.objective"], overrides["seed"]) == ("global", "infonce",
+                                                                                                   "2")
+
+
+def test_unknown_grid_names_the_known_ones():
+    with pytest.raises(ablate.AblateError, match="not one of: default, attention, modality, objective, smoke"):
+        ablate.get_grid("defualt")
+
+
+def test_parse_exp_show_states_and_precedence():
+    f = found()
+    assert f["abl-local-av_late-none-s0"].state == "success"  # an older failed run of the same name loses
+    assert f["abl-local-av_late-none-s0"].metrics["top1"] == 0.9
+    assert f["abl-global-video-none-s0"].state == "failed"
+    assert f["abl-global-video-none-s0"].metrics == {}  # DVC shows the baseline's metrics for a failed run
+    assert f["abl-global-av_late-none-s1"].state == "queued"
+    assert f["abl-global-video-none-s1"].param("model.fusion") == "early"
+    assert f["abl-local-video-none-s0"].param("model.nope") is None
+
+
+def test_plan_skips_done_and_pending_requeues_failed():
+    p = ablate.plan(GRID, found())
+    names = lambda points: {q.name for q in points}  # noqa: E731
+    assert names(p.pending) == {"abl-global-av_late-none-s1"}
+    assert "abl-global-video-none-s0" in names(p.queue)  # failed: queued again
+    assert "abl-local-av_late-none-s0" in names(p.done) and not p.replace
+    forced = ablate.plan(GRID, found(), force=True)
+    assert "abl-local-av_late-none-s0" in forced.replace and not forced.done
+    assert "-f" not in ablate.queue_command(forced.queue[0])  # exp run -f would rerun every stage
+
+
+def test_worker_env_splits_the_cores(monkeypatch):
+    monkeypatch.setattr(ablate, "cpus", lambda: 4)
+    env, threads = ablate.worker_env(2, base={"PATH": "/bin"})
+    assert threads == 2 and env["OMP_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
+    assert env["HDF5_USE_FILE_LOCKING"] == "FALSE"
+    assert ablate.worker_env(8, base={})[1] == 1
+    env, threads = ablate.worker_env(1, base={"OMP_NUM_THREADS": "3"})
+    assert threads is None and env["OMP_NUM_THREADS"] == "3"  # one job: the user's settings stand
+
+
+def test_wait_until_done_or_the_queue_has_no_workers(monkeypatch):
+    polls = iter([{"a": {"failed", "queued"}, "b": {"running"}}, {"a": {"failed", "success"}, "b": {"failed"}}])
+    monkeypatch.setattr(ablate, "queue_states", lambda root: next(polls))
+    monkeypatch.setattr(ablate, "experiments", lambda root: {"a": ablate.Experiment("a", "success")})
+    seen = []
+    assert set(ablate.wait(Path("."), ["a", "b"], seen.append, interval=0)) == {"a"}
+    assert seen == [{"queued": 1, "running": 1}, {"success": 1, "failed": 1}]
+    monkeypatch.setattr(ablate, "queue_states", lambda root: {"a": {"queued"}})
+    monkeypatch.setattr(ablate, "workers", lambda root: 0)
+    with pytest.raises(ablate.AblateError, match="1 experiments are queued but no queue worker is running"):
+        ablate.wait(Path("."), ["a"], interval=0)
+
+
+def test_stage_runs_from_logs(tmp_path):
+    log = tmp_path / "x.out"
+    log.write_text("Stage 'synth' didn't change, skipping\nRunning stage 'pretrain':\n"
+                   "Stage 'prototypes' is cached - skipping run, checking out outputs\nRunning stage 'train':\n")
+    f = {"a": ablate.Experiment("a", "success", log=str(log)), "b": ablate.Experiment("b", "failed")}
+    runs = ablate.stage_runs(f, ["a", "b", "c"])
+    assert runs["ran"] == {"pretrain": 1, "train": 1} and runs["restored"] == {"prototypes": 1}
+    assert ablate.upstream_reruns(runs["ran"]) == []
+    assert ablate.upstream_reruns({"extract@audio": 1, "train": 3}) == ["extract@audio"]
+
+
+def test_report_on_fixture_experiments(tmp_path):
+    f = found()
+    log = tmp_path / "failed.out"
+    log.write_text("Running stage 'train':\ncmmvt.config.ConfigError: params.yaml: train.epochs = 0: input should "
+                   "be greater than or equal to 1\nERROR: failed to reproduce 'train'\n")
+    f["abl-global-video-none-s0"].log = str(log)
+    run = {"started": "2026-11-24T15:00:00+00:00", "finished": "2026-11-24T15:52:30+00:00", "wall_s": 3150.0,
+           "queue_s": 70.0, "jobs": 2, "threads_per_job": 1, "cpus": 2, "queued": ["x"] * 12, "waited_for": [],
+           "skipped": [], "stages_run": {"train": 12, "pretrain": 4, "evaluate": 12},
+           "stages_restored": {"pretrain": 8}}
+    ablate.write_grid_record(tmp_path, {"grid": "fixture", "baseline": "abc1234", "runs": [run]})
+
+    r = report.build(tmp_path, GRID, found=f)
+    md = r.path.read_text()
+    assert r.path == tmp_path / "reports/ablations.md" and (r.results, r.problems, r.wall_s) == (4, 8, 3150.0)
+    assert "52 min 30 s for 12 experiments, 2 jobs × 1 thread on 2 CPUs" in md
+    assert "Stages run by the experiments: pretrain 4, train 12, evaluate 12; restored from DVC's run-cache: " \
+           "pretrain 8; synth, prepare and extract never ran." in md
+    assert "| **global** | **0.700** | **–** | **1/6** |" in md  # by attention: 0.700 > local's 0.644
+    assert "| local | 0.644 ± 0.235 | 0.700 ± 0.100 | 3/6 |" in md
+    assert "| **local** | **av-late** | **none** | **0.800 ± 0.100** | **0.700 ± 0.100** | **2/3** |" in md
+    assert "| global | video | none | – | – | 0/3 |" in md
+    for line in ("- `abl-global-video-none-s0`: failed: cmmvt.config.ConfigError: params.yaml: train.epochs = 0",
+                 "- `abl-local-video-none-s1`: no top1 in reports/eval/metrics.json",
+                 "- `abl-global-video-none-s1`: params differ from the grid: model.fusion='early'",
+                 "- `abl-global-av_late-none-s1`: queued",
+                 "- `abl-global-video-none-s2`: not run"):
+        assert line in md
+    assert "lucky-dace" not in md and "![test top-1 by configuration](ablations/top1.png)" in md
+    assert (tmp_path / "reports/ablations/top1.png").stat().st_size > 10_000
+
+
+def test_report_without_results_or_record(tmp_path):
+    r = report.build(tmp_path, ablate.GRIDS["smoke"], rev="HEAD", found={})
+    md = r.path.read_text()
+    assert r.results == 0 and r.chart is None and "Wall time: not recorded" in md
+    assert "- `abl-local-video-none-s0`: not run" in md
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.BEGIN}\nplaceholder\n{report.END}\n\nafter\n")
+    report.update_readme(readme, "table\n\n![chart](ablations/top1.png)\n")
+    text = readme.read_text()
+    assert text == f"# x\n\n{report.BEGIN}\ntable\n\n![chart](reports/ablations/top1.png)\n{report.END}\n\nafter\n"
+    readme.write_text("no markers")
+    with pytest.raises(report.ReportError, match="ablations:begin"):
+        report.update_readme(readme, "table")
+
+
+@pytest.mark.slow
+def test_smoke_grid_end_to_end(repo):
+    """`cmmvt ablate --grid smoke` in a tiny repo: both experiments run downstream stages only (one
+    pretraining shared through the run-cache) with the queue workers' environment; `cmmvt report` lists both."""
+    sh(dvc("repro"), repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    cli = [sys.executable, "-m", "cmmvt.cli"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}  # must reach the stages through `dvc queue start`'s workers
+    out = sh(cli + ["ablate", "--grid", "smoke", "--jobs", "1", "--interval", "2"], repo, env)
+    assert "2 succeeded, 0 failed" in out, out
+
+    record = json.loads((repo / "reports/ablations/grid-smoke.json").read_text())
+    run = record["runs"][-1]
+    assert run["succeeded"] == [p.name for p in ablate.GRIDS["smoke"].points()] and run["wall_s"] > 0
+    assert run["stages_run"] == {"pretrain": 1, "train": 2, "evaluate": 2}  # no synth, prepare, extract
+    assert run["stages_restored"] == {"pretrain": 1}  # video and av-late share one pretraining
+    logs = [e.log for e in ablate.experiments(repo).values()]
+    assert all("torch threads: 1" in Path(log).read_text() for log in logs)
+
+    assert "nothing to run" in sh(cli + ["ablate", "--grid", "smoke"], repo, env)
+    plan = sh(cli + ["ablate", "--dry-run"], repo)  # the default grid reuses the smoke grid's two experiments
+    assert "70 to queue, 0 already queued or running, 2 done" in plan
+    assert "dvc exp run --queue -n abl-global-av_early-infonce-s2 -S model.attention=global" in plan
+
+    assert "grid wall time" in sh(cli + ["report", "--grid", "smoke", "--readme"], repo)
+    md = (repo / "reports/ablations.md").read_text()
+    assert all(f"| local | {m} | none |" in md or f"| **local** | **{m}** | **none** |" in md
+               for m in ("video", "av-late"))
+    assert "Nothing missing" in md and "synth, prepare and extract never ran" in md
+    readme = (repo / "README.md").read_text()
+    assert "Grid `smoke`" in readme and "![test top-1 by configuration](reports/ablations/top1.png)" in readme
+
