@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LongformerConfig, LongformerModel
 
 from cmmvt.config import ModelParams
 from cmmvt.models.common import INIT_STD, LN_EPS, check_params, init_weights
@@ -44,6 +43,8 @@ class LocalAttention(nn.Module):
         super().__init__()
         check_params(p)
         self.window = p.window
+        from transformers import LongformerConfig, LongformerModel  # ~2 s to import: only for backend hf
+
         cfg = LongformerConfig(
             vocab_size=1,
             type_vocab_size=1,
