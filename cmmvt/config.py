@@ -119,6 +119,9 @@ class PretrainParams(_Section):
     weight_decay: float = Field(0.05, ge=0)
     temperature: float = Field(0.1, gt=0)
     recluster_every: int = Field(0, ge=0)  # XDC's iterative form: re-cluster encoder outputs every N epochs
+    # Clips pretrained on (labels are never used). The test split is held out by default: cross-modal
+    # targets memorised on a test clip would hand its other modality to a single-modality model.
+    splits: list[Literal["train", "val", "test"]] = Field(["train", "val"], min_length=1)
 
 
 class ModelParams(_Section):

@@ -35,7 +35,15 @@ def test_loss_decreases_and_missing_audio_is_tolerated(tiny, objective):
     first = pt.pretrain(params(tiny, objective, 1), tiny / f"{objective}1.pt", tiny / "prototypes.h5", live_dir=None)
     later = pt.pretrain(params(tiny, objective, 12), tiny / f"{objective}.pt", tiny / "prototypes.h5", live_dir=None)
     assert later.final_loss < first.final_loss
-    assert first.clips == 12  # every clip, the one without audio included (it is masked in the losses)
+    assert first.clips == 9  # the 9 train clips (test held out), the one without audio included (masked)
+
+
+def test_test_split_is_held_out_unless_asked_for(tiny):
+    every = pt.pretrain(params(tiny, "infonce", 1, splits=["train", "val", "test"]), tiny / "all.pt",
+                        tiny / "prototypes.h5", live_dir=None)
+    assert every.clips == 12
+    with pytest.raises(ValueError, match="pretrain.splits"):
+        pt.pretrain(params(tiny, "infonce", 1, splits=["val"]), tiny / "none.pt", tiny / "prototypes.h5", live_dir=None)
 
 
 def test_xdc_recluster_runs(tiny):
