@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ __all__ = [
     "LOGMEL_STD",
     "LogMel",
     "clip_windows",
+    "stream_windows",
     "frame_params",
     "logmel_module",
     "to_images",
@@ -217,8 +219,76 @@ def logmel_module(p: AudioParams) -> LogMel:
     return _logmel_cached(int(p.sample_rate), int(p.n_mels), float(p.win_ms), float(p.hop_ms))
 
 
+@functools.lru_cache(maxsize=8)
+def _frames_cached(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> torchaudio.transforms.MelSpectrogram:
+    p = AudioParams(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
+    win, hop, n_fft = frame_params(p)
+    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=win, hop_length=hop,
+                                                n_mels=n_mels, center=False, power=2.0).eval()
+
+
+def stream_windows(chunks: Iterable[np.ndarray], times: np.ndarray, p: AudioParams,
+                   rows: int = 64) -> Iterator[torch.Tensor]:
+    """Log-mel windows centred on ``times`` from a waveform that arrives in chunks, in bounded memory.
+
+    Computes exactly :class:`LogMel` followed by :func:`windows` on the whole waveform (same frames,
+    same log floor outside the clip), but holds only the samples that the next ``rows`` windows need:
+    spectrogram frame ``k`` is the centred STFT frame over samples ``[k·hop − n_fft/2, k·hop + n_fft/2)``
+    (zeros outside the clip), frames ``k ≥ 1 + N // hop`` or ``k < 0`` are the log floor, and ``N``, the
+    clip's length, matters only for the last windows, which wait for the end of the stream.
+
+    Args:
+        chunks: ``(n,)`` float32 pieces of a mono waveform at ``p.sample_rate`` (e.g. :func:`cmmvt.media.audio_chunks`).
+        times: ``(T,)`` window centres in seconds (e.g. :func:`cmmvt.media.sample_times`).
+        p: The audio params.
+        rows: Windows per yielded block.
+
+    Yields:
+        ``(n ≤ rows, n_mels, W)`` float32 blocks; their concatenation is the ``(T, n_mels, W)`` windows.
+    """
+    _, hop, n_fft = frame_params(p)
+    half, W = n_fft // 2, window_frames(p)
+    t = np.asarray(times, dtype=np.float64).reshape(-1)  # (T,)
+    starts = np.floor(t * (p.sample_rate / hop) - W / 2.0 + 0.5).astype(np.int64)  # (T,) first frame per window
+    later_min = np.minimum.accumulate(starts[::-1])[::-1] if len(starts) else starts  # (T,) min of starts[i:]
+    mel = _frames_cached(int(p.sample_rate), int(p.n_mels), float(p.win_ms), float(p.hop_ms))
+    source = iter(chunks)
+    buf, b0 = np.zeros(0, np.float32), 0  # samples [b0, b0 + len(buf)) of the waveform
+    total: int | None = None  # N, once the stream has ended
+    for i in range(0, len(t), rows):
+        group = starts[i : i + rows]  # (n,)
+        k_lo, k_hi = int(group.min()), int(group.max()) + W  # frames [k_lo, k_hi) cover the group
+        need = (k_hi - 1) * hop + half  # samples needed (exclusive end) by the group's last frame
+        parts = [buf]
+        have = b0 + len(buf)
+        while total is None and have < need:
+            chunk = next(source, None)
+            if chunk is None:
+                total = have
+            else:
+                parts.append(np.asarray(chunk, np.float32).reshape(-1))
+                have += len(parts[-1])
+        buf = np.concatenate(parts) if len(parts) > 1 else buf
+        n_frames = k_hi if total is None else 1 + total // hop  # frames that exist (so far)
+        f_lo, f_hi = max(k_lo, 0), min(k_hi, n_frames)
+        logmel = torch.full((int(p.n_mels), k_hi - k_lo), LOG_FLOOR)  # (M, k_hi - k_lo)
+        if f_hi > f_lo:
+            a, b = f_lo * hop - half, (f_hi - 1) * hop + half  # samples of frames f_lo .. f_hi - 1
+            seg = np.zeros(b - a, np.float32)
+            lo, hi = max(a, b0), min(b, b0 + len(buf))
+            if hi > lo:
+                seg[lo - a : hi - a] = buf[lo - b0 : hi - b0]
+            with torch.no_grad():
+                logmel[:, f_lo - k_lo : f_hi - k_lo] = torch.log(mel(torch.from_numpy(seg)) + LOG_EPS)
+        idx = torch.from_numpy(group - k_lo)[:, None] + torch.arange(W)  # (n, W)
+        yield logmel[:, idx].permute(1, 0, 2).contiguous()  # (M, n, W) → (n, M, W)
+        if i + rows < len(t):  # drop the samples no later window needs
+            keep = max(int(later_min[i + rows]) * hop - half, b0)
+            buf, b0 = buf[keep - b0 :], keep
+
+
 def clip_windows(samples: np.ndarray, times: np.ndarray, p: AudioParams) -> torch.Tensor:
-    """Waveform → log-mel windows centred on ``times``: :class:`LogMel` then :func:`windows`.
+    """Waveform → log-mel windows centred on ``times`` (:func:`stream_windows` over the whole waveform).
 
     Args:
         samples: ``(N,)`` float32 mono waveform in [-1, 1] at ``p.sample_rate``.
@@ -228,7 +298,6 @@ def clip_windows(samples: np.ndarray, times: np.ndarray, p: AudioParams) -> torc
     Returns:
         ``(T, n_mels, W)`` float32 on the CPU.
     """
-    wave = torch.as_tensor(np.ascontiguousarray(samples, dtype=np.float32)).reshape(-1)  # (N,)
-    with torch.no_grad():
-        logmel = logmel_module(p)(wave)  # (n_mels, F)
-        return windows(logmel, times, p)  # (T, n_mels, W)
+    wave = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)  # (N,)
+    blocks = list(stream_windows([wave], times, p, rows=max(1, len(np.atleast_1d(times)))))
+    return torch.cat(blocks) if blocks else torch.zeros((0, int(p.n_mels), window_frames(p)))

@@ -6,11 +6,18 @@ Layout of one modality directory (e.g. ``data/features/video/``)::
     shard-00000.h5        complete shards, never modified after the rename that published them
     shard-00001.h5
     failures.csv          path, video_id, stage, reason: clips that could not be extracted
+    retracted.json        {video_id: shard number}: rows of that id in lower-numbered shards are void (its
+                          source file changed; it is being, or has been, extracted again)
     .lock                 held (flock) by the one writer allowed at a time
 
-A shard is written to ``shard-NNNNN.h5.tmp``, flushed, fsynced and renamed, so a SIGKILL at any moment loses
-at most the shard in flight; ``*.tmp`` files are never read and are deleted by the next writer. Inside a
-shard the clips are packed ragged arrays::
+A shard is built in memory (HDF5 never writes to the disk itself), written to ``shard-NNNNN.h5.tmp`` with plain
+file I/O, fsynced and renamed, so a SIGKILL at any moment loses at most the shard in flight, and a full disk, a
+read-only or vanished folder is one :class:`WriteFault` naming what was kept, never a crash inside HDF5;
+``*.tmp`` files are never read and are deleted by the writer that failed or the next one. A shard is published
+once it holds ``shard_size`` clips or ``shard_rows`` rows; a clip is never split, so a clip longer than the row
+budget makes one larger shard, still atomic. Clips arrive in chunks (:meth:`CacheWriter.begin`,
+:meth:`~CacheWriter.append`, :meth:`~CacheWriter.end`), so the extractor never holds a whole video's frames.
+Inside a shard the clips are packed ragged arrays::
 
     /emb               (N_total, D) float16  rows of all clips back to back, chunked along N, uncompressed
     /t                 (N_total,)   float32  timestamp (seconds) of each row
@@ -19,6 +26,10 @@ shard the clips are packed ragged arrays::
     /index/length      (C,) int64    its number of rows (0 for a clip without this stream)
     /index/has_stream  (C,) bool     False: the video has no such stream (e.g. no audio): a masked modality
     /index/duration    (C,) float32  seconds
+    /index/path        (C,) utf-8 str   the source file                      ┐ its fingerprint
+    /index/size        (C,) int64       bytes (-1: unknown)                  │ (cmmvt.fingerprint):
+    /index/mtime_ns    (C,) int64       modification time                    │ a changed file is
+    /index/digest      (C,) utf-8 str   sampled-content digest ("" unknown)  ┘ extracted again
     attrs              schema_version, modality, every feature param (None/dict/list values as JSON strings,
                        e.g. ``versions``), and ``attrs_json``: all of them as one JSON object
 
@@ -37,6 +48,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -49,20 +61,24 @@ from typing import Any
 import h5py
 import numpy as np
 
+from cmmvt.fingerprint import Fingerprint, is_current
+
 try:  # POSIX advisory lock: one writer per modality directory
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-clip source fingerprints; schema-1 clips count as stale (no fingerprint)
 META_NAME = "cache.json"
 FAILURES_NAME = "failures.csv"
+RETRACTED_NAME = "retracted.json"
 FAILURE_FIELDS = ("path", "video_id", "stage", "reason")
 #: Attr keys that are provenance, not feature params: they may differ between runs that share a cache.
 PROVENANCE_KEYS = frozenset({"versions", "library_versions"})
 _RESERVED_KEYS = frozenset({"schema_version", "modality", "attrs_json"})
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _CHUNK_ROWS = 1024
+SHARD_ROWS = 16384  #: rows after which a shard is published (40 MiB of float16 at D = 1280)
 _MISSING = "<missing>"
 
 
@@ -72,6 +88,10 @@ class CacheError(RuntimeError):
 
 class ParamsMismatch(CacheError):
     """The directory holds features made with other feature params."""
+
+
+class WriteFault(CacheError):
+    """The cache folder cannot be written (full disk, read-only or vanished folder); published shards stay valid."""
 
 
 @dataclass
@@ -86,6 +106,7 @@ class ClipFeatures:
         t: (T,) float32 timestamp in seconds of each row.
         has_stream: False when the video has no such stream (e.g. no audio track): a masked modality.
         duration: Clip duration in seconds.
+        source: Fingerprint of the file the rows were made from (``None``: unknown, e.g. a schema-1 shard).
     """
 
     video_id: str
@@ -93,6 +114,7 @@ class ClipFeatures:
     t: np.ndarray  # (T,) float32 seconds
     has_stream: bool = True
     duration: float = 0.0
+    source: Fingerprint | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -141,14 +163,30 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically: ``path.tmp``, fsync, rename; on failure the ``.tmp`` is removed and re-raised."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
     _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, text.encode("utf-8"))
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # the folder itself may be gone or read-only
+        pass
 
 
 def _shard_paths(root: Path) -> list[tuple[int, Path]]:
@@ -189,14 +227,76 @@ def _shard_meta(f: h5py.File) -> dict[str, Any]:
         raise CacheError(f"{f.filename}: not a cmmvt shard ({exc})") from None
 
 
-def _shard_index(f: h5py.File) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, offset (C,), length (C,), has_stream (C,), duration (C,)) of an open shard."""
+@dataclass(frozen=True)
+class _Entry:
+    """Where one clip's rows are: shard number, first row, row count, and what else the index says."""
+
+    shard: int
+    offset: int
+    length: int
+    has_stream: bool
+    duration: float
+    source: Fingerprint | None
+
+
+def _shard_entries(f: h5py.File, shard: int) -> dict[str, _Entry]:
+    """The index of an open shard: ``{video_id: _Entry}`` in shard order."""
     try:
         g = f["index"]
         ids = [str(s) for s in g["video_id"].asstr()[()]]
-        return ids, g["offset"][()], g["length"][()], g["has_stream"][()], g["duration"][()]
+        off, length, has, dur = g["offset"][()], g["length"][()], g["has_stream"][()], g["duration"][()]
+        if "digest" in g:  # schema 2
+            paths, digests = g["path"].asstr()[()], g["digest"].asstr()[()]
+            size, mtime = g["size"][()], g["mtime_ns"][()]
+            sources = [Fingerprint(str(paths[j]), int(size[j]), int(mtime[j]), str(digests[j])) if digests[j]
+                       else None for j in range(len(ids))]
+        else:
+            sources = [None] * len(ids)
     except KeyError as exc:
         raise CacheError(f"{f.filename}: not a cmmvt shard ({exc})") from None
+    return {vid: _Entry(shard, int(off[j]), int(length[j]), bool(has[j]), float(dur[j]), sources[j])
+            for j, vid in enumerate(ids)}
+
+
+def _read_retracted(root: Path) -> dict[str, int]:
+    path = root / RETRACTED_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CacheError(f"{path}: unreadable ({exc}); delete the cache folder and extract again") from None
+
+
+@dataclass
+class _Scan:
+    """What the complete shards of a folder hold: live entries (last wins, retracted rows left out)."""
+
+    meta: dict[str, Any] | None
+    shards: list[tuple[int, Path]]
+    entries: dict[str, _Entry]
+    dim: int
+
+
+def _scan(root: Path) -> _Scan:
+    """Read ``cache.json``, every complete shard's index and ``retracted.json`` of a modality folder."""
+    meta = _read_meta(root)
+    shards = _shard_paths(root)
+    retracted = _read_retracted(root)
+    entries: dict[str, _Entry] = {}
+    dim = 0
+    for num, path in shards:
+        with _open_shard(path) as f:
+            smeta = _shard_meta(f)
+            _check_schema(smeta["schema_version"], path)
+            if meta is None:
+                meta = smeta
+            for vid, e in _shard_entries(f, num).items():
+                entries.pop(vid, None)
+                if num >= retracted.get(vid, -1):
+                    entries[vid] = e
+            dim = dim or int(f["emb"].shape[1])
+    return _Scan(meta, shards, entries, dim)
 
 
 def _check_schema(version: int, where: object) -> None:
@@ -236,9 +336,12 @@ def _resolve(root: str | Path, modality: str | None) -> Path:
 class CacheWriter:
     """Append-only writer for one modality directory.
 
-    Clips are buffered and written ``shard_size`` at a time as an atomic shard; :meth:`close` (or leaving the
-    ``with`` block, also by an exception or KeyboardInterrupt) writes the buffered clips and ``failures.csv``.
-    A writer that dies without closing loses only its buffered clips; rerun and it resumes.
+    Clips are buffered and published as an atomic shard once ``shard_size`` clips or ``shard_rows`` rows are
+    buffered; :meth:`close` (or leaving the ``with`` block, also by an exception or KeyboardInterrupt) publishes
+    the buffered clips and rewrites ``failures.csv``. A clip arrives whole (:meth:`add`) or in chunks
+    (:meth:`begin`, :meth:`append` …, :meth:`end`; :meth:`abort` drops it). A writer that dies without closing
+    loses only its buffered clips; rerun and it resumes. A write that fails (full disk, read-only or vanished
+    folder) removes its ``.tmp`` file and raises :class:`WriteFault`; published shards stay valid.
 
     Args:
         root: The modality directory (created if missing).
@@ -249,16 +352,18 @@ class CacheWriter:
         overwrite: If the directory holds features made with other params, delete its shards, failures and
             metadata instead of raising :class:`ParamsMismatch`. A cache with the same params is resumed.
         compression: Optional h5py compression of ``/emb`` (e.g. ``"gzip"``); default none (fastest reads).
+        shard_rows: Rows after which a shard is published even with fewer than ``shard_size`` clips.
 
     Raises:
         ParamsMismatch: The directory holds features made with other params and ``overwrite`` is False.
         CacheError: Another writer holds the directory, or a shard is unreadable or of a newer schema.
+        WriteFault: The directory cannot be created or written.
     """
 
     def __init__(self, root: str | Path, modality: str, attrs: Mapping[str, Any], shard_size: int = 256,
-                 overwrite: bool = False, compression: str | None = None) -> None:
-        if shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+                 overwrite: bool = False, compression: str | None = None, shard_rows: int = SHARD_ROWS) -> None:
+        if shard_size < 1 or shard_rows < 1:
+            raise ValueError(f"shard_size and shard_rows must be >= 1, got {shard_size}, {shard_rows}")
         if not modality or not isinstance(modality, str):
             raise ValueError(f"modality must be a non-empty string, got {modality!r}")
         reserved = _RESERVED_KEYS & set(attrs)
@@ -268,13 +373,19 @@ class CacheWriter:
         self.modality = modality
         self.attrs = _normalise_attrs(attrs)
         self.shard_size = shard_size
+        self.shard_rows = shard_rows
         self.compression = compression
         self._dim: int | None = self.attrs.get("dim") if isinstance(self.attrs.get("dim"), int) else None
         self._buf: list[ClipFeatures] = []
+        self._open_clip: tuple[str, Fingerprint | None, list[np.ndarray], list[np.ndarray]] | None = None
         self._failures: list[dict[str, str]] = []
         self._closed = False
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = self._acquire_lock()
+        self._broken = False
+        self._lock = None
+        self._entries: dict[str, _Entry] = {}
+        with self._faults("create the cache folder"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = self._acquire_lock()
         try:
             self._open(overwrite)
         except BaseException:
@@ -305,37 +416,34 @@ class CacheWriter:
         if old is None and shards:  # metadata lost: fall back on the first shard's
             with _open_shard(shards[0][1]) as f:
                 old = _shard_meta(f)
-        if old is not None:
-            _check_schema(int(old.get("schema_version", 0)), self.root)
-            differ = _diff({"schema_version": old.get("schema_version"), "modality": old.get("modality"),
-                            **_feature_params(old["attrs"])},
-                           {"schema_version": SCHEMA_VERSION, "modality": self.modality,
-                            **_feature_params(self.attrs)})
-            if differ and not overwrite:
-                raise ParamsMismatch(
-                    f"{self.root} holds features made with other params: " + "; ".join(differ)
-                    + ". Choose another --out or pass --overwrite to replace them.")
-            if differ:
-                self._wipe()
-                old, shards = None, []
-        for p in self.root.glob("*.tmp"):  # shards (or metadata) in flight when a writer died
-            p.unlink(missing_ok=True)
-        if old is None:
-            _atomic_write_text(self.root / META_NAME, json.dumps(new, indent=2, sort_keys=True) + "\n")
-        self._next = shards[-1][0] + 1 if shards else 0
-        self._done: set[str] = set()
-        for _, path in shards:
-            with _open_shard(path) as f:
-                _check_schema(_shard_meta(f)["schema_version"], path)
-                self._done.update(_shard_index(f)[0])
-                if self._dim is None and f["emb"].shape[1]:
-                    self._dim = int(f["emb"].shape[1])
+        with self._faults("prepare the cache folder"):
+            if old is not None:
+                _check_schema(int(old.get("schema_version", 0)), self.root)
+                differ = _diff({"modality": old.get("modality"), **_feature_params(old["attrs"])},
+                               {"modality": self.modality, **_feature_params(self.attrs)})
+                if differ and not overwrite:
+                    raise ParamsMismatch(
+                        f"{self.root} holds features made with other params: " + "; ".join(differ)
+                        + ". Choose another --out or pass --overwrite to replace them.")
+                if differ:
+                    self._wipe()
+                    old = None
+            for p in self.root.glob("*.tmp"):  # shards (or metadata) in flight when a writer died
+                p.unlink(missing_ok=True)
+            if old is None or int(old.get("schema_version", 0)) != SCHEMA_VERSION:
+                _atomic_write_text(self.root / META_NAME, json.dumps(new, indent=2, sort_keys=True) + "\n")
+        scan = _scan(self.root)
+        self._next = scan.shards[-1][0] + 1 if scan.shards else 0
+        self._entries = scan.entries
+        self._retracted = _read_retracted(self.root)
+        if self._dim is None and scan.dim:
+            self._dim = scan.dim
         self._earlier_failures = _read_failures(self.root / FAILURES_NAME)
 
     def _wipe(self) -> None:
         for _, p in _shard_paths(self.root):
             p.unlink()
-        for name in (FAILURES_NAME, META_NAME):
+        for name in (FAILURES_NAME, META_NAME, RETRACTED_NAME):
             (self.root / name).unlink(missing_ok=True)
         for p in self.root.glob("*.tmp"):
             p.unlink(missing_ok=True)
@@ -344,29 +452,69 @@ class CacheWriter:
 
     def done_ids(self) -> set[str]:
         """Ids already cached: in complete shards or added to this writer. Failed ids are not done (retried)."""
-        return self._done | {c.video_id for c in self._buf}
+        return set(self._entries) | {c.video_id for c in self._buf}
+
+    def sources(self) -> dict[str, Fingerprint | None]:
+        """``{video_id: fingerprint of the file its rows were made from}`` for every cached id."""
+        return {vid: e.source for vid, e in self._entries.items()} | {c.video_id: c.source for c in self._buf}
+
+    def retract(self, video_ids: set[str] | list[str]) -> None:
+        """Void the cached rows of ``video_ids`` (their source changed) so they can be extracted again.
+
+        Recorded in ``retracted.json`` before anything else is written: readers never serve the old rows,
+        even if the new extraction fails or is interrupted.
+        """
+        ids = [v for v in video_ids if v in self._entries]
+        if not ids:
+            return
+        self._retracted.update({v: self._next for v in ids})
+        with self._faults(f"write {RETRACTED_NAME}"):
+            _atomic_write_text(self.root / RETRACTED_NAME, json.dumps(self._retracted, indent=1, sort_keys=True))
+        for v in ids:
+            del self._entries[v]
 
     def add(self, clip: ClipFeatures) -> None:
-        """Buffer one clip; a shard is written once ``shard_size`` clips are buffered.
+        """Buffer one whole clip (see :meth:`begin`, :meth:`append`, :meth:`end` for the rules)."""
+        self.begin(clip.video_id, clip.source)
+        try:
+            self.append(clip.emb, clip.t)
+            self.end(clip.has_stream, clip.duration)
+        finally:
+            self._open_clip = None  # a clip that did not validate leaves nothing behind
+
+    def begin(self, video_id: str, source: Fingerprint | None = None) -> None:
+        """Start a clip whose rows will come in chunks.
 
         Raises:
-            ValueError: Bad shapes, a dimension that differs from the cache's, rows for a clip without a
-                stream, non-finite values (also after the float16 cast), or an id already cached.
+            ValueError: Empty or already cached id, or another clip is still open.
             CacheError: The writer is closed.
         """
         if self._closed:
             raise CacheError(f"{self.root}: writer is closed")
-        vid = str(clip.video_id)
+        vid = str(video_id)
         if not vid:
             raise ValueError("empty video_id")
-        emb = np.asarray(clip.emb)
-        t = np.asarray(clip.t)
+        if self._open_clip is not None:
+            raise ValueError(f"{vid}: clip {self._open_clip[0]} is still open")
+        if vid in self._entries or any(c.video_id == vid for c in self._buf):
+            raise ValueError(f"{vid}: already cached")
+        self._open_clip = (vid, source, [], [])
+
+    def append(self, emb: np.ndarray, t: np.ndarray) -> None:
+        """Add a chunk of rows to the open clip: ``emb`` (n, D) float, ``t`` (n,) seconds; stored as float16.
+
+        Raises:
+            ValueError: No open clip, bad shapes, a dimension that differs from the cache's, or non-finite
+                values (also after the float16 cast).
+        """
+        if self._open_clip is None:
+            raise ValueError("append() without begin()")
+        vid, _, embs, ts = self._open_clip
+        emb, t = np.asarray(emb), np.asarray(t)
         if emb.ndim != 2 or (emb.size and not np.issubdtype(emb.dtype, np.floating)):
             raise ValueError(f"{vid}: emb must be a (T, D) float array, got {emb.dtype} {emb.shape}")
         if t.shape != (emb.shape[0],):
             raise ValueError(f"{vid}: t must have shape ({emb.shape[0]},), got {t.shape}")
-        if not clip.has_stream and emb.shape[0]:
-            raise ValueError(f"{vid}: a clip without a stream must have 0 rows, got {emb.shape[0]}")
         dim = emb.shape[1]
         if dim < 1:
             raise ValueError(f"{vid}: embedding dimension must be >= 1")
@@ -374,18 +522,38 @@ class CacheWriter:
             self._dim = dim
         elif dim != self._dim:
             raise ValueError(f"{vid}: embedding dimension {dim} differs from the cache's {self._dim}")
-        if vid in self._done or any(c.video_id == vid for c in self._buf):
-            raise ValueError(f"{vid}: already cached")
         with np.errstate(over="ignore"):  # overflow is reported below
-            emb16 = emb.astype(np.float16)  # (T, D) a copy, so callers may reuse their buffers
+            emb16 = emb.astype(np.float16)  # (n, D) a copy, so callers may reuse their buffers
         if not np.isfinite(emb16).all():
             raise ValueError(f"{vid}: embedding has NaN/inf values (float16 overflows above 65504)")
-        duration = float(clip.duration)
+        embs.append(emb16)
+        ts.append(t.astype(np.float32))
+
+    def end(self, has_stream: bool = True, duration: float = 0.0) -> None:
+        """Finish the open clip; a shard is published once the buffer is full.
+
+        Raises:
+            ValueError: No open clip, rows for a clip without a stream, or a non-finite duration.
+            WriteFault: Publishing the shard failed.
+        """
+        if self._open_clip is None:
+            raise ValueError("end() without begin()")
+        vid, source, embs, ts = self._open_clip
+        self._open_clip = None
+        emb = np.concatenate(embs) if embs else np.zeros((0, self._dim or 1), np.float16)  # (T, D)
+        if not has_stream and len(emb):
+            raise ValueError(f"{vid}: a clip without a stream must have 0 rows, got {len(emb)}")
+        duration = float(duration)
         if not math.isfinite(duration):
             raise ValueError(f"{vid}: duration must be finite, got {duration}")
-        self._buf.append(ClipFeatures(vid, emb16, t.astype(np.float32), bool(clip.has_stream), duration))
-        if len(self._buf) >= self.shard_size:
+        t = np.concatenate(ts) if ts else np.zeros(0, np.float32)  # (T,)
+        self._buf.append(ClipFeatures(vid, emb, t, bool(has_stream), duration, source))
+        if len(self._buf) >= self.shard_size or sum(len(c.emb) for c in self._buf) >= self.shard_rows:
             self._flush()
+
+    def abort(self) -> None:
+        """Drop the open clip's rows (its decoding failed part-way); nothing of it is written."""
+        self._open_clip = None
 
     def add_failure(self, path: str, video_id: str, stage: str, reason: str) -> None:
         """Record a clip that could not be extracted; appended to ``failures.csv`` at once (survives a kill).
@@ -395,22 +563,29 @@ class CacheWriter:
         row = {"path": str(path), "video_id": str(video_id), "stage": str(stage), "reason": str(reason)}
         self._failures.append(row)
         path_csv = self.root / FAILURES_NAME
-        new = not path_csv.is_file() or path_csv.stat().st_size == 0
-        with open(path_csv, "a", encoding="utf-8", newline="") as f:
-            w = csv.DictWriter(f, FAILURE_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        with self._faults(f"append to {FAILURES_NAME}"):
+            new = not path_csv.is_file() or path_csv.stat().st_size == 0
+            with open(path_csv, "a", encoding="utf-8", newline="") as f:
+                w = csv.DictWriter(f, FAILURE_FIELDS)
+                if new:
+                    w.writeheader()
+                w.writerow(row)
 
     def close(self) -> None:
-        """Write the buffered clips as a last (partial) shard and rewrite ``failures.csv``; idempotent."""
+        """Publish the buffered clips as a last (partial) shard and rewrite ``failures.csv``; idempotent.
+
+        After a :class:`WriteFault` nothing more is written: the buffered clips are dropped (a rerun
+        extracts them) and the lock is released.
+        """
         if self._closed:
             return
         try:
-            if self._buf:
+            if self._buf and not self._broken:
                 self._flush()
-            rows = _latest_failures(self._earlier_failures + self._failures, self._done)
-            _atomic_write_text(self.root / FAILURES_NAME, _csv_text(rows))  # always present, maybe header only
+            if not self._broken:
+                rows = _latest_failures(self._earlier_failures + self._failures, self.done_ids())
+                with self._faults(f"write {FAILURES_NAME}"):
+                    _atomic_write_text(self.root / FAILURES_NAME, _csv_text(rows))  # always present
         finally:
             self._closed = True
             self._release_lock()
@@ -423,25 +598,38 @@ class CacheWriter:
 
     # -- shards
 
+    def _faults(self, what: str) -> _FaultGuard:
+        return _FaultGuard(self, what)
+
+    def _fault_message(self, what: str, exc: OSError) -> str:
+        kept = sum(1 for _ in _shard_paths(self.root)) if self.root.is_dir() else 0
+        reason = exc.strerror or type(exc).__name__
+        lost = f"; the {len(self._buf)} clips in flight will be extracted again" if self._buf else ""
+        return (f"{self.root}: cannot {what}: {reason}. Kept {kept} complete shards ({len(self._entries)} clips)"
+                f"{lost}. Free space or fix the folder, then rerun the same command to resume.")
+
     def _flush(self) -> None:
         clips = self._buf
         final = self.root / f"shard-{self._next:05d}.h5"
-        tmp = final.with_name(final.name + ".tmp")
-        self._write_shard(tmp, clips)
-        _fsync_path(tmp)
-        os.replace(tmp, final)
+        with self._faults(f"write {final.name}"):
+            _atomic_write(final, self._shard_bytes(clips))
+        offset = 0
+        for c in clips:
+            self._entries[c.video_id] = _Entry(self._next, offset, len(c.emb), c.has_stream, c.duration, c.source)
+            offset += len(c.emb)
         self._next, self._buf = self._next + 1, []
-        self._done.update(c.video_id for c in clips)
-        _fsync_dir(self.root)
 
-    def _write_shard(self, path: Path, clips: list[ClipFeatures]) -> None:
+    def _shard_bytes(self, clips: list[ClipFeatures]) -> bytes:
+        """The HDF5 file of ``clips``, built in memory (HDF5 never touches the disk, so I/O errors are Python's)."""
         dim = int(self._dim or 1)
         lengths = np.array([len(c.emb) for c in clips], np.int64)  # (C,)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)  # (C,)
         n = int(lengths.sum())
         emb = np.concatenate([c.emb for c in clips]) if n else np.zeros((0, dim), np.float16)  # (N, D)
         t = np.concatenate([c.t for c in clips]) if n else np.zeros(0, np.float32)  # (N,)
-        with h5py.File(path, "w", libver="earliest") as f:
+        src = [c.source for c in clips]
+        buf = io.BytesIO()
+        with h5py.File(buf, "w", libver="earliest") as f:
             f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
             f.attrs["modality"] = self.modality
             for key in sorted(self.attrs):
@@ -451,15 +639,37 @@ class CacheWriter:
                              compression=self.compression if n else None, track_times=False)
             f.create_dataset("t", data=t, dtype=np.float32, track_times=False)
             g = f.create_group("index")
-            g.create_dataset("video_id", data=[c.video_id for c in clips], dtype=h5py.string_dtype("utf-8"),
-                             track_times=False)
-            g.create_dataset("offset", data=offsets, track_times=False)
-            g.create_dataset("length", data=lengths, track_times=False)
-            g.create_dataset("has_stream", data=np.array([c.has_stream for c in clips], bool),
-                             track_times=False)
-            g.create_dataset("duration", data=np.array([c.duration for c in clips], np.float32),
-                             track_times=False)
-            f.flush()
+            text = h5py.string_dtype("utf-8")
+            columns = {
+                "video_id": ([c.video_id for c in clips], text),
+                "offset": (offsets, np.int64),
+                "length": (lengths, np.int64),
+                "has_stream": (np.array([c.has_stream for c in clips], bool), bool),
+                "duration": (np.array([c.duration for c in clips], np.float32), np.float32),
+                "path": ([s.path if s else "" for s in src], text),
+                "size": (np.array([s.size if s else -1 for s in src], np.int64), np.int64),
+                "mtime_ns": (np.array([s.mtime_ns if s else -1 for s in src], np.int64), np.int64),
+                "digest": ([s.digest if s else "" for s in src], text),
+            }
+            for name, (data, dtype) in columns.items():
+                g.create_dataset(name, data=data, dtype=dtype, track_times=False)
+        return buf.getvalue()
+
+
+class _FaultGuard:
+    """Turns an ``OSError`` inside the block into one :class:`WriteFault` line and stops further writes."""
+
+    def __init__(self, writer: CacheWriter, what: str) -> None:
+        self.writer, self.what = writer, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, OSError):
+            self.writer._broken = True
+            raise WriteFault(self.writer._fault_message(self.what, exc)) from exc
+        return False
 
 
 def _h5_attr(value: Any) -> Any:
@@ -481,15 +691,6 @@ def _csv_text(rows: list[dict[str, str]]) -> str:
 
 # --------------------------------------------------------------------------------------------------------------
 # reader
-
-
-@dataclass(frozen=True)
-class _Entry:
-    shard: int
-    offset: int
-    length: int
-    has_stream: bool
-    duration: float
 
 
 class CacheReader(Mapping[str, np.ndarray]):
@@ -518,23 +719,13 @@ class CacheReader(Mapping[str, np.ndarray]):
 
     def __init__(self, root: str | Path, modality: str | None = None) -> None:
         self.root = _resolve(root, modality)
-        meta = _read_meta(self.root)
-        self.shards: list[Path] = [p for _, p in _shard_paths(self.root)]
-        self._index: dict[str, _Entry] = {}
+        scan = _scan(self.root)
+        self._paths: dict[int, Path] = dict(scan.shards)
+        self.shards: list[Path] = list(self._paths.values())
+        self._index: dict[str, _Entry] = scan.entries
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
-        dim = 0
-        for i, path in enumerate(self.shards):
-            with _open_shard(path) as f:
-                smeta = _shard_meta(f)
-                _check_schema(smeta["schema_version"], path)
-                if meta is None:
-                    meta = smeta
-                ids, off, length, has, dur = _shard_index(f)
-                dim = dim or int(f["emb"].shape[1])
-            for j, vid in enumerate(ids):
-                self._index.pop(vid, None)
-                self._index[vid] = _Entry(i, int(off[j]), int(length[j]), bool(has[j]), float(dur[j]))
+        meta = scan.meta
         if meta is None:
             raise CacheError(f"{self.root}: no feature cache here (no {META_NAME} and no shards)")
         _check_schema(int(meta.get("schema_version", 0)), self.root)
@@ -543,7 +734,7 @@ class CacheReader(Mapping[str, np.ndarray]):
             raise CacheError(f"{self.root}: holds {self.modality} features, not {modality}")
         self.attrs: dict[str, Any] = dict(meta["attrs"])
         attr_dim = self.attrs.get("dim")
-        self.dim: int = dim or (int(attr_dim) if isinstance(attr_dim, int) else 0)
+        self.dim: int = scan.dim or (int(attr_dim) if isinstance(attr_dim, int) else 0)
         self.n_rows: int = sum(e.length for e in self._index.values())
 
     # -- Mapping
@@ -586,10 +777,20 @@ class CacheReader(Mapping[str, np.ndarray]):
         """Clip duration in seconds."""
         return self._index[video_id].duration
 
+    def source(self, video_id: str) -> Fingerprint | None:
+        """Fingerprint of the file ``video_id`` was extracted from (``None``: unknown)."""
+        return self._index[video_id].source
+
     def clip(self, video_id: str) -> ClipFeatures:
         """Everything cached for ``video_id`` (``emb`` as float32)."""
         e = self._index[video_id]
-        return ClipFeatures(video_id, self[video_id], self.times(video_id), e.has_stream, e.duration)
+        return ClipFeatures(video_id, self[video_id], self.times(video_id), e.has_stream, e.duration, e.source)
+
+    def stale(self) -> list[str]:
+        """Ids whose source file changed since extraction (or whose fingerprint is unknown); vanished files
+        are not counted (their rows are still what they were)."""
+        return [vid for vid, e in self._index.items()
+                if e.source is None or (Path(e.source.path).exists() and not is_current(e.source.path, e.source))]
 
     # -- whole cache
 
@@ -600,12 +801,12 @@ class CacheReader(Mapping[str, np.ndarray]):
     def iter_rows(self, batch_rows: int = 65536) -> Iterator[np.ndarray]:
         """Stream all embedding rows in shard order as float32 blocks of at most ``batch_rows`` (B, D).
 
-        Blocks do not span shards. Rows of ids superseded by a later shard (none in caches written by
-        :class:`CacheWriter`) are included.
+        Blocks do not span shards. Rows of ids superseded by a later shard or retracted (a changed source
+        file) are included.
         """
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-        for i in range(len(self.shards)):
+        for i in self._paths:
             ds = self._file(i)["emb"]
             for start in range(0, ds.shape[0], batch_rows):
                 yield ds[start : start + batch_rows].astype(np.float32)
@@ -615,7 +816,7 @@ class CacheReader(Mapping[str, np.ndarray]):
             self._handles, self._pid = {}, os.getpid()
         f = self._handles.get(shard)
         if f is None:
-            f = self._handles[shard] = _open_shard(self.shards[shard])
+            f = self._handles[shard] = _open_shard(self._paths[shard])
         return f
 
     def close(self) -> None:
@@ -653,7 +854,8 @@ def info(root: str | Path) -> dict[str, dict[str, Any]]:
     Returns:
         ``{modality: summary}``, one entry per cache found; a summary has ``path``, ``modality``, ``videos``,
         ``no_stream`` (videos without this stream), ``rows``, ``dim``, ``shards``, ``bytes`` (of the shards),
-        ``failures`` (count, cached ids excluded), ``schema_version`` and ``attrs``.
+        ``failures`` (count, cached ids excluded), ``stale`` (ids whose source file changed since extraction,
+        or whose fingerprint is unknown: the next ``extract`` redoes them), ``schema_version`` and ``attrs``.
 
     Raises:
         CacheError: No cache at ``root``.
@@ -679,6 +881,7 @@ def info(root: str | Path) -> dict[str, dict[str, Any]]:
                 "shards": len(r.shards),
                 "bytes": sum(p.stat().st_size for p in r.shards),
                 "failures": len(r.failures()),
+                "stale": len(r.stale()),
                 "schema_version": int(meta["schema_version"]) if meta else SCHEMA_VERSION,
                 "attrs": r.attrs,
             }

@@ -1,10 +1,20 @@
-"""The extraction loop: decode → batch → embed with a frozen CNN → HDF5 cache; resumable, failure-tolerant.
+"""The extraction loop: decode → batch → embed with a frozen CNN → HDF5 cache; streamed, resumable, failure-tolerant.
 
 Video rows are RGB frames sampled at ``extract.fps`` by presentation timestamp; audio rows are log-mel
 windows centred on the same timestamps (:func:`cmmvt.media.sample_times`), so row ``t`` of both
-modalities describes the same instant. Decoding runs in background threads (PyAV releases the GIL)
-while the CNN runs in the calling thread, so decoding hides behind compute. Frames of several short
-clips are batched together through the CNN.
+modalities describes the same instant.
+
+Rows flow through in pieces of at most :data:`ROWS_PER_PIECE`: the decoder resizes each frame's short
+side to ``extract.image_size`` inside the colour conversion and the clip's centre square is cut at once,
+so clips of every size, aspect ratio, pixel format and rotation batch together; audio is decoded and
+turned into log-mel windows in chunks (:func:`cmmvt.audio.stream_windows`); the cache writer receives
+each clip's rows piece by piece. Peak memory therefore does not depend on a video's length (an hour
+costs what ten seconds cost, plus 2.5 KB per cached row until its shard is published). Decoding runs in
+``extract.workers`` background threads (PyAV releases the GIL) a bounded amount ahead while the CNN runs
+in the calling thread; rows of several clips share CNN batches.
+
+Each cached clip records its file's fingerprint (:mod:`cmmvt.fingerprint`): a file changed under the
+same path is retracted from the cache before anything else happens and extracted again.
 
 Example:
     >>> from cmmvt import config, extract                     # doctest: +SKIP
@@ -15,10 +25,13 @@ Example:
 from __future__ import annotations
 
 import platform
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +40,7 @@ import torch
 
 from cmmvt import audio, backbones, cache, manifest, media
 from cmmvt.config import ExtractParams
+from cmmvt.fingerprint import Fingerprint, fingerprint, is_current
 
 Modality = Literal["video", "audio"]
 MODALITIES: tuple[Modality, ...] = ("video", "audio")
@@ -41,14 +55,34 @@ class Item:
 
 
 @dataclass
-class _Decoded:
-    """A decoded clip ready for the CNN (``inputs`` is None when the file failed or has no stream)."""
+class _Piece:
+    """A run of consecutive rows of one clip, ready for the CNN, or the news that the clip ended or failed.
+
+    A clip arrives as one or more pieces in order; the ``last`` one carries ``duration`` and ``has_stream``
+    (or ``error``). Pieces hold at most ``ROWS_PER_PIECE`` rows, so no stage ever holds a whole video.
+    """
 
     item: Item
-    inputs: torch.Tensor | None  # (T, ...) CNN inputs: uint8 (T, H, W, 3) frames or float (T, 3, M, W) log-mel
-    t: np.ndarray  # (T,) seconds
-    duration: float
+    inputs: torch.Tensor | None  # (n, S, S, 3) uint8 frames or (n, 3, M, W) float log-mel images; None: no rows
+    t: np.ndarray  # (n,) seconds
+    first: bool
+    last: bool
+    has_stream: bool = True
+    duration: float = 0.0
+    source: Fingerprint | None = None
     error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.inputs is None else len(self.inputs)
+
+    def split(self, n: int) -> tuple[_Piece, _Piece]:
+        """The first ``n`` rows (never the clip's last piece) and the rest."""
+        head = replace(self, inputs=self.inputs[:n], t=self.t[:n], last=False)
+        return head, replace(self, inputs=self.inputs[n:], t=self.t[n:], first=False)
+
+
+ROWS_PER_PIECE = 64  #: rows decoded ahead per piece: 16 s at 4 fps, 9.6 MB of 224-px frames
 
 
 @dataclass
@@ -60,6 +94,7 @@ class Summary:
     failed: int = 0
     cached: int = 0
     no_stream: int = 0
+    stale: int = 0
     rows: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -68,6 +103,7 @@ class Summary:
         """One-line human summary."""
         rate = self.rows / self.seconds if self.seconds else 0.0
         extra = f", {self.no_stream} without a {self.modality} stream" if self.no_stream else ""
+        extra += f", {self.stale} changed on disk and extracted again" if self.stale else ""
         return (
             f"{self.modality}: {self.succeeded} succeeded, {self.failed} failed, {self.cached} already cached"
             f"{extra}; {self.rows} rows in {self.seconds:.1f} s ({rate:.1f} frames/s)"
@@ -114,66 +150,201 @@ def library_versions() -> dict[str, str]:
             "av": av.__version__, "h5py": h5py.__version__}
 
 
-def _decode_video(item: Item, p: ExtractParams) -> _Decoded:
-    info = media.probe(item.path)
-    frames = media.read_frames(item.path, p.fps, short_side=p.image_size)
-    return _Decoded(item, torch.from_numpy(frames.rgb), frames.t, info.duration)
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """The centred ``min(H, W)`` square of an ``(H, W, 3)`` frame (a view)."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return rgb[top : top + side, left : left + side]
 
 
-def _decode_audio(item: Item, p: ExtractParams) -> _Decoded:
-    info = media.probe(item.path)
-    t = media.sample_times(info.duration, p.fps)
-    wave = media.load_audio(item.path, p.audio.sample_rate)
-    if wave is None:
-        return _Decoded(item, None, t, info.duration)
-    images = audio.to_images(audio.clip_windows(wave.samples, t, p.audio))  # (T, 3, n_mels, W)
-    return _Decoded(item, images, t, info.duration)
+def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Frames at ``extract.fps``, short side resized to ``image_size`` while converting, centre-cropped per clip:
+    ``(n, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together."""
+    s = p.image_size
+    block = np.empty((rows, s, s, 3), np.uint8)
+    t = np.empty(rows, np.float64)
+    n = 0
+    for rgb, ti in media.iter_frames(item.path, p.fps, short_side=s, info=info):
+        block[n], t[n] = centre_square(rgb), ti
+        n += 1
+        if n == rows:
+            yield torch.from_numpy(block.copy()), t.copy()
+            n = 0
+    if n:
+        yield torch.from_numpy(block[:n].copy()), t[:n].copy()
 
 
-def _safe(decode: Callable[[Item, ExtractParams], _Decoded], item: Item, p: ExtractParams) -> _Decoded:
-    """Decode one item; any failure becomes a recorded reason, never an aborted run."""
+def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
+                  rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
+    """Log-mel images centred on the same instants as the frames, streamed from the decoder; None: no audio."""
+    t = media.sample_times(info.duration, p.fps)  # (T,)
+    chunks = media.audio_chunks(item.path, p.audio.sample_rate)
+    if chunks is None:
+        return None
+    return ((audio.to_images(win), t[i : i + len(win)])  # (n, 3, M, W), (n,)
+            for i, win in _offsets(audio.stream_windows(chunks, t, p.audio, rows)))
+
+
+def _offsets(blocks: Iterable[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(first row, block)`` for consecutive blocks of rows."""
+    i = 0
+    for block in blocks:
+        yield i, block
+        i += len(block)
+
+
+def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int = ROWS_PER_PIECE) -> Iterator[_Piece]:
+    """One clip as pieces; any failure (also part-way) becomes a last piece with the reason, never an exception."""
+    first = True
     try:
-        return decode(item, p)
-    except media.MediaError as exc:
-        return _Decoded(item, None, np.zeros(0, np.float32), 0.0, error=exc.reason)
+        source = fingerprint(item.path)
+    except OSError:
+        source = None  # unreadable: decoding says why
+    try:
+        info = media.probe(item.path)
+        blocks = (_video_pieces if modality == "video" else _audio_pieces)(item, p, info, rows)
+        for x, t in blocks or ():
+            yield _Piece(item, x, t, first=first, last=False, source=source)
+            first = False
+        yield _Piece(item, None, np.zeros(0), first=first, last=True, has_stream=blocks is not None,
+                     duration=info.duration, source=source)
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run; the reason is kept
-        return _Decoded(item, None, np.zeros(0, np.float32), 0.0, error=f"{type(exc).__name__}: {exc}")
+        reason = exc.reason if isinstance(exc, media.MediaError) else f"{type(exc).__name__}: {exc}"
+        yield _Piece(item, None, np.zeros(0), first=first, last=True, source=source, error=reason)
 
 
-def _decoded(items: list[Item], modality: Modality, p: ExtractParams) -> Iterator[_Decoded]:
-    """Decode items in order in ``p.workers`` background threads, a bounded number ahead."""
-    decode = _decode_video if modality == "video" else _decode_audio
+def _prefetched(items: list[Item], modality: Modality, p: ExtractParams) -> Iterator[_Piece]:
+    """The pieces of ``items`` in order, decoded by ``p.workers`` background threads a bounded amount ahead.
+
+    Each clip being decoded ahead holds at most two pieces (PyAV and torch release the GIL while decoding
+    and computing spectrograms), so memory does not grow with a clip's length or the folder's size.
+    """
     if p.workers == 0:
-        yield from (_safe(decode, it, p) for it in items)
+        for it in items:
+            yield from _pieces(it, modality, p)
         return
-    ahead = 2 * p.workers + 2
+    stop = threading.Event()
+    done = object()
+
+    def pump(item: Item, q: queue.Queue) -> None:
+        for piece in _pieces(item, modality, p):
+            while not stop.is_set():
+                try:
+                    q.put(piece, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+        q.put(done)
+
+    ahead = 2 * p.workers
     with ThreadPoolExecutor(p.workers, thread_name_prefix=f"decode-{modality}") as pool:
-        futures = [pool.submit(_safe, decode, it, p) for it in items[:ahead]]
-        for i in range(len(items)):
-            if i + ahead < len(items):
-                futures.append(pool.submit(_safe, decode, items[i + ahead], p))
-            yield futures[i].result()
-            futures[i] = None  # type: ignore[call-overload]  # release the frames
+        queues: list[queue.Queue] = []
+        try:
+            for i in range(len(items)):
+                while len(queues) < min(len(items), i + 1 + ahead):
+                    queues.append(queue.Queue(maxsize=2))
+                    pool.submit(pump, items[len(queues) - 1], queues[-1])
+                while (piece := queues[i].get()) is not done:
+                    yield piece
+                queues[i] = None  # type: ignore[call-overload]
+        finally:
+            stop.set()  # the consumer stopped early (an error, an interrupt): free the pumping threads
 
 
-def _batched(clips: Iterable[_Decoded], batch_size: int) -> Iterator[list[_Decoded]]:
-    """Group consecutive clips until they hold at least ``batch_size`` CNN rows."""
-    group, rows = [], 0
-    for clip in clips:
-        group.append(clip)
-        rows += 0 if clip.inputs is None else len(clip.inputs)
-        if rows >= batch_size:
-            yield group
-            group, rows = [], 0
-    if group:
-        yield group
+class _Sink:
+    """Where embedded rows go: a :class:`cache.CacheWriter`, or memory for :func:`clip_features`."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[np.ndarray]] = {}
+        self.failed: dict[str, str] = {}
+        self._open: str | None = None
+
+    def begin(self, video_id: str, source: Fingerprint | None = None) -> None:
+        self._open = video_id
+        self.rows[video_id] = []
+
+    def append(self, emb: np.ndarray, t: np.ndarray) -> None:
+        self.rows[self._open].append(emb)
+
+    def end(self, has_stream: bool = True, duration: float = 0.0) -> None:
+        self._open = None
+
+    def abort(self) -> None:
+        self.rows.pop(self._open, None)
+        self._open = None
+
+    def add_failure(self, path: str, video_id: str, stage: str, reason: str) -> None:
+        self.failed[video_id] = reason
 
 
-def _embed(bb: backbones.Backbone, modality: Modality, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Run the frozen CNN over ``x`` in chunks of ``batch_size`` rows → (N, D) float32."""
+def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality: Modality,
+             bb: backbones.Backbone, batch_size: int, summary: Summary,
+             progress: Callable[[int, int], None] | None = None) -> None:
+    """Embed the rows of ``pieces`` in batches of ``batch_size`` (across clips) and stream them into ``sink``.
+
+    Rows are embedded in the order they arrive, in consecutive blocks of ``batch_size`` (a short one at
+    the very end), so the same items give the same batches and bit-identical rows whatever the decoding
+    threads or piece sizes. A clip that fails part-way is aborted in the sink: none of its rows are kept.
+    """
     fn = bb.embed if modality == "video" else bb.embed_images
-    outs = [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs) if outs else np.zeros((0, bb.dim), np.float32)
+    pending: deque[_Piece] = deque()  # pieces in order, rows not embedded yet
+    waiting = 0  # rows in ``pending``
+
+    def settle(piece: _Piece, emb: np.ndarray | None) -> None:
+        if piece.first and piece.error is None:
+            sink.begin(piece.item.video_id, piece.source)
+        if emb is not None:
+            sink.append(emb, piece.t.astype(np.float32))
+            summary.rows += len(emb)
+        if not piece.last:
+            return
+        if piece.error is not None:
+            sink.abort()
+            sink.add_failure(str(piece.item.path), piece.item.video_id, "decode", piece.error)
+            summary.failed += 1
+            summary.failures.append((str(piece.item.path), piece.error))
+        else:
+            sink.end(piece.has_stream, piece.duration)
+            summary.succeeded += 1
+            summary.no_stream += not piece.has_stream
+        if progress:
+            progress(summary.succeeded + summary.failed, summary.rows)
+
+    def drain(final: bool) -> None:
+        nonlocal waiting
+        while pending:
+            if not pending[0].rows:
+                settle(pending.popleft(), None)
+                continue
+            if waiting < batch_size and not final:
+                return
+            batch: list[_Piece] = []
+            n = min(batch_size, waiting)
+            while n:
+                piece = pending.popleft()
+                if piece.rows > n:
+                    piece, rest = piece.split(n)
+                    pending.appendleft(rest)
+                batch.append(piece)
+                n -= piece.rows
+            emb = np.asarray(fn(torch.cat([q.inputs for q in batch if q.rows])))  # (B, D)
+            waiting -= len(emb)
+            offset = 0
+            for q in batch:
+                settle(q, emb[offset : offset + q.rows])
+                offset += q.rows
+
+    for piece in pieces:
+        if piece.error is not None:  # drop the failed clip's rows that are not embedded yet
+            while pending and pending[-1].item == piece.item:
+                waiting -= pending.pop().rows
+        pending.append(piece)
+        waiting += piece.rows
+        drain(final=False)
+    drain(final=True)
 
 
 def run_modality(
@@ -204,29 +375,15 @@ def run_modality(
     summary = Summary(modality)
     start = time.perf_counter()
     with cache.CacheWriter(root, modality, attrs, shard_size=p.shard_size, overwrite=overwrite) as writer:
+        sources = writer.sources()
+        changed = [it.video_id for it in items if it.video_id in sources
+                   and not is_current(it.path, sources[it.video_id])]
+        writer.retract(changed)  # before any work: their old rows are never served again
+        summary.stale = len(changed)
         done = writer.done_ids()
         todo = [it for it in items if it.video_id not in done]
         summary.cached = len(items) - len(todo)
-        for group in _batched(_decoded(todo, modality, p), p.batch_size):
-            ready = [c for c in group if c.inputs is not None]
-            emb = _embed(bb, modality, torch.cat([c.inputs for c in ready]), p.batch_size) if ready else None
-            offset = 0
-            for clip in group:
-                if clip.error is not None:
-                    writer.add_failure(str(clip.item.path), clip.item.video_id, "decode", clip.error)
-                    summary.failed += 1
-                    summary.failures.append((str(clip.item.path), clip.error))
-                else:
-                    n = 0 if clip.inputs is None else len(clip.inputs)
-                    rows = emb[offset : offset + n] if n else np.zeros((0, bb.dim), np.float32)  # (T, D)
-                    offset += n
-                    writer.add(cache.ClipFeatures(clip.item.video_id, rows, clip.t[:n].astype(np.float32),
-                                                  has_stream=clip.inputs is not None, duration=clip.duration))
-                    summary.succeeded += 1
-                    summary.no_stream += clip.inputs is None
-                    summary.rows += n
-                if progress:
-                    progress(summary.succeeded + summary.failed, summary.rows)
+        _extract(_prefetched(todo, modality, p), writer, modality, bb, p.batch_size, summary, progress)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -296,7 +453,7 @@ def run_stage(p: ExtractParams, manifest: str | Path, modality: Modality) -> Sum
 
 def clip_features(path: str | Path, p: ExtractParams, bb: backbones.Backbone,
                   modalities: Iterable[Modality] = MODALITIES) -> dict[Modality, np.ndarray]:
-    """Features of one video, in memory, exactly as :func:`run_modality` would cache them (for ``predict``).
+    """Features of one video, in memory, through the same streamed path as :func:`run_modality` (for ``predict``).
 
     Returns:
         ``{modality: (T, D) float32}``; a modality whose stream is absent has 0 rows.
@@ -307,7 +464,11 @@ def clip_features(path: str | Path, p: ExtractParams, bb: backbones.Backbone,
     item = Item(Path(path).stem, Path(path))
     out = {}
     for m in modalities:
-        clip = (_decode_video if m == "video" else _decode_audio)(item, p)
-        rows = np.zeros((0, bb.dim), np.float32) if clip.inputs is None else _embed(bb, m, clip.inputs, p.batch_size)
-        out[m] = rows.astype(np.float16).astype(np.float32)  # the cache stores float16
+        sink = _Sink()
+        _extract(_pieces(item, m, p), sink, m, bb, p.batch_size, Summary(m))
+        if item.video_id in sink.failed:
+            raise media.MediaError(path, sink.failed[item.video_id])
+        rows = sink.rows[item.video_id]
+        emb = np.concatenate(rows) if rows else np.zeros((0, bb.dim), np.float32)  # (T, D)
+        out[m] = emb.astype(np.float16).astype(np.float32)  # the cache stores float16
     return out

@@ -54,6 +54,7 @@ from av.codec.codec import Capabilities
 
 __all__ = [
     "Audio",
+    "audio_chunks",
     "Frames",
     "MediaError",
     "VideoInfo",
@@ -392,7 +393,8 @@ def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
     return rgb
 
 
-def iter_frames(path: PathLike, fps: float, short_side: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
+def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
+                info: VideoInfo | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """Stream the frames displayed at :func:`sample_times` ``(duration, fps)``.
 
     For every target time ``t`` the frame shown at that instant is chosen: the last decoded frame
@@ -407,6 +409,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None) -> It
         fps: Sampling rate (targets per second), > 0.
         short_side: If given, frames are resized (by swscale, during the RGB conversion) so their
             shorter side has this many pixels, keeping the aspect ratio.
+        info: The file's :func:`probe` result, if the caller has it (saves probing again).
 
     Yields:
         ``(rgb, t)``: ``rgb`` an upright ``(H, W, 3)`` uint8 array, ``t`` the target time in seconds.
@@ -421,7 +424,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None) -> It
     if short_side is not None and short_side <= 0:
         raise ValueError(f"short_side must be positive, got {short_side!r}")
     p = Path(path)
-    info = probe(p)
+    info = info or probe(p)
     times = sample_times(info.duration, fps)  # (n,)
     n = len(times)
     k = 0  # next target to emit
@@ -520,14 +523,91 @@ def _mono_chunks(resampled: list[av.AudioFrame]) -> list[np.ndarray]:
     return out
 
 
-def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
-    """Decode a clip's audio to mono float32 at ``sample_rate``.
+def audio_chunks(path: PathLike, sample_rate: int = 16000) -> Iterator[np.ndarray] | None:
+    """Stream a clip's audio as mono float32 chunks at ``sample_rate``, in bounded memory.
 
     Decodes the best audio stream (as ranked by FFmpeg) of any codec (AAC, Opus, MP3, Vorbis,
     PCM, ...) and any channel layout; resamples with ``av.AudioResampler`` (flushed at the end) and
     averages the channels. If the file also has a video stream, the waveform is aligned to it:
     sample 0 is the first video frame's instant (leading audio before it is dropped, a late audio
-    start is padded with silence), matching the time axis of :func:`sample_times`.
+    start is padded with silence), matching the time axis of :func:`sample_times`. One decoded
+    frame's samples are held at a time, so an hour of audio costs no more memory than a second.
+
+    Args:
+        path: Media file (a pure audio file such as ``.wav`` works too).
+        sample_rate: Output rate in Hz, > 0.
+
+    Returns:
+        An iterator of ``(n,)`` float32 chunks in ``[-1, 1]`` (their concatenation is the waveform), or
+        ``None`` when the file has **no audio stream** (an explicit "no audio", not an error).
+
+    Raises:
+        MediaError: The file cannot be opened (at once) or its audio cannot be decoded, or ends before the
+            duration its stream claims (while iterating).
+        ValueError: ``sample_rate`` is not positive.
+    """
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    p = Path(path)
+    with _open(p) as container:
+        if _audio_stream(container) is None:
+            return None
+    return _iter_audio(p, int(sample_rate))
+
+
+def _iter_audio(p: Path, sample_rate: int) -> Iterator[np.ndarray]:
+    """The generator behind :func:`audio_chunks` (the file is known to have an audio stream)."""
+    with _open(p) as container:
+        stream = _audio_stream(container)
+        video_start: float | None = None
+        try:
+            video_start = _stream_start(_video_stream(container, p))
+        except MediaError:
+            pass  # audio-only file: nothing to align to
+        claimed = _declared_duration(stream)
+        resampler: av.AudioResampler | None = None
+        template: tuple[Any, ...] | None = None
+        skip: int | None = None  # samples still to drop (audio starting before the video); None: not known yet
+        produced = decoded = 0  # samples the stream produced (before alignment), decoded frames
+
+        def out(chunks: list[np.ndarray]) -> Iterator[np.ndarray]:
+            nonlocal skip, produced
+            for x in chunks:
+                produced += len(x)
+                if skip:
+                    x, skip = x[skip:], max(0, skip - len(x))
+                if len(x):
+                    yield np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
+
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if skip is None:
+                    skip = 0
+                    if video_start is not None and frame.pts is not None and frame.time_base is not None:
+                        shift = round((float(frame.pts * frame.time_base) - video_start) * sample_rate)
+                        if shift > 0:  # audio starts after the first video frame: silence until then
+                            yield np.zeros(shift, np.float32)
+                        skip = max(0, -shift)
+                sig = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if sig != template:  # first frame, or parameters changed mid-stream
+                    if resampler is not None:
+                        yield from out(_mono_chunks(resampler.resample(None)))
+                    resampler, template = _resampler_for(frame, sample_rate), sig
+                yield from out(_mono_chunks(resampler.resample(frame)))
+            if resampler is not None:
+                yield from out(_mono_chunks(resampler.resample(None)))  # flush the filter's delay
+        except _DECODE_ERRORS as exc:
+            where = f"after {decoded} frames (truncated or corrupt file)" if decoded else "at the start"
+            raise MediaError(p, f"audio decoding failed {where}: {_describe(exc)}") from exc
+    if claimed is not None and decoded:  # the stream produced less than it claims: a cut-off file
+        if produced / sample_rate < claimed - _TRUNCATION_TOLERANCE_S:
+            raise MediaError(p, f"audio ends at {produced / sample_rate:.3f} s but the stream claims "
+                                f"{claimed:.3f} s (truncated file?)")
+
+
+def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
+    """Decode a clip's whole audio to mono float32 at ``sample_rate``: :func:`audio_chunks`, concatenated.
 
     Args:
         path: Media file (a pure audio file such as ``.wav`` works too).
@@ -542,53 +622,12 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
         MediaError: The file cannot be opened or its audio cannot be decoded.
         ValueError: ``sample_rate`` is not positive.
     """
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    sample_rate = int(sample_rate)
-    p = Path(path)
-    chunks: list[np.ndarray] = []
-    with _open(p) as container:
-        stream = _audio_stream(container)
-        if stream is None:
-            return None
-        video_start: float | None = None
-        try:
-            video_start = _stream_start(_video_stream(container, p))
-        except MediaError:
-            pass  # audio-only file: nothing to align to
-        claimed = _declared_duration(stream)
-        resampler: av.AudioResampler | None = None
-        template: tuple[Any, ...] | None = None
-        audio_start: float | None = None
-        decoded = 0
-        try:
-            for frame in container.decode(stream):
-                decoded += 1
-                if audio_start is None and frame.pts is not None and frame.time_base is not None:
-                    audio_start = float(frame.pts * frame.time_base)
-                sig = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if sig != template:  # first frame, or parameters changed mid-stream
-                    if resampler is not None:
-                        chunks += _mono_chunks(resampler.resample(None))
-                    resampler, template = _resampler_for(frame, sample_rate), sig
-                chunks += _mono_chunks(resampler.resample(frame))
-            if resampler is not None:
-                chunks += _mono_chunks(resampler.resample(None))  # flush the filter's delay
-        except _DECODE_ERRORS as exc:
-            where = f"after {decoded} frames (truncated or corrupt file)" if decoded else "at the start"
-            raise MediaError(p, f"audio decoding failed {where}: {_describe(exc)}") from exc
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)  # (N,)
-    if claimed is not None and decoded and len(samples) / sample_rate < claimed - _TRUNCATION_TOLERANCE_S:
-        raise MediaError(p, f"audio ends at {len(samples) / sample_rate:.3f} s but the stream claims "
-                            f"{claimed:.3f} s (truncated file?)")
-    if video_start is not None and audio_start is not None:
-        shift = round((audio_start - video_start) * sample_rate)
-        if shift > 0:
-            samples = np.concatenate([np.zeros(shift, np.float32), samples])
-        elif shift < 0:
-            samples = samples[-shift:]
-    samples = np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
-    return Audio(samples=np.ascontiguousarray(samples), sample_rate=sample_rate)
+    chunks = audio_chunks(path, sample_rate)
+    if chunks is None:
+        return None
+    parts = list(chunks)
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)  # (N,)
+    return Audio(samples=np.ascontiguousarray(samples), sample_rate=int(sample_rate))
 
 
 # --------------------------------------------------------------------------------------------
