@@ -95,7 +95,7 @@ def main() -> None:
         features = Path(p.extract.out)
         mods = MODALITIES[p.model.modalities]
         sp, names = training._datasets(p, features, manifest_mod.read(p.data.manifest))
-        ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.max_frames, train=True)
+        ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True)
         loader = training._loader(ds, p.train.batch_size, shuffle=True, seed=p.seed)
         steps = epochs * len(loader)
 
@@ -111,7 +111,7 @@ def main() -> None:
     report = {
         "quick": args.quick, "train_clips": len(ds), "batch_size": p.train.batch_size, "steps": steps,
         "num_workers": loader.num_workers, "modalities": list(mods), "dims": ds.dims,
-        "max_frames": p.model.max_frames, "encoder": p.model.encoder, "attention": p.model.attention,
+        "crop_frames": p.model.crop_frames, "encoder": p.model.encoder, "attention": p.model.attention,
         "threads": torch.get_num_threads(), "machine": platform.machine(),
         "clips_per_s": {"cmmvt": round(cmmvt["clips_per_s"], 2), "in_memory": round(baseline["clips_per_s"], 2)},
         "data_wait_share": round(cmmvt["wait_share"], 4),

@@ -83,7 +83,7 @@ class ExtractParams(_Section):
         "efficientnet_lite0"
     )
     weights: str | None = None
-    image_size: int = Field(224, ge=32)
+    image_size: int = Field(128, ge=32)
     batch_size: int = Field(32, ge=1)
     workers: int = Field(1, ge=0)
     device: str = "cpu"
@@ -132,7 +132,8 @@ class ModelParams(_Section):
     backend: Literal["native", "hf"] = "native"  # local attention: chunked SDPA (native) or transformers' Longformer
     modalities: Literal["video", "audio", "av"] = "av"
     fusion: Literal["late", "early"] = "early"
-    max_frames: int = Field(16, ge=1)
+    crop_frames: int = Field(16, ge=1)  # rows per training crop = learned position table (longer: interpolated)
+    max_frames: int = Field(1024, ge=1)  # rows encoded in one pass at evaluation / predict; longer clips: views
     window: int = Field(4, ge=2)
     hidden: int = Field(128, ge=8)
     layers: int = Field(2, ge=1)
@@ -143,14 +144,14 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     """Supervised training on cached features."""
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_epochs: int = Field(2, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
-    patience: int = Field(10, ge=1)
+    patience: int = Field(15, ge=1)
     label_fraction: float = Field(1.0, gt=0, le=1)
     init: Literal["auto", "scratch", "pretrained"] = "auto"  # auto: pretrained unless pretrain.objective is none
     freeze_encoder: bool = False  # train only the head on pretrained encoders: a linear probe
@@ -159,7 +160,9 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     """Test-time evaluation."""
 
-    views: int = Field(1, ge=1)
+    # rows per view (null: model.max_frames, the whole clip up to the cap; 16 = the 4-s crop of earlier versions)
+    max_frames: int | None = Field(None, ge=1)
+    views: int | None = Field(None, ge=1)  # views of clips longer than a view (null: as many as cover the clip)
 
 
 class Params(_Section):

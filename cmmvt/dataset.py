@@ -1,19 +1,23 @@
-"""Clips of cached per-frame features for the temporal models: crops, padding masks, labels, splits.
+"""Clips of cached per-frame features for the temporal models: crops, views, padding masks, labels, splits.
 
-A training item is one random temporal crop of up to ``max_frames`` rows; an evaluation item is
-``views`` evenly spaced crops (their logits are averaged, as in VTN's multi-view testing, Neimark et
-al. 2021). Video and audio rows are time-aligned, so the same row indices are cropped from both. A
-clip without an audio stream gets an all-False ``audio_mask``: the model treats it as missing, never
-as silent zeros.
+A training item is one random temporal crop of up to ``frames`` rows (``model.crop_frames``), padded to
+``frames``. An evaluation item is the **whole clip** in one view when it has at most ``frames`` rows
+(``model.max_frames``, 1,024 by default: VTN's whole-video inference, Neimark et al. 2021), else
+``views`` evenly spaced views of ``frames`` rows (by default as many as cover the clip); their logits
+are averaged. Evaluation items have their own lengths: :func:`collate_views` pads a batch to its longest
+view and concatenates the views of all its clips. Video and audio rows are time-aligned, so the same
+row indices are taken from both. A clip without an audio stream gets an all-False ``audio_mask``: the
+model treats it as missing, never as silent zeros.
 
 Example:
-    >>> ds = ClipDataset("data/features", ["a/clip1"], [0], ("video", "audio"), max_frames=16)  # doctest: +SKIP
-    >>> item = ds[0]; item["video"].shape, item["video_mask"].shape                           # doctest: +SKIP
+    >>> ds = ClipDataset("data/features", ["a/clip1"], [0], ("video", "audio"), frames=16, train=True)  # doctest: +SKIP
+    >>> item = ds[0]; item["video"].shape, item["video_mask"].shape                                  # doctest: +SKIP
     (torch.Size([16, 1280]), torch.Size([16]))
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cmmvt.cache import CacheReader
@@ -79,54 +84,99 @@ def stratified_subset(split: Split, fraction: float, seed: int) -> Split:
     return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])
 
 
-def crop_starts(length: int, max_frames: int, views: int) -> list[int]:
-    """First rows of ``views`` evenly spaced crops of ``max_frames`` rows in a clip of ``length`` rows."""
-    last = max(length - max_frames, 0)
-    return sorted(set(np.linspace(0, last, views).round().astype(int).tolist())) if views > 1 else [last // 2]
+def view_starts(length: int, frames: int, views: int | None = None) -> list[int]:
+    """First rows of the evaluation views of a clip of ``length`` rows.
+
+    A clip of at most ``frames`` rows is one view from row 0 (the whole clip). A longer one gets ``views``
+    evenly spaced views of ``frames`` rows (``None``: ``ceil(length / frames)``, the fewest that cover the
+    clip); a single view is the centred one.
+    """
+    last = max(length - frames, 0)
+    if last == 0:
+        return [0]
+    n = math.ceil(length / frames) if views is None else views
+    return sorted(set(np.linspace(0, last, n).round().astype(int).tolist())) if n > 1 else [last // 2]
 
 
-def crops(rows: np.ndarray, starts: Sequence[int], max_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop ``rows[s : s + max_frames]`` for each start and zero-pad to ``max_frames``.
+def crops(rows: np.ndarray, starts: Sequence[int], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``rows[s : s + frames]`` for each start and zero-pad to ``frames``.
 
     Args:
         rows: (L, D) features of one clip (L may be 0: a missing stream).
         starts: First row of each view.
-        max_frames: T.
+        frames: T.
 
     Returns:
         (V, T, D) features and (V, T) bool mask (True = real row).
     """
-    x = torch.zeros(len(starts), max_frames, rows.shape[1])
-    mask = torch.zeros(len(starts), max_frames, dtype=torch.bool)
+    x = torch.zeros(len(starts), frames, rows.shape[1])
+    mask = torch.zeros(len(starts), frames, dtype=torch.bool)
     for v, s in enumerate(starts):
-        crop = torch.from_numpy(np.ascontiguousarray(rows[s : s + max_frames]))
+        crop = torch.from_numpy(np.ascontiguousarray(rows[s : s + frames]))
         x[v, : len(crop)], mask[v, : len(crop)] = crop, True
     return x, mask
+
+
+def clip_views(rows: dict[str, np.ndarray], frames: int, views: int | None = None) -> dict[str, torch.Tensor]:
+    """The evaluation views of one clip (:func:`view_starts`): ``{m: (V, T, D), m_mask: (V, T)}``, ``T ≤ frames``."""
+    length = max(len(r) for r in rows.values())
+    starts = view_starts(length, frames, views)
+    width = max(1, min(length, frames))  # the whole clip when it fits: no padding beyond it
+    out = {}
+    for m, r in rows.items():
+        out[m], out[f"{m}_mask"] = crops(r, starts, width)
+    return out
+
+
+def collate_views(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Batch evaluation items of different lengths and view counts.
+
+    Returns:
+        ``{m: (ΣV, T_max, D), m_mask: (ΣV, T_max), "views": (B,) int64, "label": (B,)}``: the views of all
+        clips back to back, zero-padded (mask False) to the longest.
+    """
+    width = max(x.shape[1] for item in items for k, x in item.items() if k.endswith("_mask"))
+    out: dict[str, torch.Tensor] = {}
+    for key in items[0]:
+        if key == "label":
+            out[key] = torch.stack([item[key] for item in items])
+        else:
+            out[key] = torch.cat([F.pad(item[key], (0, 0, 0, width - item[key].shape[1]) if item[key].dim() == 3
+                                        else (0, width - item[key].shape[1])) for item in items])
+    mask_key = next(k for k in items[0] if k.endswith("_mask"))
+    out["views"] = torch.tensor([item[mask_key].shape[0] for item in items])
+    return out
+
+
+def per_clip_mean(x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """Average consecutive rows of ``x`` (ΣV, ...) over each clip's ``views`` (B,) → (B, ...)."""
+    return torch.stack([chunk.mean(0) for chunk in torch.split(x, views.tolist())])
 
 
 PRELOAD_BYTES = 1 << 30  #: caches whose float32 rows fit in this many bytes are held in memory
 
 
 class ClipDataset(Dataset):
-    """Cached clips as fixed-size padded tensors.
+    """Cached clips as padded tensors: random training crops, or whole-clip evaluation views.
 
     Args:
         features: Features root holding ``video/`` and/or ``audio/`` caches.
         ids: Clip ids.
         labels: Integer labels, aligned with ``ids``.
         modalities: Modalities to load, e.g. ``("video", "audio")``.
-        max_frames: Crop length T.
-        train: Random crops (training) or ``views`` fixed crops (evaluation).
-        views: Evaluation crops per clip.
+        frames: Training crop length (``model.crop_frames``), or the evaluation view cap (``model.max_frames``).
+        train: One random crop per item (training) or the evaluation views (:func:`clip_views`).
+        views: Evaluation views for clips longer than ``frames`` (``None``: enough to cover the clip).
 
-    Items are dicts: ``<m>`` (T, D) or (V, T, D) float32, ``<m>_mask`` (T,) or (V, T) bool, ``label``.
+    Training items are ``<m>`` (T, D) float32, ``<m>_mask`` (T,) bool and ``label``; evaluation items are
+    ``<m>`` (V, T_i, D) and ``<m>_mask`` (V, T_i) with their own length: batch them with :func:`collate_views`.
     Readers open lazily in each process, so DataLoader workers each hold their own file handles.
     """
 
     def __init__(self, features: str | Path, ids: Sequence[str], labels: Sequence[int], modalities: Sequence[str],
-                 max_frames: int, train: bool = False, views: int = 1) -> None:
+                 frames: int, train: bool = False, views: int | None = None) -> None:
         self.features, self.ids, self.labels = Path(features), list(ids), list(labels)
-        self.modalities, self.max_frames, self.train, self.views = tuple(modalities), max_frames, train, views
+        self.modalities, self.frames, self.train, self.views = tuple(modalities), frames, train, views
         self._readers: dict[str, CacheReader] | None = None
         self.dims = {m: self._reader(m).dim for m in self.modalities}
         rows = sum(self._reader(m).n_rows * self.dims[m] for m in self.modalities)
@@ -146,15 +196,12 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         vid = self.ids[i]
         rows = {m: self._memory[m][vid] if self._memory else self._reader(m)[vid] for m in self.modalities}  # (T_m, D_m)
-        length = max(len(r) for r in rows.values())
-        if self.train:
-            starts = [int(torch.randint(0, max(length - self.max_frames, 0) + 1, ()).item())]
-        else:
-            starts = crop_starts(length, self.max_frames, self.views)
-            starts += [starts[-1]] * (self.views - len(starts))  # short clips: repeat the one crop
         item: dict[str, torch.Tensor] = {"label": torch.tensor(self.labels[i])}
+        if not self.train:
+            return item | clip_views(rows, self.frames, self.views)
+        length = max(len(r) for r in rows.values())
+        start = int(torch.randint(0, max(length - self.frames, 0) + 1, ()).item())
         for m, r in rows.items():
-            item[m], item[f"{m}_mask"] = crops(r, starts, self.max_frames)  # (V, T, D), (V, T)
-            if self.train:
-                item[m], item[f"{m}_mask"] = item[m][0], item[f"{m}_mask"][0]  # (T, D), (T,)
+            x, mask = crops(r, [start], self.frames)  # (1, T, D), (1, T)
+            item[m], item[f"{m}_mask"] = x[0], mask[0]
         return item

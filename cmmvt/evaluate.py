@@ -8,8 +8,10 @@ Writes into ``out`` (default ``reports/eval``)::
     predictions.csv  video_id, actual, predicted                        (a DVC ``confusion`` plot)
     confusion.png    the confusion matrix with class names
 
-Test clips are classified from ``evaluate.views`` evenly spaced crops with averaged logits (VTN's
-multi-view testing, Neimark et al. 2021). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
+Each test clip is classified whole, in one pass of up to ``model.max_frames`` rows (VTN's whole-video
+inference, Neimark et al. 2021); a longer clip from evenly spaced views with averaged logits
+(``evaluate.views``, by default as many as cover it). ``evaluate.max_frames`` caps the rows per view
+(``16``: the 4-s centre crop that earlier versions evaluated on). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
 the synthetic classes that differ from a partner only in the temporal order of one modality
 (:func:`cmmvt.synth.order_only_pairs`): where an order-blind model must fail.
 """
@@ -26,7 +28,7 @@ from cmmvt import manifest as manifest_mod
 from cmmvt import metrics, synth
 from cmmvt.config import Params
 from cmmvt.dataset import ClipDataset, splits
-from cmmvt.training import load_checkpoint, predict
+from cmmvt.training import eval_frames, load_checkpoint, predict
 
 
 def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval",
@@ -34,7 +36,7 @@ def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval"
     """Evaluate the checkpoint at ``model_path`` on ``split`` and write the reports.
 
     Args:
-        p: Params (``data.manifest``, ``extract.out``, ``evaluate.views``).
+        p: Params (``data.manifest``, ``extract.out``, ``evaluate.*``).
         model_path: Checkpoint written by :func:`cmmvt.training.train`.
         out: Report folder.
         features: Features root (default ``p.extract.out``).
@@ -52,8 +54,9 @@ def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval"
     s = sp[split]
     if not s.ids:
         raise ValueError(f"no {split} clips in {p.data.manifest} with cached features under {features}")
-    ds = ClipDataset(features, s.ids, s.labels, model.modalities, ckpt["params"]["model"]["max_frames"],
-                     views=p.evaluate.views)
+    trained = Params.model_validate(ckpt["params"])
+    frames = eval_frames(trained.model_copy(update={"evaluate": p.evaluate}))
+    ds = ClipDataset(features, s.ids, s.labels, model.modalities, frames, views=p.evaluate.views)
     logits = predict(model, ds)  # (N, C)
     labels = np.asarray(s.labels)
     result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(s.ids)}

@@ -102,7 +102,8 @@ class Summary:
     def line(self) -> str:
         """One-line human summary."""
         rate = self.rows / self.seconds if self.seconds else 0.0
-        extra = f", {self.no_stream} without a {self.modality} stream" if self.no_stream else ""
+        article = "an" if self.modality[0] in "aeiou" else "a"
+        extra = f", {self.no_stream} without {article} {self.modality} stream" if self.no_stream else ""
         extra += f", {self.stale} changed on disk and extracted again" if self.stale else ""
         return (
             f"{self.modality}: {self.succeeded} succeeded, {self.failed} failed, {self.cached} already cached"
@@ -334,7 +335,7 @@ def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality
             waiting -= len(emb)
             offset = 0
             for q in batch:
-                settle(q, emb[offset : offset + q.rows])
+                settle(q, emb[offset : offset + q.rows] if q.rows else None)
                 offset += q.rows
 
     for piece in pieces:

@@ -724,13 +724,14 @@ def encode_clip(
     preset: str = "medium",
     audio_bitrate: int | None = None,
     rotation: int = 0,
+    pix_fmt: str = "yuv420p",
     video_options: dict[str, str] | None = None,
     audio_options: dict[str, str] | None = None,
 ) -> None:
     """Encode frames (and optionally audio) into a real media file.
 
     The container is chosen from the file extension (``.mp4``, ``.mkv``, ``.webm``, ``.mov``,
-    ``.avi`` ...; the name may be e.g. ``x.partial.mp4``). Video is ``yuv420p``. Encoding is
+    ``.avi`` ...; the name may be e.g. ``x.partial.mp4``). Video is ``pix_fmt`` (``yuv420p`` by default). Encoding is
     deterministic - the same inputs give a byte-identical stream on any machine - because every
     encoder runs single-threaded (x264's output depends on its thread count) with fixed options.
 
@@ -759,6 +760,7 @@ def encode_clip(
         audio_bitrate: Audio bit rate in bit/s; encoder default if ``None``.
         rotation: Counter-clockwise display rotation in degrees written as the stream's display
             matrix (players and :func:`iter_frames` rotate by it); 0 writes none.
+        pix_fmt: Pixel format of the coded video (``yuv420p``, ``yuv444p``, ``yuv420p10le`` ...).
         video_options: Extra encoder options (override the defaults).
         audio_options: Extra audio encoder options.
 
@@ -772,8 +774,8 @@ def encode_clip(
     if frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8, got {frames.dtype}")
     n_frames, height, width, _ = frames.shape
-    if height % 2 or width % 2:
-        raise ValueError(f"yuv420p needs an even frame size, got {width}x{height}")
+    if (height % 2 or width % 2) and "420" in pix_fmt:
+        raise ValueError(f"{pix_fmt} needs an even frame size, got {width}x{height}")
     rate = _as_fraction(fps)
     if pts_seconds is not None:
         pts_seconds = np.asarray(pts_seconds, dtype=np.float64)
@@ -813,7 +815,7 @@ def encode_clip(
             durations = np.append(gaps, last)
         vstream = container.add_stream(vcodec, rate=rate, time_base=time_base)
         vstream.width, vstream.height = width, height
-        vstream.pix_fmt = "yuv420p"
+        vstream.pix_fmt = pix_fmt
         vctx = vstream.codec_context
         vctx.thread_count = 1  # determinism: x264's decisions depend on its thread count
         vstream.options = {**_video_options(vctx.name, crf, preset), **(video_options or {})}
@@ -848,7 +850,7 @@ def encode_clip(
                 container.mux(astream.encode(audio_frames[ai]))
                 ai += 1
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")  # (H, W, 3)
-            vf = vf.reformat(format="yuv420p")
+            vf = vf.reformat(format=pix_fmt)
             vf.pts = int(pts[i])
             vf.duration = int(durations[i])
             vf.time_base = time_base

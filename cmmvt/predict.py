@@ -19,8 +19,8 @@ import torch
 
 from cmmvt import backbones, extract
 from cmmvt.config import ExtractParams, Params
-from cmmvt.dataset import crop_starts, crops
-from cmmvt.training import load_checkpoint
+from cmmvt.dataset import clip_views
+from cmmvt.training import eval_frames, load_checkpoint
 
 
 def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
@@ -39,15 +39,6 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     return p.model_copy(update=update)
 
 
-def views_batch(rows: dict[str, np.ndarray], max_frames: int, views: int) -> dict[str, torch.Tensor]:
-    """A batch of ``views`` evenly spaced crops of one clip: ``{m: (V, T, D), m_mask: (V, T)}``."""
-    starts = crop_starts(max(len(r) for r in rows.values()), max_frames, views)
-    batch = {}
-    for m, r in rows.items():
-        batch[m], batch[f"{m}_mask"] = crops(r, starts, max_frames)
-    return batch
-
-
 @torch.inference_mode()
 def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, views: int | None = None,
             device: str = "cpu") -> list[dict[str, Any]]:
@@ -57,7 +48,8 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
         paths: Video files.
         model_path: Checkpoint written by the ``train`` stage.
         top_k: Labels per video.
-        views: Crops averaged per video (default: the checkpoint's ``evaluate.views``).
+        views: Views averaged for a video longer than ``model.max_frames`` rows (default: the checkpoint's
+            ``evaluate.views``, else as many as cover it); a shorter one is encoded whole in one pass.
         device: Torch device for the backbone.
 
     Returns:
@@ -69,6 +61,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device)
     params = Params.model_validate(ckpt["params"])
     views = views or params.evaluate.views
+    frames = eval_frames(params)
     labels: list[str] = ckpt["labels"]
     results = []
     for path in paths:
@@ -77,7 +70,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
         except extract.media.MediaError as exc:
             results.append({"path": str(path), "error": exc.reason})
             continue
-        logits = model(views_batch(rows, params.model.max_frames, views)).mean(0)  # (C,)
+        logits = model(clip_views(rows, frames, views)).mean(0)  # (C,)
         prob = logits.softmax(-1)
         top = prob.topk(min(top_k, len(labels)))
         results.append({"path": str(path),

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from cmmvt import manifest as manifest_mod
 from cmmvt.cache import CacheReader
 from cmmvt.config import Params
-from cmmvt.dataset import ClipDataset, Split, splits, stratified_subset
+from cmmvt.dataset import ClipDataset, Split, collate_views, per_clip_mean, splits, stratified_subset
 from cmmvt.models import MODALITIES, Classifier, build_model
 
 CHECKPOINT_VERSION = 1
@@ -58,16 +58,20 @@ def _loader(ds: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataL
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, ds: ClipDataset, batch_size: int = 64) -> np.ndarray:
-    """Logits averaged over each clip's views → (N, C)."""
+def predict(model: nn.Module, ds: ClipDataset, batch_size: int = 32) -> np.ndarray:
+    """Logits of each clip's evaluation views (whole clips up to the cap), averaged per clip → (N, C)."""
     model.eval()
     out = []
-    for batch in DataLoader(ds, batch_size=batch_size):
-        views = batch[ds.modalities[0]].shape[1]  # items are (B, V, T, D)
-        flat = {k: v.flatten(0, 1) for k, v in batch.items() if k != "label"}  # (B*V, T, D)
-        logits = model(flat).unflatten(0, (-1, views))  # (B, V, C)
-        out.append(logits.mean(1))
+    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_views):
+        views = batch.pop("views")  # (B,)
+        logits = model({k: v for k, v in batch.items() if k != "label"})  # (ΣV, C)
+        out.append(per_clip_mean(logits, views))  # (B, C)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def eval_frames(p: Params) -> int:
+    """Rows per evaluation view: ``evaluate.max_frames``, else the model's one-pass cap ``model.max_frames``."""
+    return min(p.evaluate.max_frames or p.model.max_frames, p.model.max_frames)
 
 
 def feature_params(features: str | Path, modalities: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -153,9 +157,9 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
     features = Path(features or p.extract.out)
     mods = MODALITIES[p.model.modalities]
     sp, names = _datasets(p, features, manifest_mod.read(p.data.manifest))
-    train_ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.max_frames, train=True)
+    train_ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True)
     val_split = sp["val"] if sp["val"].ids else sp["train"]
-    val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, p.model.max_frames, views=p.evaluate.views)
+    val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, eval_frames(p), views=p.evaluate.views)
     model = build_model(p.model, train_ds.dims, len(names))
     _init(model, p, pretrained)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.train.lr, weight_decay=p.train.weight_decay)

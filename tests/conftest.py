@@ -14,7 +14,7 @@ TINY = {
     "extract": {"backbone": "none", "image_size": 64, "fps": 4.0, "batch_size": 16},
     "prototypes": {"k_video": 3, "k_audio": 3},
     "pretrain": {"epochs": 2},
-    "model": {"hidden": 32, "heads": 2, "layers": 2, "max_frames": 8, "window": 4},
+    "model": {"hidden": 32, "heads": 2, "layers": 2, "crop_frames": 8, "window": 4},
     "train": {"epochs": 3, "batch_size": 4},
 }
 

@@ -17,7 +17,7 @@ def params(root, objective, epochs, **extra):
         "extract": {"out": str(root / "features")},
         "prototypes": {"k_video": 2, "k_audio": 3},
         "pretrain": {"objective": objective, "epochs": epochs, "batch_size": 4, "lr": 3e-3, **extra},
-        "model": {"hidden": 32, "heads": 2, "layers": 1, "max_frames": 8, "window": 4, "dropout": 0.0},
+        "model": {"hidden": 32, "heads": 2, "layers": 1, "crop_frames": 8, "window": 4, "dropout": 0.0},
         "train": {"epochs": 2, "batch_size": 4},
     })
 

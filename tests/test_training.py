@@ -42,7 +42,7 @@ def tiny_params(root, **model):
         "seed": 0,
         "data": {"manifest": str(root / "manifest.csv")},
         "extract": {"out": str(root / "features")},
-        "model": {"hidden": 32, "heads": 2, "layers": 2, "max_frames": 8, "window": 4, "dropout": 0.0} | model,
+        "model": {"hidden": 32, "heads": 2, "layers": 2, "crop_frames": 8, "window": 4, "dropout": 0.0} | model,
         "train": {"epochs": 60, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
                   "label_smoothing": 0.0},
     })
@@ -76,14 +76,16 @@ def test_training_is_deterministic(tmp_path):
 
 def test_missing_audio_is_masked_not_zero(tmp_path):
     make_cache(tmp_path)
-    ds = dataset.ClipDataset(tmp_path / "features", ["c2_0", "c0_0"], [2, 0], ("video", "audio"), max_frames=8)
+    ds = dataset.ClipDataset(tmp_path / "features", ["c2_0", "c0_0"], [2, 0], ("video", "audio"), frames=8)
     assert not ds[0]["audio_mask"].any() and ds[0]["video_mask"].all()
     assert ds[1]["audio_mask"].all()
 
 
 def test_views_and_label_fraction():
-    assert dataset.crop_starts(40, 16, 3) == [0, 12, 24]
-    assert dataset.crop_starts(10, 16, 3) == [0]
+    assert dataset.view_starts(40, 16, 3) == [0, 12, 24]
+    assert dataset.view_starts(10, 16, 3) == [0]  # fits: the whole clip, one view
+    assert dataset.view_starts(40, 16) == [0, 12, 24]  # default: the fewest views that cover the clip
+    assert dataset.view_starts(40, 16, 1) == [12]  # one view of a longer clip: the centred one
     s = dataset.Split([f"x{i}" for i in range(20)], [i % 2 for i in range(20)])
     sub = dataset.stratified_subset(s, 0.1, seed=0)
     assert sorted(sub.labels) == [0, 1]

@@ -140,8 +140,18 @@ class GlobalAttention(nn.Module):
 class TemporalEncoder(nn.Module):
     """Frames → [CLS] clip embedding (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020).
 
-    Linear(in_dim → hidden) → prepend learned [CLS] → + learned position embedding
-    (``max_frames + 1`` positions, [CLS] at 0) → local or global attention encoder.
+    Linear(in_dim → hidden) → prepend learned [CLS] → + position embedding → local or global attention
+    encoder, over clips of any length up to ``model.max_frames`` in one pass.
+
+    Positions: a learned table of ``crop_frames`` frame positions (plus one for [CLS]) used as is for
+    clips of up to ``crop_frames`` rows — the training crops — and linearly interpolated to the clip's
+    length for longer ones (whole-clip evaluation), as ViT resizes its learned position embeddings for
+    longer inputs (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", §3.2). Chosen over
+    sinusoidal or absolute positions because every evaluation position then lies inside the range the
+    model was trained on (a 10-s clip's row 30 never sees an untrained embedding), and over rotary ones
+    because it needs no change inside the attention kernels (both backends stay exactly equivalent); the
+    price is that a longer clip is read at a coarser position resolution. With local attention the
+    relative order of neighbours, which the window sees, is kept at any length.
 
     Args:
         in_dim: Per-frame feature size, or ``None`` when the inputs are already ``hidden``-sized
@@ -158,7 +168,7 @@ class TemporalEncoder(nn.Module):
         self.max_frames = p.max_frames
         self.proj = nn.Linear(in_dim, p.hidden) if in_dim is not None else nn.Identity()
         self.cls = nn.Parameter(torch.empty(1, 1, p.hidden))
-        self.pos = nn.Parameter(torch.empty(1, p.max_frames + 1, p.hidden))
+        self.pos = nn.Parameter(torch.empty(1, p.crop_frames + 1, p.hidden))  # [CLS] at 0, then frame positions
         nn.init.normal_(self.cls, std=INIT_STD)
         nn.init.normal_(self.pos, std=INIT_STD)
         self.proj.apply(init_weights)
@@ -168,13 +178,22 @@ class TemporalEncoder(nn.Module):
         else:
             self.backbone = GlobalAttention(p)
 
+    def positions(self, T: int) -> torch.Tensor:
+        """Position embeddings of [CLS] and ``T`` frames → (1, T + 1, hidden): the table's first rows for
+        ``T`` up to its size, else its frame rows linearly interpolated to ``T`` (first and last kept)."""
+        if T + 1 <= self.pos.shape[1]:
+            return self.pos[:, : T + 1]
+        frames = self.pos[:, 1:].transpose(1, 2)  # (1, D, P)
+        stretched = F.interpolate(frames, size=T, mode="linear", align_corners=True).transpose(1, 2)  # (1, T, D)
+        return torch.cat([self.pos[:, :1], stretched], dim=1)
+
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, return_tokens: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Encode a batch of clips.
 
         Args:
-            x: (B, T, in_dim) per-frame features (T ≤ ``max_frames``).
+            x: (B, T, in_dim) per-frame features (T ≤ ``model.max_frames``).
             mask: (B, T) bool, True = real frame. An all-False row is allowed (the clip then
                 reduces to its [CLS] token alone).
             return_tokens: Also return the frame tokens.
@@ -188,7 +207,7 @@ class TemporalEncoder(nn.Module):
         mask = mask.bool()
         x = x.masked_fill(~mask[..., None], 0.0)  # padding never leaks, even NaN/garbage
         x = self.proj(x)  # (B, T, D)
-        x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.pos[:, : T + 1]  # (B, T+1, D)
+        x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.positions(T)  # (B, T+1, D)
         mask = F.pad(mask, (1, 0), value=True)  # (B, T+1), [CLS] is always real
         h = self.backbone(x, mask)  # (B, T+1, D)
         return (h[:, 0], h[:, 1:]) if return_tokens else h[:, 0]

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from cmmvt import manifest as manifest_mod
 from cmmvt.config import Params
-from cmmvt.dataset import ClipDataset, splits
+from cmmvt.dataset import ClipDataset, collate_views, per_clip_mean, splits
 from cmmvt.models import Classifier, build_model
 from cmmvt.selfsup import losses
 from cmmvt.selfsup import prototypes as protos
@@ -86,13 +86,15 @@ def embed_all(model: Classifier, heads: PretrainHeads, ds: ClipDataset, batch_si
     z: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
     g: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
     valid = []
-    for batch in DataLoader(ds, batch_size=batch_size):
-        flat = {k: v[:, 0] for k, v in batch.items() if k != "label"}  # first view: (B, T, D)
+    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_views):
+        views = batch.pop("views")  # (B,): whole clips up to model.max_frames, else views averaged
+        flat = {k: v for k, v in batch.items() if k != "label"}  # (ΣV, T, D)
         emb = model.embed(flat)
         for m in MODALITIES:
-            z[m].append(emb[m])
-            g[m].append(heads.proj[m](emb[m]))
-        valid.append(flat["video_mask"].any(1) & flat["audio_mask"].any(1))
+            z[m].append(per_clip_mean(emb[m], views))
+            g[m].append(per_clip_mean(heads.proj[m](emb[m]), views))
+        present = flat["video_mask"].any(1) & flat["audio_mask"].any(1)  # (ΣV,)
+        valid.append(per_clip_mean(present.float(), views) > 0)
     cat = lambda d: {m: torch.cat(v).numpy() for m, v in d.items()}  # noqa: E731
     return cat(z), cat(g), torch.cat(valid).numpy()
 
@@ -149,7 +151,7 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
     ids = [i for s in p.pretrain.splits for i in sp[s].ids]  # no labels are used
     if not ids:
         raise ValueError(f"pretrain.splits = {p.pretrain.splits}: no clips with both caches in those splits")
-    ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames, train=True)
+    ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.crop_frames, train=True)
     eval_ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames)
     k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
     model, heads = _model(p, ds.dims), PretrainHeads(p.model.hidden, k)
