@@ -157,11 +157,14 @@ def _load_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict (``weights_only=True``); unwrap ``{"state_dict": …}`` / ``{"model": …}``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise BackboneError(f"weights file not found: {path}")
+        raise BackboneError(f"weights file not found: {path}; nothing was extracted: fix the path (or drop "
+                            "--weights) and rerun")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise BackboneError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise BackboneError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {first}); nothing was "
+                            "extracted: fix or replace the file (or drop --weights) and rerun") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

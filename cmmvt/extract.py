@@ -228,31 +228,36 @@ def _prefetched(items: list[Item], modality: Modality, p: ExtractParams) -> Iter
     stop = threading.Event()
     done = object()
 
+    def put(q: queue.Queue, x: object) -> bool:
+        """Hand ``x`` to the consumer; False once it has stopped (never blocks for good)."""
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump(item: Item, q: queue.Queue) -> None:
         for piece in _pieces(item, modality, p):
-            while not stop.is_set():
-                try:
-                    q.put(piece, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not put(q, piece):
                 return
-        q.put(done)
+        put(q, done)
 
     ahead = 2 * p.workers
-    with ThreadPoolExecutor(p.workers, thread_name_prefix=f"decode-{modality}") as pool:
-        queues: list[queue.Queue] = []
-        try:
-            for i in range(len(items)):
-                while len(queues) < min(len(items), i + 1 + ahead):
-                    queues.append(queue.Queue(maxsize=2))
-                    pool.submit(pump, items[len(queues) - 1], queues[-1])
-                while (piece := queues[i].get()) is not done:
-                    yield piece
-                queues[i] = None  # type: ignore[call-overload]
-        finally:
-            stop.set()  # the consumer stopped early (an error, an interrupt): free the pumping threads
+    pool = ThreadPoolExecutor(p.workers, thread_name_prefix=f"decode-{modality}")
+    queues: list[queue.Queue] = []
+    try:
+        for i in range(len(items)):
+            while len(queues) < min(len(items), i + 1 + ahead):
+                queues.append(queue.Queue(maxsize=2))
+                pool.submit(pump, items[len(queues) - 1], queues[-1])
+            while (piece := queues[i].get()) is not done:
+                yield piece
+            queues[i] = None  # type: ignore[call-overload]
+    finally:  # also when the consumer stopped early (an error, an interrupt): free the decoding threads
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Sink:

@@ -33,7 +33,7 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     if "image_size" in video:
         update["image_size"] = video["image_size"]
     if audio:
-        update["audio"] = p.audio.model_copy(update={k: audio[k] for k in p.audio.model_fields if k in audio})
+        update["audio"] = p.audio.model_copy(update={k: audio[k] for k in type(p.audio).model_fields if k in audio})
     weights = first.get("weights")
     update["weights"] = weights if weights and Path(str(weights)).is_file() else p.weights
     return p.model_copy(update=update)

@@ -51,3 +51,12 @@ def test_dump_roundtrip(tmp_path):
     p = config.load(REPO / "params.yaml", ["seed=3"])
     config.dump(p, tmp_path / "resolved.yaml")
     assert config.load(tmp_path / "resolved.yaml") == p
+
+
+def test_config_defaults_equal_params_yaml():
+    """One source of defaults: the CLI outside a repo (no params.yaml) uses exactly the repo's params."""
+    from pathlib import Path
+
+    repo = config.load(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert config.Params().model_dump() == repo.model_dump()
+    assert config.load(Path("/nonexistent/params.yaml")).model_dump() == repo.model_dump()
