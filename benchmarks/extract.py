@@ -10,6 +10,14 @@ best rate is kept: on a shared 2-core machine single timings of the same work va
 
     python benchmarks/extract.py            # 24 clips of 4 s, writes reports/bench/extract.json
     python benchmarks/extract.py --quick    # 3 short clips, for CI
+
+``--memory`` measures instead the peak resident memory of extracting one clip (both modalities,
+efficientnet_lite0, ``--image-size``) in a fresh process per clip, for a 10-s clip and a 1-hour one
+(320×180, 25 fps, H.264 + AAC, written frame by frame so the generator holds no video either): memory
+must not grow with a video's length (target: the hour within +200 MB of the 10 s).
+
+    python benchmarks/extract.py --memory --image-size 224   # writes reports/bench/extract-memory.json
+    python benchmarks/extract.py --memory --quick            # 10 s vs 2 min
 """
 
 from __future__ import annotations
@@ -53,14 +61,84 @@ def naive(paths: list[Path], p: ExtractParams, bb: backbones.Backbone) -> int:
     return rows
 
 
+def write_long_clip(path: Path, seconds: float, width: int = 320, height: int = 180, fps: int = 25,
+                    sample_rate: int = 16000) -> None:
+    """An H.264 + AAC clip of any length written frame by frame: a square moving on a gradient, a wobbling tone."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 90)], -1).astype(np.uint8)  # (H, W, 3)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"preset": "ultrafast", "crf": "30"}
+        aus = c.add_stream("aac", rate=sample_rate)
+        aus.layout = "mono"
+        for i in range(int(seconds * fps)):
+            frame = base.copy()
+            top, left = (7 * i) % (height - 40), (11 * i) % (width - 40)
+            frame[top : top + 40, left : left + 40] = 255
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = i
+            c.mux(vs.encode(vf))
+            t = (np.arange(sample_rate // fps) + i * (sample_rate // fps)) / sample_rate
+            wave = 0.3 * np.sin(2 * np.pi * (440 + 100 * np.sin(t / 3)) * t)
+            af = av.AudioFrame.from_ndarray(wave.astype(np.float32)[None], format="flt", layout="mono")
+            af.sample_rate, af.pts = sample_rate, i * (sample_rate // fps)
+            c.mux(aus.encode(af))
+        c.mux(vs.encode(None))
+        c.mux(aus.encode(None))
+
+
+_CHILD = """
+import resource, sys, json
+from pathlib import Path
+from cmmvt import extract
+from cmmvt.config import ExtractParams
+p = ExtractParams(image_size=int(sys.argv[2]), out=sys.argv[3])
+s = extract.run([extract.Item("clip", Path(sys.argv[1]))], p, show_progress=False)
+print(json.dumps({"rows": [x.rows for x in s], "seconds": [x.seconds for x in s],
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS of extracting a short and a long clip, each in a fresh process."""
+    import subprocess
+    import sys
+
+    durations = [10.0, 120.0 if args.quick else 3600.0]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seconds in durations:
+            clip = Path(tmp) / f"clip{int(seconds)}.mp4"
+            t0 = time.perf_counter()
+            write_long_clip(clip, seconds)
+            made = time.perf_counter() - t0
+            out = subprocess.run([sys.executable, "-c", _CHILD, str(clip), str(args.image_size), str(Path(tmp) / f"f{seconds}")],
+                                 check=True, capture_output=True, text=True).stdout
+            results[f"{int(seconds)}s"] = json.loads(out.strip().splitlines()[-1]) | {
+                "clip_mib": round(clip.stat().st_size / 2**20, 1), "write_seconds": round(made, 1)}
+    short, long = (results[f"{int(d)}s"] for d in durations)
+    report = {"clip": "320x180 25 fps H.264 + AAC 16 kHz", "backbone": "efficientnet_lite0", "image_size": args.image_size,
+              "modalities": ["video", "audio"], "results": results,
+              "extra_peak_rss_mib_long_over_short": round(long["peak_rss_mib"] - short["peak_rss_mib"], 1),
+              "target_extra_mib": 200}
+    out = args.out if args.out != Path("reports/bench/extract.json") else Path("reports/bench/extract-memory.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run for CI")
+    ap.add_argument("--memory", action="store_true", help="peak RSS of a 10-s vs a 1-hour clip instead of speed")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--image-size", type=int, default=128, help="CNN input side (params default 128; 224 for real data)")
     ap.add_argument("--repeats", type=int, default=3, help="best of N interleaved runs (1 with --quick)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench/extract.json"))
     args = ap.parse_args()
+    if args.memory:
+        return memory(args)
     repeats = 1 if args.quick else args.repeats
     clips = 3 if args.quick else args.clips
     sp = SynthParams(classes=min(clips, 10), clips_per_class=-(-clips // 10), duration=1.0 if args.quick else 4.0)

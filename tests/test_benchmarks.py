@@ -50,3 +50,21 @@ def test_kmeans_benchmark_quick(tmp_path):
     assert report["fit_seconds"] > 0 and report["peak_rss_mib"] > 0
     assert set(report["data_mib"]) == {"float16", "float32", "float64"}
     assert all(v > 0 for v in report["data_mib"].values())
+
+
+@pytest.mark.slow
+def test_extract_memory_benchmark_quick(tmp_path):
+    out = tmp_path / "memory.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/extract.py"), "--memory", "--quick", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"10s", "120s"}
+    assert [r["rows"] for r in report["results"].values()] == [[40, 40], [480, 480]]
+    assert all(r["peak_rss_mib"] > 0 for r in report["results"].values())
+
+
+@pytest.mark.slow
+def test_wholeclip_benchmark_quick(tmp_path):
+    report = run_quick("wholeclip", tmp_path)
+    assert set(report) == {"2", "5"}
+    assert all(set(r) == {"whole clip", "centre crop 16"} and len(r["whole clip"]) == 1 for r in report.values())
