@@ -191,7 +191,7 @@ def cache_info(
     path: Annotated[Path, typer.Argument(help="A features root (video/, audio/) or one modality folder.")],
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print videos, rows, dim, feature params and failures of a cache.
+    """Print videos, rows, dim, feature params, failures and stale entries (changed source files) of a cache.
 
     Examples:
         cmmvt cache info data/features
@@ -209,7 +209,8 @@ def cache_info(
     for mod, s in summary.items():
         out.print(f"[bold]{mod}[/] {s['path']}: {s['videos']} videos ({s['no_stream']} without stream), "
                   f"{s['rows']} rows × {s['dim']}, {s['shards']} shards, {s['bytes'] / 1e6:.1f} MB, "
-                  f"{s['failures']} failures", highlight=False)
+                  f"{s['failures']} failures, {s['stale']} stale (source changed since extraction: "
+                  f"the next extract redoes them)", highlight=False)
         for k, v in s["attrs"].items():
             out.print(f"  {k}: {v}", highlight=False)
 
