@@ -15,6 +15,11 @@ Every backbone is created fully offline:
 Thread counts are left to the caller (``torch.set_num_threads``); inference uses ``channels_last``
 and :func:`torch.inference_mode`.
 
+Start-up is cheap: on CPU, inference runs through a frozen TorchScript copy of the CNN, which is traced
+once per backbone, weights file and image size and kept in ``$CMMVT_CACHE_DIR`` (default
+``<torch hub dir>/../cmmvt``, i.e. beside the torch cache); later runs load it in milliseconds and build
+the eager model (and import timm) only if :attr:`Backbone.model` or :meth:`Backbone.logits` is used.
+
 Example:
     >>> from cmmvt import backbones
     >>> bb = backbones.create("none", image_size=64)
@@ -25,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -53,6 +60,7 @@ _TORCHVISION = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights",
                 "mobilenet_v3_large": "MobileNet_V3_Large_Weights"}
 _TV_WEIGHTS = "IMAGENET1K_V1"
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
+RUNNER_VERSION = 1  #: bump when the traced graph changes (e.g. another preprocessing inside it)
 
 
 class BackboneError(RuntimeError):
@@ -68,13 +76,13 @@ class Backbone:
         weights: What the weights are: ``efficientnet-lite0-57934424.pth``, ``IMAGENET1K_V1``,
             ``random`` or the state-dict path given.
         dim: Pooled embedding dimension.
-        model: Eval-mode, frozen module mapping normalised ``(B, 3, H, W)`` → ``(B, dim)``.
+        build: Builds ``(model, head)``: the eval-mode, frozen module mapping normalised
+            ``(B, 3, H, W)`` → ``(B, dim)`` and the ImageNet classifier removed from it; called once, on
+            first use of :attr:`model` or :attr:`head`.
         mean: Per-channel RGB mean used by :meth:`preprocess` (0–1 scale).
         std: Per-channel RGB std used by :meth:`preprocess`.
         image_size: Side of the square crop made by :meth:`preprocess`.
         device: Torch device of ``model``.
-        head: The ImageNet classifier removed from ``model`` (``(B, dim)`` → ``(B, 1000)``), for
-            :meth:`logits`; ``None`` if there is none.
         runner: What inference actually calls: a frozen TorchScript copy of ``model`` (batch norm
             folded into the convolutions, fused activations; about 2× faster on CPU) or ``None``
             to call ``model`` itself.
@@ -83,13 +91,26 @@ class Backbone:
     name: str
     weights: str
     dim: int
-    model: nn.Module
+    build: Callable[[], tuple[nn.Module, nn.Module | None]] = field(repr=False)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     image_size: int = 224
     device: str = "cpu"
-    head: nn.Module | None = field(default=None, repr=False)
     runner: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    _parts: tuple[nn.Module, nn.Module | None] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The eager, frozen CNN (built on first use)."""
+        if self._parts is None:
+            self._parts = self.build()
+        return self._parts[0]
+
+    @property
+    def head(self) -> nn.Module | None:
+        """The ImageNet classifier removed from :attr:`model`, for :meth:`logits` (``None`` if there is none)."""
+        self.model  # noqa: B018 - builds the parts
+        return self._parts[1]
 
     def preprocess(self, rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, 3)`` RGB → normalised float32 ``(B, 3, S, S)`` (``channels_last``) on ``device``.
@@ -320,6 +341,74 @@ def _frozen_runner(model: nn.Module, image_size: int) -> Callable[[torch.Tensor]
         return None
 
 
+def cache_dir() -> Path:
+    """Where traced CNNs are kept: ``$CMMVT_CACHE_DIR``, else ``cmmvt/`` beside torch's hub cache."""
+    env = os.environ.get("CMMVT_CACHE_DIR")
+    return Path(env) if env else Path(torch.hub.get_dir()).parent / "cmmvt"
+
+
+def _weights_file(name: str, weights: str | None) -> tuple[Path | None, str]:
+    """The weights file ``create`` will read (``None`` for ``none``) and its description, without building.
+
+    Raises:
+        BackboneError: A given file or the cached torchvision weights are missing.
+    """
+    if name == "none":
+        if weights is not None:
+            raise BackboneError("backbone 'none' is randomly initialised and takes no weights")
+        return None, "random"
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BackboneError(f"weights file not found: {path}; nothing was extracted: fix the path (or drop "
+                                "--weights) and rerun")
+        return path, str(weights)
+    if name == "efficientnet_lite0":
+        return lite0_weights_path(), LITE0_FILE
+    path = cached_weights_path(name)
+    if not path.is_file():
+        url = torchvision_weights(name).url
+        raise BackboneError(
+            f"{name}: ImageNet weights are not cached and nothing is downloaded here. Download {url} "
+            f"and put it at {path}, or save it anywhere and pass --weights PATH")
+    return path, _TV_WEIGHTS
+
+
+def _runner_path(name: str, path: Path | None, image_size: int) -> Path:
+    """The traced-CNN file for this backbone, weights file (path, size, mtime) and size, under :func:`cache_dir`."""
+    import hashlib
+
+    st = path.stat() if path is not None else None
+    key = json.dumps([name, str(path.resolve()) if path else None, st.st_size if st else 0,
+                      st.st_mtime_ns if st else 0, int(image_size), torch.__version__, RUNNER_VERSION])
+    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    return cache_dir() / f"{name}-{int(image_size)}-{digest}.pt"
+
+
+def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt
+        return None
+
+
+def _save_runner(runner: Callable[[torch.Tensor], torch.Tensor], path: Path) -> None:
+    """Keep a traced CNN for the next start (atomic; a cache that cannot be written is skipped)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(runner, str(tmp))
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - an optional speed-up
+        tmp.unlink(missing_ok=True)
+
+
 def create(name: str, weights: str | None = None, image_size: int = 224, device: str = "cpu",
            optimize: bool = True) -> Backbone:
     """Build a frozen backbone, offline.
@@ -330,7 +419,8 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
             ``efficientnet_lite0`` either timm-named or in the packaged file's layout).
         image_size: Square input side for :meth:`Backbone.preprocess`.
         device: Torch device.
-        optimize: On CPU, run inference through a frozen TorchScript copy (see :func:`_frozen_runner`).
+        optimize: On CPU, run inference through a frozen TorchScript copy (see :func:`_frozen_runner`),
+            traced once and then loaded from :func:`cache_dir`.
 
     Raises:
         BackboneError: Unknown name, weights missing (with the URL and target path to fix it),
@@ -342,19 +432,30 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise BackboneError(f"bad device {device!r}: {exc}") from None
-    if name == "none":
-        if weights is not None:
-            raise BackboneError("backbone 'none' is randomly initialised and takes no weights")
-        model, desc = _random_lite0(), "random"
-    elif name == "efficientnet_lite0":
-        model, desc = _lite0(weights)
+    path, desc = _weights_file(name, weights)
+
+    def build() -> tuple[nn.Module, nn.Module | None]:
+        if name == "none":
+            model = _random_lite0()
+        elif name == "efficientnet_lite0":
+            model, _ = _lite0(weights)
+        else:
+            model, _ = _torchvision(name, weights)
+        model, head = _split_head(name, model)
+        return _freeze(model, dev).to(memory_format=torch.channels_last), _freeze(head, dev)
+
+    bb = Backbone(name=name, weights=desc, dim=BACKBONES[name], build=build, image_size=int(image_size),
+                  device=str(dev))
+    if optimize and dev.type == "cpu":
+        cached = _runner_path(name, path, int(image_size))
+        bb.runner = _load_runner(cached)
+        if bb.runner is None:
+            bb.runner = _frozen_runner(bb.model, int(image_size))
+            if bb.runner is not None:
+                _save_runner(bb.runner, cached)
     else:
-        model, desc = _torchvision(name, weights)
-    model, head = _split_head(name, model)
-    model = _freeze(model, dev).to(memory_format=torch.channels_last)
-    runner = _frozen_runner(model, int(image_size)) if optimize and dev.type == "cpu" else None
-    return Backbone(name=name, weights=desc, dim=BACKBONES[name], model=model, image_size=int(image_size),
-                    device=str(dev), head=_freeze(head, dev), runner=runner)
+        bb.model  # noqa: B018 - build now, so bad weights fail at once
+    return bb
 
 
 def classifier_logits(name: str, weights: str | None = None, image_size: int = 224,

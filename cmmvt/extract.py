@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cmmvt import audio, backbones, cache, manifest, media
+from cmmvt import audio, backbones, cache, media
 from cmmvt.config import ExtractParams
 from cmmvt.fingerprint import Fingerprint, fingerprint, is_current
 
@@ -121,6 +121,8 @@ def discover(path: str | Path) -> tuple[list[Item], list[tuple[str, str]]]:
         The items (ids unique: the path relative to the folder without extension) and the skipped
         non-video files as ``(path, reason)``.
     """
+    from cmmvt import manifest  # pandas: only for discovery, not for predict's start-up
+
     path = Path(path)
     if path.is_file() and path.suffix == ".csv":
         df = manifest.read(path)

@@ -1,14 +1,18 @@
 """Shared fixtures: a tiny copy of the repo in which the real DVC pipeline runs in seconds."""
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Traced CNNs go to a temporary folder shared by the session (and its subprocesses), never to ~/.cache.
+os.environ["CMMVT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmmvt-test-cache-")
 TINY = {
     "data": {"synth": {"classes": 3, "clips_per_class": 4, "duration": 1.5, "size": 64}},
     "extract": {"backbone": "none", "image_size": 64, "fps": 4.0, "batch_size": 16},

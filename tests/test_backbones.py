@@ -194,3 +194,21 @@ def test_bad_weights_and_names_raise_backbone_error(offline):
 def test_backbones_table_matches_models():
     assert backbones.BACKBONES == {"efficientnet_lite0": 1280, "resnet18": 512, "resnet50": 2048,
                                    "mobilenet_v3_large": 960, "none": 1280}
+
+
+def test_traced_cnn_is_cached_and_reused(tmp_path, monkeypatch):
+    """The frozen trace is made once per backbone/size, then loaded: same outputs, no eager model built."""
+    monkeypatch.setenv("CMMVT_CACHE_DIR", str(tmp_path))
+    first = backbones.create("none", image_size=64)
+    files = list(tmp_path.glob("none-64-*.pt"))
+    assert len(files) == 1 and first._parts is not None  # built and traced
+    second = backbones.create("none", image_size=64)
+    assert second._parts is None  # loaded: nothing built
+    rgb = np.random.default_rng(2).integers(0, 256, (3, 70, 90, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(first.embed(rgb), second.embed(rgb))
+    assert second.logits(rgb).shape == (3, 1000) and second._parts is not None  # the head builds on demand
+    backbones.create("none", image_size=96)
+    assert len(list(tmp_path.glob("none-*.pt"))) == 2  # another size: another trace
+    files[0].write_bytes(b"damaged")
+    third = backbones.create("none", image_size=64)
+    np.testing.assert_array_equal(third.embed(rgb), first.embed(rgb))  # rebuilt
