@@ -197,8 +197,10 @@ def _offsets(blocks: Iterable[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor
         i += len(block)
 
 
-def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int = ROWS_PER_PIECE) -> Iterator[_Piece]:
-    """One clip as pieces; any failure (also part-way) becomes a last piece with the reason, never an exception."""
+def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None = None) -> Iterator[_Piece]:
+    """One clip as pieces of at most ``rows`` (default :data:`ROWS_PER_PIECE`) rows; any failure (also part-way)
+    becomes a last piece with the reason, never an exception."""
+    rows = rows or ROWS_PER_PIECE
     first = True
     try:
         source = fingerprint(item.path)

@@ -149,24 +149,35 @@ def test_streamed_rows_equal_whole_clip_and_writer_gets_bounded_chunks(tmp_path,
     items = [extract.Item("long", clip)]
     bb = backbones.create("none", image_size=48)
     sizes: list[int] = []
-    append = cache.CacheWriter.append
+    pieces: list[int] = []
+    append, make_pieces = cache.CacheWriter.append, extract._pieces
 
     def spy(self, emb, t):
         sizes.append(len(emb))
         return append(self, emb, t)
 
+    def spy_pieces(*args, **kw):
+        for piece in make_pieces(*args, **kw):
+            pieces.append(piece.rows)
+            yield piece
+
+    monkeypatch.setattr(cache.CacheWriter, "append", spy)
+    monkeypatch.setattr(extract, "_pieces", spy_pieces)
     rows = {}
     for piece in (5, 1000):
         monkeypatch.setattr(extract, "ROWS_PER_PIECE", piece)
-        monkeypatch.setattr(cache.CacheWriter, "append", spy)
         sizes.clear()
-        p = ExtractParams(out=str(tmp_path / f"p{piece}"), backbone="none", image_size=48, fps=FPS, batch_size=5)
+        pieces.clear()
+        p = ExtractParams(out=str(tmp_path / f"p{piece}"), backbone="none", image_size=48, fps=FPS, batch_size=8)
         for m in ("video", "audio"):
             extract.run_modality(items, p, m, bb)
             with cache.CacheReader(tmp_path / f"p{piece}", m) as r:
                 rows[piece, m] = (r["long"], r.times("long"))
-        if piece == 5:
-            assert max(sizes) <= 5 and sum(sizes) == 2 * 48
+        assert sum(sizes) == sum(pieces) == 2 * 48
+        if piece == 5:  # decoder → CNN → writer in pieces of at most 5 rows
+            assert max(pieces) == 5 and max(sizes) <= 5
+        else:
+            assert max(pieces) == 48
     for m in ("video", "audio"):
         assert rows[5, m][0].shape == (48, 1280)
         assert rows[5, m][0].tobytes() == rows[1000, m][0].tobytes(), m
