@@ -295,7 +295,9 @@ def build(root: Path, grid: Grid, rev: str | None = None, out: Path = REPORT,
 
 
 def update_readme(readme: Path, body: str, chart: str | None = CHART.as_posix()) -> None:
-    """Replace the text between ``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` with ``body``.
+    """Replace the text between the ``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` lines with ``body``.
+
+    Only markers that stand on lines of their own count, so the README may quote them in prose.
 
     Args:
         readme: The README file.
@@ -306,9 +308,11 @@ def update_readme(readme: Path, body: str, chart: str | None = CHART.as_posix())
         ReportError: The README lacks the markers.
     """
     text = readme.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ReportError(f"{readme} has no {BEGIN} … {END} block to fill")
+    # markers on lines of their own: the same strings quoted in prose (`<!-- … -->`) are not the block
+    begin = re.search(rf"^{re.escape(BEGIN)}[ \t]*$", text, re.M)
+    end = re.search(rf"^{re.escape(END)}[ \t]*$", text[begin.end():] if begin else "", re.M)
+    if begin is None or end is None:
+        raise ReportError(f"{readme} has no {BEGIN} … {END} block (each marker on a line of its own) to fill")
     if chart:
         body = re.sub(r"!\[([^\]]*)\]\([^)]*\)", lambda m: f"![{m.group(1)}]({chart})", body)
-    readme.write_text(text[: start + len(BEGIN)] + "\n" + body.strip() + "\n" + text[end:])
+    readme.write_text(text[: begin.end()] + "\n" + body.strip() + "\n" + text[begin.end() + end.start():])

@@ -149,6 +149,20 @@ def test_update_readme_replaces_only_the_marked_block(tmp_path):
         report.update_readme(readme, "table")
 
 
+def test_update_readme_skips_markers_quoted_in_prose(tmp_path):
+    """The README quotes the markers in a sentence; only the block whose markers stand alone is filled."""
+    prose = f"`--readme` fills the `{report.BEGIN}` and `{report.END}` markers below.\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{prose}\n## Results\n{report.BEGIN}\nNot run yet.\n{report.END}\ntail\n")
+    report.update_readme(readme, "the table", chart=None)
+    assert readme.read_text() == f"{prose}\n## Results\n{report.BEGIN}\nthe table\n{report.END}\ntail\n"
+    copy = tmp_path / "repo-README.md"
+    copy.write_text((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    report.update_readme(copy, "GENERATED", chart=None)
+    text = copy.read_text()
+    assert text.count("GENERATED") == 1 and text.index("GENERATED") > text.index("## Results")
+
+
 @pytest.mark.slow
 def test_smoke_grid_end_to_end(repo):
     """`cmmvt ablate --grid smoke` in a tiny repo: both experiments run downstream stages only (one
