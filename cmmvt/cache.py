@@ -799,17 +799,38 @@ class CacheReader(Mapping[str, np.ndarray]):
         return _latest_failures(_read_failures(self.root / FAILURES_NAME), self._index)
 
     def iter_rows(self, batch_rows: int = 65536) -> Iterator[np.ndarray]:
-        """Stream all embedding rows in shard order as float32 blocks of at most ``batch_rows`` (B, D).
+        """Stream the rows of every cached id in shard order as float32 blocks of at most ``batch_rows`` (B, D).
 
-        Blocks do not span shards. Rows of ids superseded by a later shard or retracted (a changed source
-        file) are included.
+        Blocks do not span shards. Rows of ids superseded by a later shard or retracted (their source file
+        changed) are left out, so the rows are exactly those the ids map to.
         """
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-        for i in self._paths:
-            ds = self._file(i)["emb"]
-            for start in range(0, ds.shape[0], batch_rows):
-                yield ds[start : start + batch_rows].astype(np.float32)
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for e in self._index.values():
+            if e.length:
+                spans.setdefault(e.shard, []).append((e.offset, e.offset + e.length))
+        for shard in sorted(spans):
+            ds = self._file(shard)["emb"]
+            runs: list[list[int]] = []
+            for a, b in sorted(spans[shard]):  # merge adjacent clips into contiguous reads
+                if runs and runs[-1][1] == a:
+                    runs[-1][1] = b
+                else:
+                    runs.append([a, b])
+            block: list[np.ndarray] = []
+            held = 0
+            for a, b in runs:
+                pos = a
+                while pos < b:
+                    n = min(b - pos, batch_rows - held)
+                    block.append(ds[pos : pos + n])
+                    pos, held = pos + n, held + n
+                    if held == batch_rows:
+                        yield np.concatenate(block).astype(np.float32)
+                        block, held = [], 0
+            if block:
+                yield np.concatenate(block).astype(np.float32)
 
     def _file(self, shard: int) -> h5py.File:
         if self._pid != os.getpid():  # forked: HDF5 handles must not be shared across processes

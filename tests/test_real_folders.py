@@ -242,6 +242,7 @@ def test_retracted_rows_are_never_served_even_if_reextraction_fails(tmp_path):
         w.add(cache.ClipFeatures("x", np.full((2, 4), 2.0, np.float32), np.zeros(2, np.float32)))
     with cache.CacheReader(tmp_path) as r:
         assert r["x"].tolist() == [[2.0] * 4] * 2
+        assert [b.tolist() for b in r.iter_rows(3)] == [[[2.0] * 4] * 2]  # the retracted rows are not streamed
 
 
 # ---------------------------------------------------------------------------------------------- faults
