@@ -22,6 +22,8 @@ def test_repro_then_experiment_reruns_only_downstream(repo):
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["clips"] > 0
     assert (repo / "reports/eval/confusion.png").exists()
     assert "Data and pipelines are up to date" in sh(dvc + ["status"], repo)
+    plots = sh(dvc + ["plots", "show", "--json"], repo)  # pretrain.objective none: an empty curve, no error
+    assert "failed to load" not in plots and "reports/pretrain/plots/metrics" in plots
     clip = sorted((repo / "data/synth").rglob("*.mp4"))[0]
     pred = json.loads(sh([sys.executable, "-m", "cmmvt.cli", "predict", str(clip), "--top-k", "2", "--json"], repo))
     assert [r["path"] for r in pred] == [str(clip)] and len(pred[0]["top"]) == 2

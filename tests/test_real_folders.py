@@ -335,7 +335,7 @@ def test_whole_clip_evaluation_sees_every_row(tmp_path):
     """A 40-row clip is one view of 40 rows by default; with evaluate.max_frames=16 one centred crop."""
     from cmmvt.dataset import ClipDataset, collate_views
 
-    rows = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
+    rows = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float16).astype(np.float32)  # as cached
     for m in ("video", "audio"):
         with cache.CacheWriter(tmp_path / m, m, {"dim": 6}) as w:
             w.add(cache.ClipFeatures("long", rows, np.arange(40, dtype=np.float32) / 4))

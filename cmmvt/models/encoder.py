@@ -172,9 +172,8 @@ class TemporalEncoder(nn.Module):
         nn.init.normal_(self.cls, std=INIT_STD)
         nn.init.normal_(self.pos, std=INIT_STD)
         self.proj.apply(init_weights)
-        if p.attention == "local":  # built through HF so both backends get the same init for a seed
-            hf = LocalAttention(p)
-            self.backbone = NativeLocalAttention.from_hf(hf, p) if p.backend == "native" else hf
+        if p.attention == "local":  # both backends draw the same weights for a seed; native needs no transformers
+            self.backbone = NativeLocalAttention(p) if p.backend == "native" else LocalAttention(p)
         else:
             self.backbone = GlobalAttention(p)
 

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmmvt.config import ModelParams
-from cmmvt.models.common import LN_EPS, check_params, init_weights
+from cmmvt.models.common import INIT_STD, LN_EPS, check_params, init_weights
 
 AttnImpl = Literal["sdpa", "flex"]
 
@@ -395,6 +395,9 @@ class NativeEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=LN_EPS)
         self.dropout = nn.Dropout(dropout)
         self.position_embeddings = nn.Embedding(1, hidden, padding_idx=0)
+
+    def freeze_tables(self) -> None:
+        """Zero and freeze the three one-row tables (what the HF-backed wrapper does to its own)."""
         for table in (self.word_embeddings, self.position_embeddings, self.token_type_embeddings):
             nn.init.zeros_(table.weight)
             table.weight.requires_grad_(False)
@@ -419,8 +422,24 @@ class _Longformer(nn.Module):
         )
 
 
+def _longformer_init(module: nn.Module) -> None:
+    """transformers' ``LongformerPreTrainedModel._init_weights``, applied like its ``post_init`` (post-order).
+
+    Modules are built in HF's order (so their default inits draw the same random numbers) and then
+    re-initialised here with the same draws: normal(0, 0.02) linears and tables, zero biases, unit
+    LayerNorms. So for a seed this module gets exactly the weights of the HF-backed ``LocalAttention``,
+    and leaves the random stream where HF leaves it, without importing transformers.
+    """
+    init_weights(module)
+    if isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=INIT_STD)
+
+
 class NativeLocalAttention(nn.Module):
     """Drop-in for ``cmmvt.models.encoder.LocalAttention`` (same forward, same state dict).
+
+    Built without transformers, with the same weights as the HF-backed module for the same seed
+    (:func:`_longformer_init`).
 
     Args:
         p: Model parameters (``hidden``, ``layers``, ``heads``, ``window``, ``dropout``).
@@ -441,8 +460,8 @@ class NativeLocalAttention(nn.Module):
         self.window = p.window
         self.block = block
         self.longformer = _Longformer(p, attn_impl)
-        self.longformer.encoder.apply(init_weights)
-        self.longformer.embeddings.LayerNorm.apply(init_weights)
+        self.longformer.apply(_longformer_init)  # the same draws, in the same order, as HF's post_init
+        self.longformer.embeddings.freeze_tables()
 
     @classmethod
     def from_hf(cls, local: nn.Module, p: ModelParams | None = None, **kwargs) -> "NativeLocalAttention":

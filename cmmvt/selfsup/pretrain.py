@@ -211,6 +211,10 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
         for name, value in metrics.items():
             live.summary[name] = value
         live.end()
+        if not epochs:  # no pretraining: an empty loss curve, so `dvc plots show` has a file to read, not an error
+            curve = Path(live_dir) / "plots" / "metrics" / "pretrain" / "loss.tsv"
+            curve.parent.mkdir(parents=True, exist_ok=True)
+            curve.write_text("step\tloss\n")
     save(out, model, heads, p, ds.dims, metrics)
     return PretrainResult(p.pretrain.objective, epochs, loss_value, len(ids))
 
