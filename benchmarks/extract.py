@@ -33,7 +33,9 @@ import av
 import numpy as np
 import torch
 
-from cmmvt import backbones, extract, media, synth
+from cmmvt import media
+from cmmvt.features import backbones, extract
+from cmmvt.data import synth
 from cmmvt.config import ExtractParams, SynthParams
 
 
@@ -91,7 +93,7 @@ def write_long_clip(path: Path, seconds: float, width: int = 320, height: int = 
 _CHILD = """
 import resource, sys, json
 from pathlib import Path
-from cmmvt import extract
+from cmmvt.features import extract
 from cmmvt.config import ExtractParams
 p = ExtractParams(image_size=int(sys.argv[2]), out=sys.argv[3])
 s = extract.run([extract.Item("clip", Path(sys.argv[1]))], p, show_progress=False)

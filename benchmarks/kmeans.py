@@ -42,7 +42,7 @@ def _status_kib(field: str) -> int:
 
 def write_cache(root: Path, rows: int, dim: int, clip_rows: int, k: int, seed: int = 0) -> int:
     """``rows`` rows around ``k`` random centres, ``clip_rows`` per clip, into ``root/video``; returns clips."""
-    from cmmvt.cache import CacheWriter, ClipFeatures
+    from cmmvt.features.cache import CacheWriter, ClipFeatures
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((k, dim), dtype=np.float32) * 3.0

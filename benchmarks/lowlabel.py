@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmmvt import config, evaluate, training
+from cmmvt import config
+from cmmvt.eval import evaluate
+from cmmvt.train import loop
 from cmmvt.selfsup import pretrain as pt
 
 OBJECTIVES = ["none", "xdc", "infonce", "protonce"]
@@ -49,7 +51,7 @@ def main() -> None:
                 for f in fractions:
                     p = config.load("params.yaml", base + [f"train.label_fraction={f}"])
                     model = Path(tmp) / "model.pt"
-                    training.train(p, model, live_dir=None, pretrained=enc)
+                    loop.train(p, model, live_dir=None, pretrained=enc)
                     m = evaluate.evaluate(p, model, Path(tmp) / "eval")
                     top1[objective][str(f)].append(m["top1"])
                     pairs[objective][str(f)].append(m.get("order_pairs_top1", float("nan")))

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmvt import config, evaluate, training
+from cmmvt import config
+from cmmvt.eval import evaluate
+from cmmvt.train import loop
 
 VARIANTS = {  # overrides of params.yaml (default: av, early fusion, local attention)
     "av (early, local)": [],
@@ -36,7 +38,7 @@ def run(name: str, overrides: list[str], seed: int, tmp: Path, extra: list[str])
     p = config.load("params.yaml", overrides + extra + [f"seed={seed}"])
     work = tmp / f"{name.replace(' ', '_')}-{seed}"
     t0 = time.perf_counter()
-    training.train(p, work / "model.pt", live_dir=None)
+    loop.train(p, work / "model.pt", live_dir=None)
     m = evaluate.evaluate(p, work / "model.pt", work / "eval")
     return {"top1": m["top1"], "order_pairs_top1": m.get("order_pairs_top1", float("nan")),
             "seconds": time.perf_counter() - t0}

@@ -1,6 +1,6 @@
 """Benchmark: training throughput (clips/s) and the share of step time spent waiting for data.
 
-(a) cmmvt's default training loop: ClipDataset over the HDF5 caches, the DataLoader of cmmvt.training
+(a) cmmvt's default training loop: ClipDataset over the HDF5 caches, the DataLoader of cmmvt.train.loop
     (params.yaml's train.batch_size, shuffled), the classifier of params.yaml's model section, AdamW,
     label-smoothed cross-entropy, gradient clipping; each step is timed as the wait in ``next(iter)``
     plus the compute (forward, backward, optimiser step);
@@ -25,10 +25,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cmmvt import config, training
-from cmmvt import manifest as manifest_mod
-from cmmvt.cache import CacheWriter, ClipFeatures
-from cmmvt.dataset import ClipDataset
+from cmmvt import config
+from cmmvt import runtime
+from cmmvt.train import loop
+from cmmvt.data import manifest as manifest_mod
+from cmmvt.features.cache import CacheWriter, ClipFeatures
+from cmmvt.train.dataset import ClipDataset
 from cmmvt.models import MODALITIES, build_model
 
 
@@ -66,7 +68,7 @@ def run_loop(model: nn.Module, batches, steps: int, p: config.Params) -> dict[st
             except StopIteration:
                 break
             t1 = time.perf_counter()
-            loss, _ = training.train_step(model, batch, opt, loss_fn, p.train.grad_clip)
+            loss, _ = loop.train_step(model, batch, opt, loss_fn, p.train.grad_clip)
             loss.item()
             t2 = time.perf_counter()
             wait += t1 - t0
@@ -91,12 +93,12 @@ def main() -> None:
             overrides = [f"data.manifest={manifest}", f"extract.out={Path(tmp) / 'features'}"]
         p = config.load(args.params, overrides)  # a missing file gives the defaults (= params.yaml's)
         epochs = 1 if args.quick else args.epochs
-        training.seed_everything(p.seed)
+        runtime.seed_everything(p.seed)
         features = Path(p.extract.out)
         mods = MODALITIES[p.model.modalities]
-        sp, names = training._datasets(p, features, manifest_mod.read(p.data.manifest))
+        sp, names = loop._datasets(p, features, manifest_mod.read(p.data.manifest))
         ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True)
-        loader = training._loader(ds, p.train.batch_size, shuffle=True, seed=p.seed)
+        loader = loop._loader(ds, p.train.batch_size, shuffle=True, seed=p.seed)
         steps = epochs * len(loader)
 
         def fresh_model() -> nn.Module:

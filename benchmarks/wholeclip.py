@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmvt import config, evaluate, extract, manifest, synth, training
+from cmmvt import config
+from cmmvt.eval import evaluate
+from cmmvt.features import extract
+from cmmvt.data import manifest, synth
+from cmmvt.train import loop
 
 EVALS = {"whole clip": [], "centre crop 16": ["evaluate.max_frames=16", "evaluate.views=1"]}
 
@@ -38,7 +42,7 @@ def run_duration(duration: float, seeds: range, tmp: Path, extra: list[str]) -> 
     for seed in seeds:
         ps = config.load("params.yaml", base + [f"seed={seed}"])
         model = root / f"model{seed}.pt"
-        training.train(ps, model, live_dir=None)
+        loop.train(ps, model, live_dir=None)
         for name, overrides in EVALS.items():
             pe = config.load("params.yaml", base + [f"seed={seed}", *overrides])
             out[name].append(evaluate.evaluate(pe, model, root / f"eval{seed}-{len(overrides)}")["top1"])

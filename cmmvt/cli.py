@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable
 import typer
 from rich.console import Console
 
-from cmmvt import ablate as ablate_mod
+from cmmvt.experiments import ablate as ablate_mod
 from cmmvt import config
 
 app = typer.Typer(
@@ -39,13 +39,16 @@ SetOpt = Annotated[
 
 def _domain_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix: reported as one line, not a stack."""
-    from cmmvt import ablate, cache, manifest, media, report
+    from cmmvt import media
+    from cmmvt.experiments import ablate, report
+    from cmmvt.features import cache
+    from cmmvt.data import manifest
 
     errors: list[type[BaseException]] = [config.ConfigError, media.MediaError, manifest.ManifestError,
                                          cache.CacheError, ablate.AblateError, report.ReportError,
                                          FileNotFoundError]
     try:
-        from cmmvt import backbones
+        from cmmvt.features import backbones
 
         errors.append(backbones.BackboneError)
     except ImportError:  # torch-free installs still get the other commands
@@ -99,7 +102,7 @@ def synth(
         cmmvt synth
         cmmvt synth --out /tmp/clips --classes 4 --clips-per-class 3
     """
-    from cmmvt import synth as synth_mod
+    from cmmvt.data import synth as synth_mod
 
     p = _params(params, set_, {"data.synth.classes": classes, "data.synth.clips_per_class": clips_per_class,
                                "data.seed": seed})
@@ -126,7 +129,7 @@ def manifest(
         cmmvt manifest --source folder --root ~/ucf101 --out data/manifest.csv
         cmmvt manifest --source kinetics --csv k400/train.csv --root k400/videos
     """
-    from cmmvt import manifest as manifest_mod
+    from cmmvt.data import manifest as manifest_mod
 
     p = _params(params, set_, {"data.source": source, "data.root": _str(root), "data.csv": _str(csv),
                                "data.manifest": _str(out)})
@@ -161,7 +164,7 @@ def extract(
         cmmvt extract --manifest data/manifest.csv --modality audio --fps 8
         cmmvt extract --videos ~/clips --backbone resnet18 --weights resnet18-f37072fd.pth
     """
-    from cmmvt import extract as extract_mod
+    from cmmvt.features import extract as extract_mod
 
     if modality not in ("video", "audio", "both"):
         _fail(f"--modality = {modality!r} is not one of: video, audio, both")
@@ -199,7 +202,7 @@ def cache_info(
     """
     import json
 
-    from cmmvt import cache
+    from cmmvt.features import cache
 
     summary = _run(lambda: cache.info(path))
     if json_:
@@ -270,10 +273,10 @@ def train(
         cmmvt train
         cmmvt train -S model.attention=global -S model.modalities=video --out /tmp/video.pt
     """
-    from cmmvt import training
+    from cmmvt.train import loop
 
     p = _params(params, set_)
-    r = _run(lambda: training.train(p, out))
+    r = _run(lambda: loop.train(p, out))
     console.print(f"best val top-1 {r.best_val_top1:.3f} at epoch {r.best_epoch}; saved {out}")
 
 
@@ -290,7 +293,7 @@ def evaluate(
         cmmvt evaluate
         cmmvt evaluate --model /tmp/video.pt --out /tmp/eval -S evaluate.views=3
     """
-    from cmmvt import evaluate as evaluate_mod
+    from cmmvt.eval import evaluate as evaluate_mod
 
     p = _params(params, set_)
     m = _run(lambda: evaluate_mod.evaluate(p, model, out))
@@ -312,7 +315,7 @@ def predict(
     """
     import json
 
-    from cmmvt import predict as predict_mod
+    from cmmvt.eval import predict as predict_mod
 
     results = _run(lambda: predict_mod.predict(videos, model, top_k=top_k))
     if json_:
@@ -415,7 +418,7 @@ def report(
         cmmvt report --grid attention --out reports/attention.md
         cmmvt report --readme
     """
-    from cmmvt import report as report_mod
+    from cmmvt.experiments import report as report_mod
 
     root = Path.cwd()
     g = _run(lambda: ablate_mod.get_grid(grid))

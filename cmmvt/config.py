@@ -31,7 +31,7 @@ class _Section(BaseModel):
 
 
 class SynthParams(_Section):
-    """The embedded synthetic audio-visual dataset (see :mod:`cmmvt.synth`)."""
+    """The embedded synthetic audio-visual dataset (see :mod:`cmmvt.data.synth`)."""
 
     classes: int = Field(10, ge=2, le=10)
     clips_per_class: int = Field(24, ge=1)

@@ -1,6 +1,7 @@
 """DVC stage ``evaluate``: test-split metrics, per-class table and confusion matrix → ``reports/eval``."""
 
-from cmmvt import config, evaluate
+from cmmvt import config
+from cmmvt.eval import evaluate
 
 if __name__ == "__main__":
     p = config.load()

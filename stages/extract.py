@@ -1,11 +1,12 @@
 """DVC stage ``extract@<modality>``: frozen-CNN features of every manifest clip into ``extract.out/<modality>``.
 
-An interrupted run resumes; a rerun after a completed one starts afresh (see :func:`cmmvt.extract.run_stage`).
+An interrupted run resumes; a rerun after a completed one starts afresh (see :func:`cmmvt.features.extract.run_stage`).
 """
 
 import sys
 
-from cmmvt import config, extract
+from cmmvt import config
+from cmmvt.features import extract
 
 if __name__ == "__main__":
     p = config.load()

@@ -1,6 +1,7 @@
 """DVC stage ``prepare``: the manifest (video_id, path, label, split) from ``data.*``."""
 
-from cmmvt import config, manifest
+from cmmvt import config
+from cmmvt.data import manifest
 
 if __name__ == "__main__":
     p = config.load()

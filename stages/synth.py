@@ -1,6 +1,7 @@
 """DVC stage ``synth``: the embedded synthetic audio-visual dataset (params ``data.seed``, ``data.synth``)."""
 
-from cmmvt import config, synth
+from cmmvt import config
+from cmmvt.data import synth
 
 if __name__ == "__main__":
     p = config.load()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cmmvt import ablate, report
-from cmmvt.ablate import Grid, Point
+from cmmvt.experiments import ablate, report
+from cmmvt.experiments.ablate import Grid, Point
 from conftest import dvc, sh
 
 FIXTURE = Path(__file__).parent / "fixtures/exp_show.json"  # real DVC 3.67 output, trimmed and extended

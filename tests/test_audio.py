@@ -1,4 +1,4 @@
-"""Tests for :mod:`cmmvt.audio`: shapes, time/frequency alignment, image normalisation, determinism."""
+"""Tests for :mod:`cmmvt.features.logmel`: shapes, time/frequency alignment, image normalisation, determinism."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchaudio
 
-from cmmvt import audio
+from cmmvt.features import logmel
 from cmmvt.config import AudioParams
 
 P = AudioParams()
@@ -36,22 +36,22 @@ def _burst(duration: float = 4.0, on: float = 1.5, off: float = 1.7, freq: float
 
 def _mel_bin(freq: float) -> int:
     """The mel band whose triangular filter peaks nearest ``freq`` (same filterbank as LogMel)."""
-    _, _, n_fft = audio.frame_params(P)
+    _, _, n_fft = logmel.frame_params(P)
     fb = torchaudio.functional.melscale_fbanks(n_fft // 2 + 1, 0.0, SR / 2, P.n_mels, SR)  # (n_freqs, n_mels)
     return int(fb[int(round(freq * n_fft / SR))].argmax())
 
 
 @pytest.fixture(scope="module")
 def burst_windows() -> torch.Tensor:
-    return audio.clip_windows(_burst(), np.array([1.2, 1.6, 3.5]), P)  # (3, 64, 96)
+    return logmel.clip_windows(_burst(), np.array([1.2, 1.6, 3.5]), P)  # (3, 64, 96)
 
 
 # ------------------------------------------------------------------------------------ shapes
 
 
 def test_default_sizes():
-    assert audio.frame_params(P) == (400, 160, 512)
-    assert audio.window_frames(P) == W
+    assert logmel.frame_params(P) == (400, 160, 512)
+    assert logmel.window_frames(P) == W
 
 
 @pytest.mark.parametrize("duration", [0.1, 0.2, 1.0, 2.5, 10.0])
@@ -59,30 +59,30 @@ def test_shapes_for_durations(duration):
     rng = np.random.default_rng(0)
     wave = (0.1 * rng.standard_normal(int(round(duration * SR)))).astype(np.float32)
     t = _times(duration, 4.0)
-    win = audio.clip_windows(wave, t, P)
+    win = logmel.clip_windows(wave, t, P)
     assert win.shape == (len(t), P.n_mels, W)
     assert win.dtype == torch.float32
     assert torch.isfinite(win).all()
-    assert float(win.min()) >= audio.LOG_FLOOR - 1e-4
+    assert float(win.min()) >= logmel.LOG_FLOOR - 1e-4
 
 
 def test_short_clip_has_one_full_window():
     wave = np.zeros(int(0.2 * SR), np.float32)
     t = _times(0.2, 4.0)
     assert len(t) == 1
-    win = audio.clip_windows(wave, t, P)
+    win = logmel.clip_windows(wave, t, P)
     assert win.shape == (1, P.n_mels, W)
     # silence and padding are both the log floor
-    torch.testing.assert_close(win, torch.full_like(win, audio.LOG_FLOOR), atol=1e-4, rtol=0)
+    torch.testing.assert_close(win, torch.full_like(win, logmel.LOG_FLOOR), atol=1e-4, rtol=0)
 
 
 def test_edge_times_are_padded_with_floor():
     rng = np.random.default_rng(1)
     wave = (0.5 * rng.standard_normal(2 * SR)).astype(np.float32)  # 2 s of loud noise
-    win = audio.clip_windows(wave, np.array([0.0, 2.0 - 1e-6, -0.3, 2.4]), P)
+    win = logmel.clip_windows(wave, np.array([0.0, 2.0 - 1e-6, -0.3, 2.4]), P)
     assert win.shape == (4, P.n_mels, W)
     col = win.mean(dim=1)  # (4, W) mean log-mel per column
-    floor = audio.LOG_FLOOR
+    floor = logmel.LOG_FLOOR
     # t = 0: the left half lies before the clip (floor), the right half is noise
     assert torch.allclose(col[0, : CENTRE - 2], torch.tensor(floor), atol=1e-4)
     assert (col[0, CENTRE + 2 :] > floor + 5).all()
@@ -95,23 +95,23 @@ def test_edge_times_are_padded_with_floor():
 
 
 def test_empty_inputs():
-    assert audio.clip_windows(np.zeros(SR, np.float32), np.zeros(0), P).shape == (0, P.n_mels, W)
-    assert audio.clip_windows(np.zeros(0, np.float32), np.array([0.0]), P).shape == (1, P.n_mels, W)
-    assert audio.to_images(torch.zeros(0, P.n_mels, W)).shape == (0, 3, P.n_mels, W)
+    assert logmel.clip_windows(np.zeros(SR, np.float32), np.zeros(0), P).shape == (0, P.n_mels, W)
+    assert logmel.clip_windows(np.zeros(0, np.float32), np.array([0.0]), P).shape == (1, P.n_mels, W)
+    assert logmel.to_images(torch.zeros(0, P.n_mels, W)).shape == (0, 3, P.n_mels, W)
 
 
 def test_non_default_params():
     p = AudioParams(sample_rate=8000, n_mels=32, win_ms=32.0, hop_ms=16.0, window_s=0.64)
-    assert audio.frame_params(p) == (256, 128, 256)
-    win = audio.clip_windows(np.zeros(8000, np.float32), np.array([0.1, 0.5]), p)
+    assert logmel.frame_params(p) == (256, 128, 256)
+    win = logmel.clip_windows(np.zeros(8000, np.float32), np.array([0.1, 0.5]), p)
     assert win.shape == (2, 32, 40)
 
 
 def test_logmel_module_shape_and_cache():
-    m = audio.LogMel(P)
+    m = logmel.LogMel(P)
     out = m(torch.zeros(SR))
     assert out.shape == (P.n_mels, 1 + SR // 160)
-    assert audio.logmel_module(P) is audio.logmel_module(AudioParams())
+    assert logmel.logmel_module(P) is logmel.logmel_module(AudioParams())
 
 
 # --------------------------------------------------------------------------------- alignment
@@ -125,26 +125,26 @@ def test_burst_centred_in_its_window(burst_windows):
     k = _mel_bin(1000.0)
     assert abs(int(band.argmax()) - k) <= 1
     # in the 1 kHz band the burst covers ±0.1 s = ±10 columns around the centre and nothing else
-    loud = torch.nonzero(win[k] > audio.LOG_FLOOR + 3).flatten()
+    loud = torch.nonzero(win[k] > logmel.LOG_FLOOR + 3).flatten()
     assert abs(int(loud.min()) - (CENTRE - 10)) <= 2
     assert abs(int(loud.max()) - (CENTRE + 10)) <= 2
 
 
 def test_no_burst_far_away(burst_windows):
     win = burst_windows[2]  # centred on t = 3.5, 1.8 s after the burst
-    assert float(win.max()) < audio.LOG_FLOOR + 1.0
+    assert float(win.max()) < logmel.LOG_FLOOR + 1.0
     assert float(win.max()) < float(burst_windows[1].max()) - 15
 
 
 def test_time_maps_to_columns(burst_windows):
     win = burst_windows[0]  # centred on t = 1.2
     col = win.mean(dim=0)  # (W,)
-    loud = torch.nonzero(win[_mel_bin(1000.0)] > audio.LOG_FLOOR + 3).flatten()
+    loud = torch.nonzero(win[_mel_bin(1000.0)] > logmel.LOG_FLOOR + 3).flatten()
     # onset 1.5 s = 0.3 s after the centre = 30 columns right; burst middle 1.6 s = 40 columns right;
     # its end (1.7 s) is past the window's last column (1.2 + 0.47 s)
     assert abs(int(loud.min()) - (CENTRE + 30)) <= 2
     assert int(loud.max()) == W - 1
-    assert (col[: CENTRE + 27] < audio.LOG_FLOOR + 1).all()
+    assert (col[: CENTRE + 27] < logmel.LOG_FLOOR + 1).all()
     assert abs(int(col.argmax()) - (CENTRE + 40)) <= 2
     assert abs(int(win[:, CENTRE + 40].argmax()) - _mel_bin(1000.0)) <= 1
 
@@ -154,7 +154,7 @@ def test_click_lands_on_expected_column():
     x = np.zeros(4 * SR, np.float32)
     i = int(1.6 * SR)
     x[i : i + 32] = 0.5
-    win = audio.clip_windows(x, np.array([1.2, 1.6]), P)
+    win = logmel.clip_windows(x, np.array([1.2, 1.6]), P)
     col = win.mean(dim=1)  # (2, W)
     assert abs(int(col[0].argmax()) - (CENTRE + 40)) <= 1
     assert abs(int(col[1].argmax()) - CENTRE) <= 1
@@ -171,22 +171,22 @@ def test_images_finite_and_three_identical_channels(kind):
         "white": (0.3 * rng.standard_normal(3 * SR)).astype(np.float32),
         "loud": rng.uniform(-1, 1, 3 * SR).astype(np.float32),
     }[kind]
-    img = audio.to_images(audio.clip_windows(wave, _times(3.0, 4.0), P))
+    img = logmel.to_images(logmel.clip_windows(wave, _times(3.0, 4.0), P))
     assert img.shape == (12, 3, P.n_mels, W)
     assert img.is_contiguous()
     assert torch.isfinite(img).all()
     assert float(img.abs().max()) < 5  # ImageNet-normalised range, roughly [-2.5, 3]
     assert torch.equal(img[:, 0], img[:, 1]) and torch.equal(img[:, 1], img[:, 2])
     if kind == "silence":
-        expected = (audio.LOG_FLOOR - audio.LOGMEL_MEAN) / audio.LOGMEL_STD
+        expected = (logmel.LOG_FLOOR - logmel.LOGMEL_MEAN) / logmel.LOGMEL_STD
         torch.testing.assert_close(img, torch.full_like(img, expected), atol=1e-4, rtol=0)
     else:
         assert float(img.std()) > 0.05
 
 
 def test_images_resize():
-    win = audio.clip_windows(_burst(), np.array([1.6, 3.5]), P)
-    img = audio.to_images(win, size=(224, 224))
+    win = logmel.clip_windows(_burst(), np.array([1.6, 3.5]), P)
+    img = logmel.to_images(win, size=(224, 224))
     assert img.shape == (2, 3, 224, 224)
     assert torch.isfinite(img).all()
     assert torch.equal(img[:, 0], img[:, 2])
@@ -196,8 +196,8 @@ def test_images_resize():
 
 
 def test_images_monotone_in_loudness():
-    quiet = audio.to_images(audio.clip_windows(_burst() * 0.01, np.array([1.6]), P))
-    loud = audio.to_images(audio.clip_windows(_burst(), np.array([1.6]), P))
+    quiet = logmel.to_images(logmel.clip_windows(_burst() * 0.01, np.array([1.6]), P))
+    loud = logmel.to_images(logmel.clip_windows(_burst(), np.array([1.6]), P))
     assert float(loud.max()) > float(quiet.max()) + 0.5
 
 
@@ -208,9 +208,9 @@ def test_deterministic():
     rng = np.random.default_rng(3)
     wave = (0.2 * rng.standard_normal(5 * SR)).astype(np.float32)
     t = _times(5.0, 4.0)
-    a = audio.to_images(audio.clip_windows(wave, t, P))
-    b = audio.to_images(audio.clip_windows(wave.copy(), t.copy(), P))
-    c = audio.to_images(audio.windows(audio.LogMel(P)(torch.from_numpy(wave)), t, P).detach())
+    a = logmel.to_images(logmel.clip_windows(wave, t, P))
+    b = logmel.to_images(logmel.clip_windows(wave.copy(), t.copy(), P))
+    c = logmel.to_images(logmel.windows(logmel.LogMel(P)(torch.from_numpy(wave)), t, P).detach())
     assert torch.equal(a, b)
     torch.testing.assert_close(a, c, atol=1e-5, rtol=0)
 
@@ -218,9 +218,9 @@ def test_deterministic():
 def test_windows_match_slicing():
     """The vectorised gather equals plain slicing of the spectrogram (interior windows)."""
     rng = np.random.default_rng(4)
-    logmel = torch.from_numpy(rng.standard_normal((P.n_mels, 500)).astype(np.float32))
+    spec = torch.from_numpy(rng.standard_normal((P.n_mels, 500)).astype(np.float32))
     t = np.array([0.6, 1.234, 2.5, 4.0])
-    win = audio.windows(logmel, t, P)
+    win = logmel.windows(spec, t, P)
     for k, tk in enumerate(t):
         s = int(np.floor(tk * 100 - W / 2 + 0.5))
-        assert torch.equal(win[k], logmel[:, s : s + W])
+        assert torch.equal(win[k], spec[:, s : s + W])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmmvt import backbones
-from cmmvt.backbones import BackboneError
+from cmmvt.features import backbones
+from cmmvt.features.backbones import BackboneError
 
 CHURCHY = {442, 497, 698}  # bell cote, church, palace
 

@@ -1,4 +1,4 @@
-"""Tests for cmmvt.cache: sharded crash-safe HDF5 embedding caches."""
+"""Tests for cmmvt.features.cache: sharded crash-safe HDF5 embedding caches."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import pytest
 
-from cmmvt import cache
-from cmmvt.cache import CacheError, CacheReader, CacheWriter, ClipFeatures, ParamsMismatch
+from cmmvt.features import cache
+from cmmvt.features.cache import CacheError, CacheReader, CacheWriter, ClipFeatures, ParamsMismatch
 
 D = 8
 ATTRS = {"backbone": "resnet18", "weights": None, "dim": D, "fps": 4.0, "image_size": 224,
@@ -136,7 +136,7 @@ def test_tmp_never_read_and_removed(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from cmmvt.cache import CacheWriter, ClipFeatures
+    from cmmvt.features.cache import CacheWriter, ClipFeatures
     root, data, n = sys.argv[1], np.load(sys.argv[2], allow_pickle=False), int(sys.argv[3])
     attrs = {"backbone": "resnet18", "weights": None, "dim": 8, "fps": 4.0, "image_size": 224,
              "versions": {"python": "other", "h5py": "x"}}

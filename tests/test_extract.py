@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cmmvt import backbones, cache, extract, media
+from cmmvt import media
+from cmmvt.features import backbones, cache, extract
 from cmmvt.cli import app
 from cmmvt.config import ExtractParams, SynthParams
-from cmmvt.synth import CLASSES, clip_rng, render_clip
+from cmmvt.data.synth import CLASSES, clip_rng, render_clip
 
 FPS = 4.0
 TINY = SynthParams(size=64, duration=2.0)

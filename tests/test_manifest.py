@@ -1,4 +1,4 @@
-"""Tests for manifest building (:mod:`cmmvt.manifest`): fake "videos" are small byte files, never decoded."""
+"""Tests for manifest building (:mod:`cmmvt.data.manifest`): fake "videos" are small byte files, never decoded."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cmmvt import manifest
+from cmmvt.data import manifest
 from cmmvt.config import DataParams, SplitParams
-from cmmvt.manifest import ManifestError, ManifestReport
+from cmmvt.data.manifest import ManifestError, ManifestReport
 
 
 def touch(path: Path, data: bytes = b"\x00fake video") -> Path:
@@ -349,7 +349,7 @@ def test_write_read_roundtrip_and_issues(tmp_path: Path, caplog: pytest.LogCaptu
     report = ManifestReport(df.iloc[::-1], missing=["m.mp4"], duplicates=[("d.mp4", "why")],
                             skipped=[("s.txt", "not a video file (.txt)")])
     out = tmp_path / "sub" / "manifest.csv"
-    with caplog.at_level(logging.INFO, logger="cmmvt.manifest"):
+    with caplog.at_level(logging.INFO, logger="cmmvt.data.manifest"):
         manifest.write(report, out)
     assert "6 clips, 2 classes" in caplog.text and "1 missing, 1 duplicates, 1 skipped" in caplog.text
     back = manifest.read(out)
@@ -398,7 +398,7 @@ def test_prepare_end_to_end_synth(tmp_path: Path, synth_tree: Path):
 
 
 def test_import_pulls_no_av_or_torch():
-    code = "import sys, cmmvt.manifest; print(sorted({'av', 'torch'} & set(sys.modules)))"
+    code = "import sys, cmmvt.data.manifest; print(sorted({'av', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1],
                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": ""})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cmmvt import metrics
+from cmmvt.eval import metrics
 
 # 3 classes, 6 samples. argmax predictions: [0, 1, 1, 2, 2, 0]; labels: [0, 0, 1, 1, 2, 2]
 LOGITS = np.array(

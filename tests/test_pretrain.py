@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from cmmvt import config, training
+from cmmvt import config
+from cmmvt.train import loop
 from cmmvt.models import build_model
 from cmmvt.selfsup import pretrain as pt
 from cmmvt.selfsup import prototypes as protos
@@ -64,11 +65,11 @@ def test_train_really_loads_pretrained_encoders(tiny):
     saved = torch.load(tiny / "enc.pt", weights_only=True)["state_dict"]
     model = build_model(p.model, {"video": 12, "audio": 12}, 3)
     assert any(not torch.equal(model.state_dict()[k], v) for k, v in saved.items())
-    training._init(model, p, tiny / "enc.pt")  # train.init: auto → pretrained, since the objective is not none
+    loop._init(model, p, tiny / "enc.pt")  # train.init: auto → pretrained, since the objective is not none
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in saved.items())
     probe = p.model_copy(update={"train": p.train.model_copy(update={"freeze_encoder": True})})
-    training._init(model, probe, tiny / "enc.pt")
+    loop._init(model, probe, tiny / "enc.pt")
     assert {n.split(".")[0] for n, q in model.named_parameters() if q.requires_grad} == {"head"}
 
 
@@ -76,4 +77,4 @@ def test_pretrained_init_without_pretraining_is_refused(tiny):
     p = params(tiny, "none", 0)
     p.train.init = "pretrained"
     with pytest.raises(ValueError, match="pretrain.objective = 'none'"):
-        training._init(build_model(p.model, {"video": 12, "audio": 12}, 3), p, tiny / "enc.pt")
+        loop._init(build_model(p.model, {"video": 12, "audio": 12}, 3), p, tiny / "enc.pt")

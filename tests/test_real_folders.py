@@ -11,11 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cmmvt import backbones, cache, extract, media
+from cmmvt import media
+from cmmvt.features import backbones, cache, extract
 from cmmvt.cli import app
 from cmmvt.config import ExtractParams, ModelParams, Params
 from cmmvt.models import build_model
-from cmmvt.training import save_checkpoint
+from cmmvt.checkpoints import save_checkpoint
 
 FPS = 4.0
 SR = 16000
@@ -333,7 +334,7 @@ def test_positions_beyond_training_length_and_padding_invariance():
 
 def test_whole_clip_evaluation_sees_every_row(tmp_path):
     """A 40-row clip is one view of 40 rows by default; with evaluate.max_frames=16 one centred crop."""
-    from cmmvt.dataset import ClipDataset, collate_views
+    from cmmvt.train.dataset import ClipDataset, collate_views
 
     rows = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float16).astype(np.float32)  # as cached
     for m in ("video", "audio"):

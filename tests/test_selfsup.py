@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmmvt.cache import CacheReader, CacheWriter, ClipFeatures
+from cmmvt.features.cache import CacheReader, CacheWriter, ClipFeatures
 from cmmvt.config import Params
 from cmmvt.selfsup import (
     Prototypes,

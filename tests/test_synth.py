@@ -1,4 +1,4 @@
-"""Tests for the synthetic audio-visual dataset (:mod:`cmmvt.synth`)."""
+"""Tests for the synthetic audio-visual dataset (:mod:`cmmvt.data.synth`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import av
 import numpy as np
 import pytest
 
-from cmmvt import media, synth
+from cmmvt import media
+from cmmvt.data import synth
 from cmmvt.config import SynthParams
-from cmmvt.synth import CLASSES, SOUNDS, VISUALS, clip_rng, make_dataset, render_audio, render_clip, render_video
+from cmmvt.data.synth import CLASSES, SOUNDS, VISUALS, clip_rng, make_dataset, render_audio, render_clip, render_video
 
 TINY = SynthParams(classes=10, clips_per_class=1, duration=1.0, fps=25, size=64, sample_rate=16000)
 REVERSED_VISUAL = {"disk_lr": "disk_rl"}

@@ -7,8 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cmmvt import config, dataset, evaluate, training
-from cmmvt.cache import CacheWriter, ClipFeatures
+from cmmvt import config
+from cmmvt import checkpoints
+from cmmvt.eval import inference
+from cmmvt.train import dataset, loop
+from cmmvt.eval import evaluate
+from cmmvt.features.cache import CacheWriter, ClipFeatures
 
 CLASSES = ["left", "right", "up"]
 
@@ -52,13 +56,13 @@ def tiny_params(root, **model):
 def test_overfits_tiny_cache_and_reloads_checkpoint(tmp_path, model):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, **model)
-    result = training.train(p, tmp_path / "model.pt", live_dir=tmp_path / "live")
+    result = loop.train(p, tmp_path / "model.pt", live_dir=tmp_path / "live")
     assert result.best_val_top1 == 1.0  # no val split: validated on train → must fit all of it
-    net, ckpt = training.load_checkpoint(tmp_path / "model.pt")
+    net, ckpt = checkpoints.load_checkpoint(tmp_path / "model.pt")
     assert ckpt["labels"] == CLASSES and ckpt["features"]["video"]["backbone"] == "none"
     sp, _ = dataset.splits(pd.read_csv(tmp_path / "manifest.csv"), tmp_path / "features", net.modalities)
     ds = dataset.ClipDataset(tmp_path / "features", sp["train"].ids, sp["train"].labels, net.modalities, 8)
-    logits = training.predict(net, ds)
+    logits = inference.predict(net, ds)
     assert (logits.argmax(1) == np.array(sp["train"].labels)).all()
     assert (tmp_path / "live/metrics.json").exists()
 
@@ -67,8 +71,8 @@ def test_training_is_deterministic(tmp_path):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, modalities="av")
     p.train.epochs = 3
-    training.train(p, tmp_path / "a.pt", live_dir=None)
-    training.train(p, tmp_path / "b.pt", live_dir=None)
+    loop.train(p, tmp_path / "a.pt", live_dir=None)
+    loop.train(p, tmp_path / "b.pt", live_dir=None)
     a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -96,7 +100,7 @@ def test_evaluate_writes_reports(tmp_path):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, modalities="av")
     p.train.epochs = 30
-    training.train(p, tmp_path / "model.pt", live_dir=None)
+    loop.train(p, tmp_path / "model.pt", live_dir=None)
     m = evaluate.evaluate(p, tmp_path / "model.pt", tmp_path / "eval")
     saved = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert saved == m and set(m) >= {"top1", "top5", "mean_class_accuracy", "macro_f1"}

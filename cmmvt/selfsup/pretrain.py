@@ -29,10 +29,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cmmvt import manifest as manifest_mod
 from cmmvt.config import Params
-from cmmvt.dataset import ClipDataset, collate_views, per_clip_mean, splits
+from cmmvt.data import manifest as manifest_mod
 from cmmvt.models import Classifier, build_model
+from cmmvt.runtime import live_logger, seed_everything
+from cmmvt.train.dataset import ClipDataset, collate_views, per_clip_mean, splits
 from cmmvt.selfsup import losses
 from cmmvt.selfsup import prototypes as protos
 
@@ -142,8 +143,6 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
         live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall).
         features: Features root (default ``p.extract.out``).
     """
-    from cmmvt.training import live_logger, seed_everything
-
     seed_everything(p.seed)
     features = Path(features or p.extract.out)
     df = manifest_mod.read(p.data.manifest)
@@ -238,21 +237,3 @@ def save(path: str | Path, model: Classifier, heads: PretrainHeads, p: Params, d
                 "objective": p.pretrain.objective, "metrics": metrics}, path)
 
 
-def load_into(model: Classifier, path: str | Path) -> list[str]:
-    """Copy pretrained encoder weights into ``model`` (every tensor whose name and shape match, head excluded).
-
-    Returns:
-        The names of the loaded tensors.
-
-    Raises:
-        ValueError: Nothing of the checkpoint fits ``model`` (e.g. an early-fusion checkpoint into a
-            single-modality model).
-    """
-    ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    fit = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("encoders.") for k in fit):
-        raise ValueError(f"{path}: no encoder weights fit this model (pretrained with model.fusion/"
-                         f"modalities other than the classifier's?)")
-    model.load_state_dict(fit, strict=False)
-    return sorted(fit)

@@ -12,7 +12,7 @@ from the cache are skipped for that modality: they have no assignment there
 Memory: clip-level clustering holds the (N, D) float32 clip means. Frame-level clustering holds
 all selected rows (float32) only up to ``minibatch_threshold`` rows; above it, MiniBatchKMeans is
 initialised with k-means++ on a random sample of rows and then streamed over float32 blocks
-(:meth:`~cmmvt.cache.CacheReader.iter_rows` when the selection covers the whole cache, else the
+(:meth:`~cmmvt.features.cache.CacheReader.iter_rows` when the selection covers the whole cache, else the
 selected clips read a block at a time); nothing is ever copied to float64 as a whole.
 
 File layout (``write``/``read``)::
@@ -43,7 +43,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from cmmvt.cache import CacheReader
+from cmmvt.features.cache import CacheReader
 
 __all__ = ["Prototypes", "clip_means", "kmeans", "fit", "write", "read", "cluster_quality",
            "MINIBATCH_THRESHOLD", "N_INIT"]
@@ -403,7 +403,7 @@ def build(p: Any, out: str | Path = "data/prototypes.h5",
     Returns:
         The metrics.
     """
-    from cmmvt import manifest as manifest_mod
+    from cmmvt.data import manifest as manifest_mod
 
     df = manifest_mod.read(p.data.manifest)
     result = fit(p.extract.out, df["video_id"].tolist(), p.prototypes.k_video, p.prototypes.k_audio, p.seed,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cmmvt.ablate import (AXES, OUT_DIR, Experiment, Grid, Point, experiments, read_grid_record,
+from cmmvt.experiments.ablate import (AXES, OUT_DIR, Experiment, Grid, Point, experiments, read_grid_record,
                           upstream_reruns)
 
 METRICS = {"top1": "test top-1", "order_pairs_top1": "order-only pairs top-1"}

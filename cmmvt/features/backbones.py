@@ -244,18 +244,18 @@ def _load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str) 
                             f"{' '.join(line.strip() for line in first[:4])}") from None
 
 
-def _lite0(weights: str | None) -> tuple[nn.Module, str]:
+def _lite0(path: Path) -> nn.Module:
+    """timm's efficientnet_lite0 with the state dict at ``path``, timm-named or in the packaged file's layout."""
     import timm
 
     model = timm.create_model("efficientnet_lite0", pretrained=False)
-    path = Path(weights) if weights is not None else lite0_weights_path()
     src = _load_file(path)
     dst = model.state_dict()
     if set(src) == set(dst):  # already timm-named
         _load_strict(model, src, str(path))
     else:
         _load_strict(model, map_by_position(src, dst, str(path)), str(path))
-    return model, (str(weights) if weights is not None else LITE0_FILE)
+    return model
 
 
 def _random_lite0() -> nn.Module:
@@ -279,22 +279,13 @@ def cached_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def _torchvision(name: str, weights: str | None) -> tuple[nn.Module, str]:
+def _torchvision(name: str, path: Path) -> nn.Module:
+    """A torchvision ``name`` with the state dict at ``path`` (resolved by :func:`_weights_file`)."""
     import torchvision.models as tvm
 
-    if weights is None:
-        path = cached_weights_path(name)
-        if not path.is_file():
-            url = torchvision_weights(name).url
-            raise BackboneError(
-                f"{name}: ImageNet weights are not cached and nothing is downloaded here. Download {url} "
-                f"and put it at {path}, or save it anywhere and pass --weights PATH")
-        desc = _TV_WEIGHTS
-    else:
-        path, desc = Path(weights), str(weights)
     model = getattr(tvm, name)(weights=None)
     _load_strict(model, _load_file(path), str(path))
-    return model, desc
+    return model
 
 
 def _split_head(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -438,9 +429,9 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
         if name == "none":
             model = _random_lite0()
         elif name == "efficientnet_lite0":
-            model, _ = _lite0(weights)
+            model = _lite0(path)
         else:
-            model, _ = _torchvision(name, weights)
+            model = _torchvision(name, path)
         model, head = _split_head(name, model)
         return _freeze(model, dev).to(memory_format=torch.channels_last), _freeze(head, dev)
 

@@ -6,17 +6,15 @@ with its resolved params, label names and the feature params of the caches it wa
 loaded back with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 
 Example:
-    >>> from cmmvt import config, training                         # doctest: +SKIP
-    >>> result = training.train(config.load(), "models/classifier.pt")  # doctest: +SKIP
+    >>> from cmmvt import config                                   # doctest: +SKIP
+    >>> from cmmvt.train import loop                               # doctest: +SKIP
+    >>> result = loop.train(config.load(), "models/classifier.pt")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,63 +22,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cmmvt import manifest as manifest_mod
-from cmmvt.cache import CacheReader
+from cmmvt.checkpoints import feature_params, load_into, save_checkpoint
 from cmmvt.config import Params
-from cmmvt.dataset import ClipDataset, Split, collate_views, per_clip_mean, splits, stratified_subset
+from cmmvt.data import manifest as manifest_mod
+from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
-
-CHECKPOINT_VERSION = 1
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch; deterministic kernels where torch has them (CPU runs repeat exactly)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total`` steps."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+from cmmvt.runtime import live_logger, seed_everything, warmup_cosine
+from cmmvt.train.dataset import ClipDataset, Split, splits, stratified_subset
 
 
 def _loader(ds: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, ds: ClipDataset, batch_size: int = 32) -> np.ndarray:
-    """Logits of each clip's evaluation views (whole clips up to the cap), averaged per clip → (N, C)."""
-    model.eval()
-    out = []
-    for batch in DataLoader(ds, batch_size=batch_size, collate_fn=collate_views):
-        views = batch.pop("views")  # (B,)
-        logits = model({k: v for k, v in batch.items() if k != "label"})  # (ΣV, C)
-        out.append(per_clip_mean(logits, views))  # (B, C)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def eval_frames(p: Params) -> int:
-    """Rows per evaluation view: ``evaluate.max_frames``, else the model's one-pass cap ``model.max_frames``."""
-    return min(p.evaluate.max_frames or p.model.max_frames, p.model.max_frames)
-
-
-def feature_params(features: str | Path, modalities: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """The feature params of each cache (backbone, fps, audio windows…), stored in checkpoints for ``predict``."""
-    out = {}
-    for m in modalities:
-        with CacheReader(features, m) as r:
-            out[m] = {k: v for k, v in r.attrs.items() if k != "versions"}
-    return out
 
 
 @dataclass
@@ -131,8 +83,6 @@ def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
             raise ValueError("train.init = 'pretrained' but pretrain.objective = 'none': nothing was pretrained")
         if pretrained is None or not Path(pretrained).is_file():
             raise FileNotFoundError(f"train.init needs the pretrained encoders: {pretrained} (run `dvc repro pretrain`)")
-        from cmmvt.selfsup.pretrain import load_into
-
         load_into(model, pretrained)
     if p.train.freeze_encoder:
         for name, param in model.named_parameters():
@@ -196,31 +146,3 @@ def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/tra
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds))
 
 
-def live_logger(live_dir: str | Path | None):  # noqa: ANN201 - dvclive.Live | None, imported lazily
-    """A DVCLive logger writing metrics and plots under ``live_dir`` (DVC stages declare them), or None."""
-    if live_dir is None:
-        return None
-    from dvclive import Live
-
-    return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
-
-
-def save_checkpoint(path: str | Path, model: Classifier, p: Params, names: list[str], dims: dict[str, int],
-                    features: dict[str, dict[str, Any]]) -> None:
-    """Save weights + everything needed to rebuild and use the model (only tensors and plain types)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"version": CHECKPOINT_VERSION, "state_dict": model.state_dict(), "params": p.model_dump(),
-                "labels": names, "dims": dims, "features": features}, path)
-
-
-def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:
-    """Rebuild a classifier from a checkpoint (``weights_only=True``: safe to load untrusted files).
-
-    Returns:
-        The model in eval mode and the checkpoint dict (``params``, ``labels``, ``dims``, ``features``).
-    """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    p = Params.model_validate(ckpt["params"])
-    model = build_model(p.model, ckpt["dims"], len(ckpt["labels"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt

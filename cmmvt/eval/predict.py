@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmmvt import backbones, extract
+from cmmvt.features import backbones, extract
 from cmmvt.config import ExtractParams, Params
-from cmmvt.dataset import clip_views
-from cmmvt.training import eval_frames, load_checkpoint
+from cmmvt.train.dataset import clip_views
+from cmmvt.eval.inference import eval_frames
+from cmmvt.checkpoints import load_checkpoint
 
 
 def extract_params(ckpt: dict[str, Any]) -> ExtractParams:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cmmvt.cache import CacheReader
+from cmmvt.features.cache import CacheReader
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ modalities describes the same instant.
 Rows flow through in pieces of at most :data:`ROWS_PER_PIECE`: the decoder resizes each frame's short
 side to ``extract.image_size`` inside the colour conversion and the clip's centre square is cut at once,
 so clips of every size, aspect ratio, pixel format and rotation batch together; audio is decoded and
-turned into log-mel windows in chunks (:func:`cmmvt.audio.stream_windows`); the cache writer receives
+turned into log-mel windows in chunks (:func:`cmmvt.features.logmel.stream_windows`); the cache writer receives
 each clip's rows piece by piece. Peak memory therefore does not depend on a video's length (an hour
 costs what ten seconds cost, plus 2.5 KB per cached row until its shard is published). Decoding runs in
 ``extract.workers`` background threads (PyAV releases the GIL) a bounded amount ahead while the CNN runs
 in the calling thread; rows of several clips share CNN batches.
 
-Each cached clip records its file's fingerprint (:mod:`cmmvt.fingerprint`): a file changed under the
+Each cached clip records its file's fingerprint (:mod:`cmmvt.features.fingerprint`): a file changed under the
 same path is retracted from the cache before anything else happens and extracted again.
 
 Example:
@@ -38,9 +38,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cmmvt import audio, backbones, cache, media
+from cmmvt import media
 from cmmvt.config import ExtractParams
-from cmmvt.fingerprint import Fingerprint, fingerprint, is_current
+from cmmvt.features import backbones, cache, logmel
+from cmmvt.features.fingerprint import Fingerprint, fingerprint, is_current
 
 Modality = Literal["video", "audio"]
 MODALITIES: tuple[Modality, ...] = ("video", "audio")
@@ -121,7 +122,7 @@ def discover(path: str | Path) -> tuple[list[Item], list[tuple[str, str]]]:
         The items (ids unique: the path relative to the folder without extension) and the skipped
         non-video files as ``(path, reason)``.
     """
-    from cmmvt import manifest  # pandas: only for discovery, not for predict's start-up
+    from cmmvt.data import manifest  # pandas: only for discovery, not for predict's start-up
 
     path = Path(path)
     if path.is_file() and path.suffix == ".csv":
@@ -185,8 +186,8 @@ def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
     chunks = media.audio_chunks(item.path, p.audio.sample_rate)
     if chunks is None:
         return None
-    return ((audio.to_images(win), t[i : i + len(win)])  # (n, 3, M, W), (n,)
-            for i, win in _offsets(audio.stream_windows(chunks, t, p.audio, rows)))
+    return ((logmel.to_images(win), t[i : i + len(win)])  # (n, 3, M, W), (n,)
+            for i, win in _offsets(logmel.stream_windows(chunks, t, p.audio, rows)))
 
 
 def _offsets(blocks: Iterable[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:

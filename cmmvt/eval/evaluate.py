@@ -13,7 +13,7 @@ inference, Neimark et al. 2021); a longer clip from evenly spaced views with ave
 (``evaluate.views``, by default as many as cover it). ``evaluate.max_frames`` caps the rows per view
 (``16``: the 4-s centre crop that earlier versions evaluated on). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
 the synthetic classes that differ from a partner only in the temporal order of one modality
-(:func:`cmmvt.synth.order_only_pairs`): where an order-blind model must fail.
+(:func:`cmmvt.data.synth.order_only_pairs`): where an order-blind model must fail.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmmvt import manifest as manifest_mod
-from cmmvt import metrics, synth
+from cmmvt.data import manifest as manifest_mod
+from cmmvt.eval import metrics
+from cmmvt.data import synth
 from cmmvt.config import Params
-from cmmvt.dataset import ClipDataset, splits
-from cmmvt.training import eval_frames, load_checkpoint, predict
+from cmmvt.train.dataset import ClipDataset, splits
+from cmmvt.eval.inference import eval_frames, predict
+from cmmvt.checkpoints import load_checkpoint
 
 
 def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval",
@@ -37,7 +39,7 @@ def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval"
 
     Args:
         p: Params (``data.manifest``, ``extract.out``, ``evaluate.*``).
-        model_path: Checkpoint written by :func:`cmmvt.training.train`.
+        model_path: Checkpoint written by :func:`cmmvt.train.loop.train`.
         out: Report folder.
         features: Features root (default ``p.extract.out``).
         split: Which split to evaluate.

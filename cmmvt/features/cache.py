@@ -27,7 +27,7 @@ Inside a shard the clips are packed ragged arrays::
     /index/has_stream  (C,) bool     False: the video has no such stream (e.g. no audio): a masked modality
     /index/duration    (C,) float32  seconds
     /index/path        (C,) utf-8 str   the source file                      ┐ its fingerprint
-    /index/size        (C,) int64       bytes (-1: unknown)                  │ (cmmvt.fingerprint):
+    /index/size        (C,) int64       bytes (-1: unknown)                  │ (cmmvt.features.fingerprint):
     /index/mtime_ns    (C,) int64       modification time                    │ a changed file is
     /index/digest      (C,) utf-8 str   sampled-content digest ("" unknown)  ┘ extracted again
     attrs              schema_version, modality, every feature param (None/dict/list values as JSON strings,
@@ -61,7 +61,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cmmvt.fingerprint import Fingerprint, is_current
+from cmmvt.features.fingerprint import Fingerprint, is_current
 
 try:  # POSIX advisory lock: one writer per modality directory
     import fcntl

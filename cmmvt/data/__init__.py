@@ -1,0 +1,1 @@
+"""The clips and their labels: the embedded synthetic dataset and manifests of any folder or CSV."""

@@ -1,0 +1,1 @@
+"""Supervised training on cached features: datasets of crops and views, the training loop."""
