@@ -276,7 +276,7 @@ def train(
     from cmmvt.train import loop
 
     p = _params(params, set_)
-    r = _run(lambda: loop.train(p, out))
+    r = _run(lambda: loop.train(p, out, live_dir=None))  # DVCLive curves belong to the train stage
     console.print(f"best val top-1 {r.best_val_top1:.3f} at epoch {r.best_epoch}; saved {out}")
 
 

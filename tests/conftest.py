@@ -7,8 +7,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+
+from cmmvt.features.cache import CacheWriter, ClipFeatures
 
 REPO = Path(__file__).resolve().parents[1]
 # Traced CNNs go to a temporary folder shared by the session (and its subprocesses), never to ~/.cache.
@@ -68,3 +72,60 @@ def repo(tmp_path_factory) -> Path:
 def dvc(*args: str) -> list[str]:
     """The ``python -m dvc`` command line."""
     return [sys.executable, "-m", "dvc", *args]
+
+
+@pytest.fixture(scope="session")
+def dvc_cmd():
+    """``dvc_cmd(*args)``: the ``python -m dvc`` command line (see :func:`dvc`)."""
+    return dvc
+
+
+CLASSES = ["left", "right", "up"]
+
+
+def _make_cache(root, n_per_class=4, t=8, dim=12, missing_audio=("c2_0",)):
+    """Features whose class is only in the temporal order of the video rows and in the audio mean."""
+    rng = np.random.default_rng(0)
+    rows = []
+    with CacheWriter(root / "features/video", "video", {"backbone": "none", "dim": dim, "fps": 4.0}) as wv, \
+         CacheWriter(root / "features/audio", "audio", {"backbone": "none", "dim": dim, "fps": 4.0}) as wa:
+        for c, name in enumerate(CLASSES):
+            for i in range(n_per_class):
+                vid = f"c{c}_{i}"
+                ramp = np.linspace(-1, 1, t)[:, None] * (1 if c != 1 else -1)  # (T, 1) order carries the class
+                v = ramp * np.eye(dim)[0] + 0.05 * rng.standard_normal((t, dim))
+                a = np.eye(dim)[c + 1] + 0.05 * rng.standard_normal((t, dim))
+                ts = ((np.arange(t) + 0.5) / 4).astype(np.float32)
+                wv.add(ClipFeatures(vid, v, ts, True, t / 4))
+                if vid in missing_audio:
+                    wa.add(ClipFeatures(vid, np.zeros((0, dim)), np.zeros(0, np.float32), False, t / 4))
+                else:
+                    wa.add(ClipFeatures(vid, a, ts, True, t / 4))
+                split = "train" if i < n_per_class - 1 else "test"
+                rows.append({"video_id": vid, "path": f"{vid}.mp4", "label": name, "split": split})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_cache():
+    """``make_cache(root, ...)``: a hand-made cache of 3 classes (features/{video,audio}, manifest.csv) → root."""
+    return _make_cache
+
+
+@pytest.fixture(scope="session")
+def classes() -> list[str]:
+    """The class names of :func:`make_cache`'s cache."""
+    return CLASSES
+
+
+@pytest.fixture(scope="session")
+def run():
+    """``run(cmd, cwd, env=None)``: run a command, assert it succeeded, return its output (see :func:`sh`)."""
+    return sh
+
+
+@pytest.fixture(scope="session")
+def stages_run():
+    """``stages_run(output)``: the stages DVC ran, from its output (see :func:`running`)."""
+    return running

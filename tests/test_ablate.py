@@ -11,7 +11,6 @@ import pytest
 
 from cmmvt.experiments import ablate, report
 from cmmvt.experiments.ablate import Grid, Point
-from conftest import dvc, sh
 
 FIXTURE = Path(__file__).parent / "fixtures/exp_show.json"  # real DVC 3.67 output, trimmed and extended
 GRID = Grid("fixture", ("local", "global"), ("video", "av-late"), ("none",), (0, 1, 2))
@@ -164,31 +163,31 @@ def test_update_readme_skips_markers_quoted_in_prose(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_grid_end_to_end(repo):
+def test_smoke_grid_end_to_end(repo, run, dvc_cmd):
     """`cmmvt ablate --grid smoke` in a tiny repo: both experiments run downstream stages only (one
     pretraining shared through the run-cache) with the queue workers' environment; `cmmvt report` lists both."""
-    sh(dvc("repro"), repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
+    run(dvc_cmd("repro"), repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
     cli = [sys.executable, "-m", "cmmvt.cli"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # must reach the stages through `dvc queue start`'s workers
-    out = sh(cli + ["ablate", "--grid", "smoke", "--jobs", "1", "--interval", "2"], repo, env)
+    out = run(cli + ["ablate", "--grid", "smoke", "--jobs", "1", "--interval", "2"], repo, env)
     assert "2 succeeded, 0 failed" in out, out
 
     record = json.loads((repo / "reports/ablations/grid-smoke.json").read_text())
-    run = record["runs"][-1]
-    assert run["succeeded"] == [p.name for p in ablate.GRIDS["smoke"].points()] and run["wall_s"] > 0
-    assert run["stages_run"] == {"pretrain": 1, "train": 2, "evaluate": 2}  # no synth, prepare, extract
-    assert run["stages_restored"] == {"pretrain": 1}  # video and av-late share one pretraining
+    last = record["runs"][-1]
+    assert last["succeeded"] == [p.name for p in ablate.GRIDS["smoke"].points()] and last["wall_s"] > 0
+    assert last["stages_run"] == {"pretrain": 1, "train": 2, "evaluate": 2}  # no synth, prepare, extract
+    assert last["stages_restored"] == {"pretrain": 1}  # video and av-late share one pretraining
     logs = [e.log for e in ablate.experiments(repo).values()]
     assert all("torch threads: 1" in Path(log).read_text() for log in logs)
 
-    assert "nothing to run" in sh(cli + ["ablate", "--grid", "smoke"], repo, env)
-    plan = sh(cli + ["ablate", "--dry-run"], repo)  # the default grid reuses the smoke grid's two experiments
+    assert "nothing to run" in run(cli + ["ablate", "--grid", "smoke"], repo, env)
+    plan = run(cli + ["ablate", "--dry-run"], repo)  # the default grid reuses the smoke grid's two experiments
     assert "70 to queue, 0 already queued or running, 2 done" in plan
     assert "dvc exp run --queue -n abl-global-av_early-infonce-s2 -S model.attention=global" in plan
 
-    assert "grid wall time" in sh(cli + ["report", "--grid", "smoke", "--readme"], repo)
+    assert "grid wall time" in run(cli + ["report", "--grid", "smoke", "--readme"], repo)
     md = (repo / "reports/ablations.md").read_text()
     assert all(f"| local | {m} | none |" in md or f"| **local** | **{m}** | **none** |" in md
                for m in ("video", "av-late"))

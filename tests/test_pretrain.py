@@ -8,7 +8,6 @@ from cmmvt.train import loop
 from cmmvt.models import build_model
 from cmmvt.selfsup import pretrain as pt
 from cmmvt.selfsup import prototypes as protos
-from test_training import make_cache
 
 
 def params(root, objective, epochs, **extra):
@@ -24,7 +23,7 @@ def params(root, objective, epochs, **extra):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_cache):
     root = make_cache(tmp_path_factory.mktemp("pre"))
     result = protos.fit(root / "features", k_video=2, k_audio=3, seed=0)
     protos.write(root / "prototypes.h5", result)

@@ -12,34 +12,6 @@ from cmmvt import checkpoints
 from cmmvt.eval import inference
 from cmmvt.train import dataset, loop
 from cmmvt.eval import evaluate
-from cmmvt.features.cache import CacheWriter, ClipFeatures
-
-CLASSES = ["left", "right", "up"]
-
-
-def make_cache(root, n_per_class=4, t=8, dim=12, missing_audio=("c2_0",)):
-    """Features whose class is only in the temporal order of the video rows and in the audio mean."""
-    rng = np.random.default_rng(0)
-    rows = []
-    with CacheWriter(root / "features/video", "video", {"backbone": "none", "dim": dim, "fps": 4.0}) as wv, \
-         CacheWriter(root / "features/audio", "audio", {"backbone": "none", "dim": dim, "fps": 4.0}) as wa:
-        for c, name in enumerate(CLASSES):
-            for i in range(n_per_class):
-                vid = f"c{c}_{i}"
-                ramp = np.linspace(-1, 1, t)[:, None] * (1 if c != 1 else -1)  # (T, 1) order carries the class
-                v = ramp * np.eye(dim)[0] + 0.05 * rng.standard_normal((t, dim))
-                a = np.eye(dim)[c + 1] + 0.05 * rng.standard_normal((t, dim))
-                ts = ((np.arange(t) + 0.5) / 4).astype(np.float32)
-                wv.add(ClipFeatures(vid, v, ts, True, t / 4))
-                if vid in missing_audio:
-                    wa.add(ClipFeatures(vid, np.zeros((0, dim)), np.zeros(0, np.float32), False, t / 4))
-                else:
-                    wa.add(ClipFeatures(vid, a, ts, True, t / 4))
-                split = "train" if i < n_per_class - 1 else "test"
-                rows.append({"video_id": vid, "path": f"{vid}.mp4", "label": name, "split": split})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return root
-
 
 def tiny_params(root, **model):
     return config.validate({
@@ -53,13 +25,13 @@ def tiny_params(root, **model):
 
 
 @pytest.mark.parametrize("model", [{"modalities": "video"}, {"modalities": "av", "fusion": "late"}])
-def test_overfits_tiny_cache_and_reloads_checkpoint(tmp_path, model):
+def test_overfits_tiny_cache_and_reloads_checkpoint(tmp_path, model, make_cache, classes):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, **model)
     result = loop.train(p, tmp_path / "model.pt", live_dir=tmp_path / "live")
     assert result.best_val_top1 == 1.0  # no val split: validated on train → must fit all of it
     net, ckpt = checkpoints.load_checkpoint(tmp_path / "model.pt")
-    assert ckpt["labels"] == CLASSES and ckpt["features"]["video"]["backbone"] == "none"
+    assert ckpt["labels"] == classes and ckpt["features"]["video"]["backbone"] == "none"
     sp, _ = dataset.splits(pd.read_csv(tmp_path / "manifest.csv"), tmp_path / "features", net.modalities)
     ds = dataset.ClipDataset(tmp_path / "features", sp["train"].ids, sp["train"].labels, net.modalities, 8)
     logits = inference.predict(net, ds)
@@ -67,7 +39,7 @@ def test_overfits_tiny_cache_and_reloads_checkpoint(tmp_path, model):
     assert (tmp_path / "live/metrics.json").exists()
 
 
-def test_training_is_deterministic(tmp_path):
+def test_training_is_deterministic(tmp_path, make_cache):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, modalities="av")
     p.train.epochs = 3
@@ -78,7 +50,7 @@ def test_training_is_deterministic(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_missing_audio_is_masked_not_zero(tmp_path):
+def test_missing_audio_is_masked_not_zero(tmp_path, make_cache):
     make_cache(tmp_path)
     ds = dataset.ClipDataset(tmp_path / "features", ["c2_0", "c0_0"], [2, 0], ("video", "audio"), frames=8)
     assert not ds[0]["audio_mask"].any() and ds[0]["video_mask"].all()
@@ -96,7 +68,7 @@ def test_views_and_label_fraction():
     assert sub == dataset.stratified_subset(s, 0.1, seed=0)
 
 
-def test_evaluate_writes_reports(tmp_path):
+def test_evaluate_writes_reports(tmp_path, make_cache, classes):
     make_cache(tmp_path)
     p = tiny_params(tmp_path, modalities="av")
     p.train.epochs = 30
@@ -104,9 +76,33 @@ def test_evaluate_writes_reports(tmp_path):
     m = evaluate.evaluate(p, tmp_path / "model.pt", tmp_path / "eval")
     saved = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert saved == m and set(m) >= {"top1", "top5", "mean_class_accuracy", "macro_f1"}
-    assert m["clips"] == 3 and m["top5"] == 1.0
     per_class = pd.read_csv(tmp_path / "eval/per_class.csv")
-    assert per_class["class"].tolist() == CLASSES
+    assert per_class["class"].tolist() == classes
     preds = pd.read_csv(tmp_path / "eval/predictions.csv")
-    assert set(preds.columns) == {"video_id", "actual", "predicted"} and len(preds) == 3
+    assert set(preds.columns) == {"video_id", "actual", "predicted"} and len(preds) == m["clips"] == 3
+    # the reports agree with each other: top-1 and per-class accuracy from the predictions written beside them
+    assert m["top1"] == pytest.approx(float((preds["actual"] == preds["predicted"]).mean()))
+    for row in per_class.itertuples():
+        mine = preds[preds["actual"] == row[1]]
+        assert row.support == len(mine) and row.accuracy == pytest.approx((mine["predicted"] == row[1]).mean())
+    assert m["top1"] == 1.0  # the classes are separable (video order + audio mean): 30 epochs learn them
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
+
+
+def test_cli_train_writes_only_what_it_is_told(tmp_path, make_cache, monkeypatch):
+    """`cmmvt train --out X` writes X and nothing else (no DVCLive folder in the working directory)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from cmmvt.cli import app
+
+    make_cache(tmp_path / "data")
+    p = tiny_params(tmp_path / "data").model_dump()
+    p["train"]["epochs"] = 2
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path / "work")
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "out" / "m.pt")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.pt"]

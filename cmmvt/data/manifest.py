@@ -33,12 +33,13 @@ files sharing an id (``duplicates``) and non-video files (``skipped``) are retur
 Hidden files and folders (name starting with ``.``, e.g. the synth stage's ``.*.partial.mp4``) are ignored.
 Building a manifest never opens a video: no av or torch is imported.
 
-Example:
-    >>> from cmmvt import config, manifest                       # doctest: +SKIP
-    >>> p = config.load()                                        # doctest: +SKIP
-    >>> report = manifest.prepare(p.data, seed=p.data.seed)      # doctest: +SKIP
-    >>> print(manifest.summary(report, p.data.manifest))         # doctest: +SKIP
-    data/manifest.csv: 240 clips, 10 classes (train 144, val 48, test 48); 0 missing, 0 duplicates, 0 skipped
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    from cmmvt import config, manifest
+    p = config.load()
+    report = manifest.prepare(p.data, seed=p.data.seed)
+    print(manifest.summary(report, p.data.manifest))
+    # → data/manifest.csv: 240 clips, 10 classes (train 144, val 48, test 48); 0 missing, 0 duplicates, 0 skipped
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from cmmvt.config import DataParams, SplitParams
+from cmmvt.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -602,9 +604,8 @@ def _validate(df: pd.DataFrame, where: str) -> None:
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path, path.with_name(f".{path.name}.tmp")) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def write(report: ManifestReport, path: str | Path) -> None:

@@ -82,7 +82,6 @@ Example:
 from __future__ import annotations
 
 import colorsys
-import os
 import re
 import sys
 import time
@@ -475,6 +474,7 @@ def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: b
         raise ValueError(f"synth.classes must be in 1..{len(CLASSES)}, got {p.classes}")
     if p.size % 2:
         raise ValueError(f"synth.size must be even (H.264 yuv420p), got {p.size}")
+    from cmmvt.io import atomic_path
     from cmmvt.media import encode_clip
     out = Path(out_dir)
     specs = CLASSES[: p.classes]
@@ -488,9 +488,8 @@ def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: b
         for i in range(p.clips_per_class):
             path = clip_path(out, spec, i)
             frames, audio = render_clip(spec, clip_rng(seed, ci, i), p)
-            tmp = path.with_name(f".{path.stem}.partial.mp4")
-            encode_clip(tmp, frames, p.fps, audio, p.sample_rate)
-            os.replace(tmp, path)
+            with atomic_path(path, path.with_name(f".{path.stem}.partial.mp4")) as tmp:
+                encode_clip(tmp, frames, p.fps, audio, p.sample_rate)
             paths.append(path)
             wanted.add(path.name)
             if progress:

@@ -10,20 +10,25 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
+from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             top_k_accuracy_score)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Share of rows whose label is among the ``k`` highest logits.
+    """Share of rows whose label is among the ``k`` highest logits (scikit-learn's ``top_k_accuracy_score``).
 
     Args:
         logits: (N, C) scores.
         labels: (N,) integer labels.
         k: Clipped to C.
     """
-    k = min(k, logits.shape[1])
-    topk = np.argsort(-logits, axis=1, kind="stable")[:, :k]  # (N, k)
-    return float((topk == labels[:, None]).any(axis=1).mean())
+    C = logits.shape[1]
+    if C == 1:
+        return float((labels == 0).mean())
+    if C == 2:  # sklearn's binary form takes the positive class's score
+        pred = logits.argmax(axis=1) if k < 2 else labels
+        return float((pred == labels).mean())
+    return float(top_k_accuracy_score(labels, logits, k=min(k, C), labels=np.arange(C)))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:
@@ -36,11 +41,10 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, k: int = 5) -
     """
     pred = logits.argmax(axis=1)
     present = np.unique(labels)
-    recalls = [float((pred[labels == c] == c).mean()) for c in present]
     return {
         "top1": topk_accuracy(logits, labels, 1),
         f"top{k}": topk_accuracy(logits, labels, k),
-        "mean_class_accuracy": float(np.mean(recalls)),
+        "mean_class_accuracy": float(balanced_accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, labels=present, average="macro", zero_division=0)),
     }
 
@@ -58,17 +62,12 @@ def subset_accuracy(logits: np.ndarray, labels: np.ndarray, classes: list[int]) 
 
 
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> list[dict[str, float | str | int]]:
-    """One row per class: support, accuracy (recall), precision and F1."""
+    """One row per class: support, accuracy (recall), precision and F1 (scikit-learn's per-class scores)."""
     pred = logits.argmax(axis=1)
-    rows = []
-    for c, name in enumerate(names):
-        tp = int(((pred == c) & (labels == c)).sum())
-        support, predicted = int((labels == c).sum()), int((pred == c).sum())
-        recall = tp / support if support else 0.0
-        precision = tp / predicted if predicted else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": name, "support": support, "accuracy": recall, "precision": precision, "f1": f1})
-    return rows
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=np.arange(len(names)),
+                                                                     zero_division=0)
+    return [{"class": name, "support": int(support[c]), "accuracy": float(recall[c]),
+             "precision": float(precision[c]), "f1": float(f1[c])} for c, name in enumerate(names)]
 
 
 def confusion(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

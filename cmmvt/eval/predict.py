@@ -3,10 +3,11 @@
 The checkpoint records the feature params of the caches it was trained on (backbone, weights, fps,
 image size, log-mel windows), so the same frozen CNN and sampling are used here.
 
-Example:
-    >>> from cmmvt import predict                                       # doctest: +SKIP
-    >>> predict.predict(["clip.mp4"], "models/classifier.pt", top_k=3)  # doctest: +SKIP
-    [{'path': 'clip.mp4', 'top': [('drum', 0.91), ('bell', 0.05), ('hum', 0.01)]}]
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    from cmmvt import predict
+    predict.predict(["clip.mp4"], "models/classifier.pt", top_k=3)
+    # → [{'path': 'clip.mp4', 'top': [('drum', 0.91), ('bell', 0.05), ('hum', 0.01)]}]
 """
 
 from __future__ import annotations

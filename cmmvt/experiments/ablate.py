@@ -45,6 +45,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cmmvt.io import atomic_write_text
+
 # Modality variant → overrides. Single-modality models cannot load an early-fusion pretrained checkpoint,
 # so they use late fusion (a single encoder either way).
 MODALITY_VARIANTS: dict[str, tuple[str, ...]] = {
@@ -396,9 +398,7 @@ def write_grid_record(root: Path, record: dict[str, Any]) -> Path:
     """Write ``record`` to :func:`grid_record_path` (atomically: tmp file, then rename)."""
     path = grid_record_path(root, record["grid"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

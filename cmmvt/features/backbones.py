@@ -21,8 +21,8 @@ once per backbone, weights file and image size and kept in ``$CMMVT_CACHE_DIR`` 
 the eager model (and import timm) only if :attr:`Backbone.model` or :meth:`Backbone.logits` is used.
 
 Example:
-    >>> from cmmvt import backbones
-    >>> bb = backbones.create("none", image_size=64)
+    >>> from cmmvt.features import backbones
+    >>> bb = backbones.create("none", image_size=64, optimize=False)
     >>> import numpy as np
     >>> bb.embed(np.zeros((2, 48, 80, 3), np.uint8)).shape
     (2, 1280)
@@ -42,6 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cmmvt.io import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -389,15 +391,13 @@ def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
 
 def _save_runner(runner: Callable[[torch.Tensor], torch.Tensor], path: Path) -> None:
     """Keep a traced CNN for the next start (atomic; a cache that cannot be written is skipped)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
+        with atomic_path(path, path.with_name(f"{path.name}.{os.getpid()}.tmp")) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.jit.save(runner, str(tmp))
-        os.replace(tmp, path)
     except Exception:  # noqa: BLE001 - an optional speed-up
-        tmp.unlink(missing_ok=True)
+        pass
 
 
 def create(name: str, weights: str | None = None, image_size: int = 224, device: str = "cpu",

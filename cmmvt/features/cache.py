@@ -8,7 +8,7 @@ Layout of one modality directory (e.g. ``data/features/video/``)::
     failures.csv          path, video_id, stage, reason: clips that could not be extracted
     retracted.json        {video_id: shard number}: rows of that id in lower-numbered shards are void (its
                           source file changed; it is being, or has been, extracted again)
-    .lock                 held (flock) by the one writer allowed at a time
+    .lock                 held by the one writer allowed at a time (:class:`cmmvt.io.FolderLock`)
 
 A shard is built in memory (HDF5 never writes to the disk itself), written to ``shard-NNNNN.h5.tmp`` with plain
 file I/O, fsynced and renamed, so a SIGKILL at any moment loses at most the shard in flight, and a full disk, a
@@ -38,11 +38,14 @@ timestamps are stored). A resumed run numbers its shards after the last complete
 (id → rows) is the same as after an uninterrupted run, only the shard boundaries may differ.
 
 Example:
-    >>> attrs = {"backbone": "resnet18", "dim": 512, "fps": 4.0}
-    >>> with CacheWriter("feats/video", "video", attrs) as w:                     # doctest: +SKIP
-    ...     w.add(ClipFeatures("clip1", emb, t, has_stream=True, duration=3.2))
-    >>> with CacheReader("feats", "video") as r:                                  # doctest: +SKIP
-    ...     x = r["clip1"]                                                        # (T, D) float32
+    >>> import tempfile, pathlib, numpy as np
+    >>> feats = pathlib.Path(tempfile.mkdtemp())
+    >>> emb, t = np.ones((3, 512), np.float32), np.array([0.125, 0.375, 0.625], np.float32)  # (T, D), (T,)
+    >>> with CacheWriter(feats / "video", "video", {"backbone": "resnet18", "dim": 512, "fps": 4.0}) as w:
+    ...     w.add(ClipFeatures("clip1", emb, t, has_stream=True, duration=0.75))
+    >>> with CacheReader(feats, "video") as r:
+    ...     r["clip1"].shape, r.times("clip1").tolist()
+    ((3, 512), [0.125, 0.375, 0.625])
 """
 
 from __future__ import annotations
@@ -62,11 +65,8 @@ import h5py
 import numpy as np
 
 from cmmvt.features.fingerprint import Fingerprint, is_current
+from cmmvt.io import FolderLock, LockBusy, atomic_write, atomic_write_text
 
-try:  # POSIX advisory lock: one writer per modality directory
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 SCHEMA_VERSION = 2  # 2: per-clip source fingerprints; schema-1 clips count as stale (no fingerprint)
 META_NAME = "cache.json"
@@ -146,47 +146,6 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         if not _same(a, b):
             lines.append(f"{key}: {a if a is _MISSING else repr(a)} → {b if b is _MISSING else repr(b)}")
     return lines
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync_path(path)
-    except OSError:  # pragma: no cover - some filesystems cannot fsync a directory
-        pass
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically: ``path.tmp``, fsync, rename; on failure the ``.tmp`` is removed and re-raised."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, text.encode("utf-8"))
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:  # the folder itself may be gone or read-only
-        pass
 
 
 def _shard_paths(root: Path) -> list[tuple[int, Path]]:
@@ -394,19 +353,15 @@ class CacheWriter:
 
     # -- setup
 
-    def _acquire_lock(self) -> Any:
-        f = open(self.root / ".lock", "a+")  # noqa: SIM115 - held until close()
-        if fcntl is not None:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.close()
-                raise CacheError(f"{self.root}: another extraction is writing this cache") from None
-        return f
+    def _acquire_lock(self) -> FolderLock:
+        try:
+            return FolderLock(self.root).acquire()
+        except LockBusy:
+            raise CacheError(f"{self.root}: another extraction is writing this cache") from None
 
     def _release_lock(self) -> None:
         if self._lock is not None:
-            self._lock.close()  # closing the descriptor releases the flock
+            self._lock.release()
             self._lock = None
 
     def _open(self, overwrite: bool) -> None:
@@ -431,7 +386,7 @@ class CacheWriter:
             for p in self.root.glob("*.tmp"):  # shards (or metadata) in flight when a writer died
                 p.unlink(missing_ok=True)
             if old is None or int(old.get("schema_version", 0)) != SCHEMA_VERSION:
-                _atomic_write_text(self.root / META_NAME, json.dumps(new, indent=2, sort_keys=True) + "\n")
+                atomic_write_text(self.root / META_NAME, json.dumps(new, indent=2, sort_keys=True) + "\n")
         scan = _scan(self.root)
         self._next = scan.shards[-1][0] + 1 if scan.shards else 0
         self._entries = scan.entries
@@ -469,7 +424,7 @@ class CacheWriter:
             return
         self._retracted.update({v: self._next for v in ids})
         with self._faults(f"write {RETRACTED_NAME}"):
-            _atomic_write_text(self.root / RETRACTED_NAME, json.dumps(self._retracted, indent=1, sort_keys=True))
+            atomic_write_text(self.root / RETRACTED_NAME, json.dumps(self._retracted, indent=1, sort_keys=True))
         for v in ids:
             del self._entries[v]
 
@@ -585,7 +540,7 @@ class CacheWriter:
             if not self._broken:
                 rows = _latest_failures(self._earlier_failures + self._failures, self.done_ids())
                 with self._faults(f"write {FAILURES_NAME}"):
-                    _atomic_write_text(self.root / FAILURES_NAME, _csv_text(rows))  # always present
+                    atomic_write_text(self.root / FAILURES_NAME, _csv_text(rows))  # always present
         finally:
             self._closed = True
             self._release_lock()
@@ -612,7 +567,7 @@ class CacheWriter:
         clips = self._buf
         final = self.root / f"shard-{self._next:05d}.h5"
         with self._faults(f"write {final.name}"):
-            _atomic_write(final, self._shard_bytes(clips))
+            atomic_write(final, self._shard_bytes(clips))
         offset = 0
         for c in clips:
             self._entries[c.video_id] = _Entry(self._next, offset, len(c.emb), c.has_stream, c.duration, c.source)

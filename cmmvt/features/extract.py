@@ -16,10 +16,11 @@ in the calling thread; rows of several clips share CNN batches.
 Each cached clip records its file's fingerprint (:mod:`cmmvt.features.fingerprint`): a file changed under the
 same path is retracted from the cache before anything else happens and extracted again.
 
-Example:
-    >>> from cmmvt import config, extract                     # doctest: +SKIP
-    >>> items, skipped = extract.discover("videos/")          # doctest: +SKIP
-    >>> extract.run(items, config.ExtractParams(), modality="both")  # doctest: +SKIP
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    from cmmvt import config, extract
+    items, skipped = extract.discover("videos/")
+    extract.run(items, config.ExtractParams(), modality="both")
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Example:
     >>> from cmmvt.config import ModelParams
     >>> from cmmvt.models import build_model
     >>> _ = torch.manual_seed(0)
-    >>> p = ModelParams(hidden=32, heads=2, layers=1, max_frames=8, window=4)
+    >>> p = ModelParams(hidden=32, heads=2, layers=1, window=4, fusion="late")
     >>> model = build_model(p, {"video": 64, "audio": 16}, num_classes=5).eval()
     >>> batch = {
     ...     "video": torch.randn(2, 8, 64), "video_mask": torch.ones(2, 8, dtype=torch.bool),

@@ -23,16 +23,16 @@ File layout (``write``/``read``)::
     /<modality>/assignments  (N,) int64       cluster of each clip, in [0, k)
     /<modality> attrs        k, inertia, frame_level, seed, dim, feature_attrs_json
 
-Example:
-    >>> res = fit("data/features", ids, k_video=10, k_audio=10, seed=0)     # doctest: +SKIP
-    >>> write("data/prototypes.h5", res)                                     # doctest: +SKIP
-    >>> y_audio = read("data/prototypes.h5")["audio"].labels_for(batch_ids)  # doctest: +SKIP
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    res = fit("data/features", ids, k_video=10, k_audio=10, seed=0)
+    write("data/prototypes.h5", res)
+    y_audio = read("data/prototypes.h5")["audio"].labels_for(batch_ids)
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from cmmvt.features.cache import CacheReader
+from cmmvt.io import atomic_path
 
 __all__ = ["Prototypes", "clip_means", "kmeans", "fit", "write", "read", "cluster_quality",
            "MINIBATCH_THRESHOLD", "N_INIT"]
@@ -307,8 +308,7 @@ def write(path: str | Path, result: dict[str, Prototypes]) -> None:
     """Write prototypes to an HDF5 file atomically (``path.tmp`` then rename); reproducible bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w", libver="earliest", track_order=True) as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="earliest", track_order=True) as f:
         f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
         f.attrs["modalities"] = json.dumps(list(result))
         for m, p in result.items():
@@ -326,7 +326,6 @@ def write(path: str | Path, result: dict[str, Prototypes]) -> None:
             g.attrs["dim"] = np.int64(c.shape[1] if c.ndim == 2 else 0)
             g.attrs["feature_attrs_json"] = json.dumps(p.feature_attrs, sort_keys=True)
         f.flush()
-    os.replace(tmp, path)
 
 
 def read(path: str | Path) -> dict[str, Prototypes]:

@@ -9,10 +9,11 @@ view and concatenates the views of all its clips. Video and audio rows are time-
 row indices are taken from both. A clip without an audio stream gets an all-False ``audio_mask``: the
 model treats it as missing, never as silent zeros.
 
-Example:
-    >>> ds = ClipDataset("data/features", ["a/clip1"], [0], ("video", "audio"), frames=16, train=True)  # doctest: +SKIP
-    >>> item = ds[0]; item["video"].shape, item["video_mask"].shape                                  # doctest: +SKIP
-    (torch.Size([16, 1280]), torch.Size([16]))
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    ds = ClipDataset("data/features", ["a/clip1"], [0], ("video", "audio"), frames=16, train=True)
+    item = ds[0]; item["video"].shape, item["video_mask"].shape
+    # → (torch.Size([16, 1280]), torch.Size([16]))
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, label smoo
 with its resolved params, label names and the feature params of the caches it was trained on, and is
 loaded back with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 
-Example:
-    >>> from cmmvt import config                                   # doctest: +SKIP
-    >>> from cmmvt.train import loop                               # doctest: +SKIP
-    >>> result = loop.train(config.load(), "models/classifier.pt")  # doctest: +SKIP
+Example (needs clips or caches on disk, so not run as a doctest)::
+
+    from cmmvt import config
+    from cmmvt.train import loop
+    result = loop.train(config.load(), "models/classifier.pt")
 """
 
 from __future__ import annotations
