@@ -89,7 +89,7 @@ def _main(
 
 @app.command()
 def synth(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: data.root).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: paths.synth).")] = None,
     classes: Annotated[int | None, typer.Option(help="Number of classes (≤ 10).")] = None,
     clips_per_class: Annotated[int | None, typer.Option(help="Clips per class.")] = None,
     seed: Annotated[int | None, typer.Option(help="Dataset seed (default: params data.seed).")] = None,
@@ -106,7 +106,7 @@ def synth(
 
     p = _params(params, set_, {"data.synth.classes": classes, "data.synth.clips_per_class": clips_per_class,
                                "data.seed": seed})
-    root = out or Path(p.data.root)
+    root = out or Path(p.paths.synth)
     paths = _run(lambda: synth_mod.make_dataset(root, p.data.synth, seed=p.data.seed, progress=True))
     console.print(f"wrote {len(paths)} clips to {root}")
 
@@ -220,7 +220,7 @@ def cache_info(
 
 @app.command()
 def prototypes(
-    out: Annotated[Path, typer.Option(help="Prototypes file to write.")] = Path("data/prototypes.h5"),
+    out: Annotated[Path | None, typer.Option(help="Prototypes file to write (default: paths.prototypes).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -241,9 +241,9 @@ def prototypes(
 
 @app.command()
 def pretrain(
-    out: Annotated[Path, typer.Option(help="Pretrained encoders to write.")] = Path("models/pretrain.pt"),
-    prototypes_: Annotated[Path, typer.Option("--prototypes", help="k-means prototypes (xdc, protonce).")] = Path(
-        "data/prototypes.h5"),
+    out: Annotated[Path | None, typer.Option(help="Pretrained encoders to write (default: paths.pretrained).")] = None,
+    prototypes_: Annotated[Path | None, typer.Option("--prototypes", help="k-means prototypes for xdc and protonce "
+                                                                            "(default: paths.prototypes).")] = None,
     objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | combined.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -263,7 +263,8 @@ def pretrain(
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("models/classifier.pt"),
+    out: Annotated[Path | None, typer.Option(help="Checkpoint to write (default: paths.classifier); nothing else "
+                                                  "is written.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -277,13 +278,13 @@ def train(
 
     p = _params(params, set_)
     r = _run(lambda: loop.train(p, out, live_dir=None))  # DVCLive curves belong to the train stage
-    console.print(f"best val top-1 {r.best_val_top1:.3f} at epoch {r.best_epoch}; saved {out}")
+    console.print(f"best val top-1 {r.best_val_top1:.3f} at epoch {r.best_epoch}; saved {out or p.paths.classifier}")
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/classifier.pt"),
-    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/eval"),
+    model: Annotated[Path | None, typer.Option(help="Checkpoint (default: paths.classifier).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <paths.reports>/eval).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -303,9 +304,10 @@ def evaluate(
 @app.command()
 def predict(
     videos: Annotated[list[Path], typer.Argument(help="Video files.")],
-    model: Annotated[Path, typer.Option(help="Checkpoint.")] = Path("models/classifier.pt"),
+    model: Annotated[Path | None, typer.Option(help="Checkpoint (default: paths.classifier).")] = None,
     top_k: Annotated[int, typer.Option(help="Labels per video.")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Classify videos: features on the fly with the checkpoint's backbone, then top-k labels.
 
@@ -317,6 +319,7 @@ def predict(
 
     from cmmvt.eval import predict as predict_mod
 
+    model = model or Path(_params(params, None).paths.classifier)
     results = _run(lambda: predict_mod.predict(videos, model, top_k=top_k))
     if json_:
         typer.echo(json.dumps(results, indent=2))

@@ -165,6 +165,17 @@ class EvaluateParams(_Section):
     views: int | None = Field(None, ge=1)  # views of clips longer than a view (null: as many as cover the clip)
 
 
+class PathParams(_Section):
+    """Where the stages and the CLI write: one place, read by ``stages/``, the CLI's defaults and dvc.yaml."""
+
+    synth: str = "data/synth"  # the synthetic clips (data.root reads from here by default)
+    prototypes: str = "data/prototypes.h5"
+    pretrained: str = "models/pretrain.pt"
+    classifier: str = "models/classifier.pt"
+    classifier_params: str = "models/classifier.params.yaml"  # the resolved params beside the checkpoint
+    reports: str = "reports"  # prototypes/, pretrain/, train/, eval/ below it
+
+
 class Params(_Section):
     """All of ``params.yaml``."""
 
@@ -176,6 +187,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    paths: PathParams = PathParams()
 
 
 def _describe(err: dict[str, Any], source: str) -> str:

@@ -5,5 +5,5 @@ from cmmvt.selfsup import pretrain
 
 if __name__ == "__main__":
     p = config.load()
-    r = pretrain.pretrain(p, "models/pretrain.pt", "data/prototypes.h5", live_dir="reports/pretrain")
+    r = pretrain.pretrain(p, p.paths.pretrained, p.paths.prototypes, live_dir=f"{p.paths.reports}/pretrain")
     print(pretrain.describe(r))

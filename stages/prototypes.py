@@ -5,5 +5,5 @@ from cmmvt.selfsup import prototypes
 
 if __name__ == "__main__":
     p = config.load()
-    m = prototypes.build(p, "data/prototypes.h5", "reports/prototypes/metrics.json")
+    m = prototypes.build(p, p.paths.prototypes, f"{p.paths.reports}/prototypes/metrics.json")
     print(", ".join(f"{k} {v:.3f}" for k, v in m.items()))

@@ -5,4 +5,4 @@ from cmmvt.data import synth
 
 if __name__ == "__main__":
     p = config.load()
-    synth.make_dataset("data/synth", p.data.synth, seed=p.data.seed, progress=True)
+    synth.make_dataset(p.paths.synth, p.data.synth, seed=p.data.seed, progress=True)

@@ -33,20 +33,21 @@ from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.checkpoints import load_checkpoint
 
 
-def evaluate(p: Params, model_path: str | Path, out: str | Path = "reports/eval",
+def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | None = None,
              features: str | Path | None = None, split: str = "test") -> dict[str, float]:
     """Evaluate the checkpoint at ``model_path`` on ``split`` and write the reports.
 
     Args:
         p: Params (``data.manifest``, ``extract.out``, ``evaluate.*``).
-        model_path: Checkpoint written by :func:`cmmvt.train.loop.train`.
-        out: Report folder.
+        model_path: Checkpoint written by :func:`cmmvt.train.loop.train` (default ``paths.classifier``).
+        out: Report folder (default ``<paths.reports>/eval``).
         features: Features root (default ``p.extract.out``).
         split: Which split to evaluate.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
+    model_path, out = model_path or p.paths.classifier, out or f"{p.paths.reports}/eval"
     model, ckpt = load_checkpoint(model_path)
     features = Path(features or p.extract.out)
     names: list[str] = ckpt["labels"]

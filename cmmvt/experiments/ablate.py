@@ -45,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cmmvt.config import PathParams
 from cmmvt.io import atomic_write_text
 
 # Modality variant → overrides. Single-modality models cannot load an early-fusion pretrained checkpoint,
@@ -56,7 +57,7 @@ MODALITY_VARIANTS: dict[str, tuple[str, ...]] = {
     "av-early": ("model.modalities=av", "model.fusion=early"),
 }
 AXES = ("attention", "modality", "objective")
-METRICS_FILE = "reports/eval/metrics.json"
+METRICS_FILE = f"{PathParams().reports}/eval/metrics.json"  # as DVC names it in `dvc exp show`
 UPSTREAM = ("synth", "prepare", "extract")  # stages an ablation must never run
 OUT_DIR = Path("reports/ablations")
 TERMINAL = ("success", "failed")

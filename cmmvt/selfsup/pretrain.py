@@ -126,8 +126,8 @@ def _cluster(emb: dict[str, np.ndarray], present: np.ndarray, k: dict[str, int],
     return out
 
 
-def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/prototypes.h5",
-             live_dir: str | Path | None = "reports/pretrain", features: str | Path | None = None) -> PretrainResult:
+def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Path | None = None,
+             live_dir: str | Path | None = None, features: str | Path | None = None) -> PretrainResult:
     """Pretrain the encoders on the clips of ``pretrain.splits`` (labels unused) and save them to ``out``.
 
     The test split is held out by default: an encoder that learns to predict (or match) the other modality of
@@ -137,13 +137,14 @@ def pretrain(p: Params, out: str | Path, prototypes_path: str | Path = "data/pro
 
     Args:
         p: Params (``pretrain.*``, ``model.*``, ``prototypes.*``, ``data.manifest``, ``extract.out``, ``seed``).
-        out: Checkpoint path (written even for ``objective: none``, with untrained encoders, so the pipeline
-            has one shape).
-        prototypes_path: k-means prototypes from the ``prototypes`` stage (cross-modal pseudo-labels).
-        live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall).
+        out: Checkpoint path (default ``paths.pretrained``; written even for ``objective: none``, with untrained
+            encoders, so the pipeline has one shape).
+        prototypes_path: k-means prototypes from the ``prototypes`` stage (default ``paths.prototypes``).
+        live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall); None: none.
         features: Features root (default ``p.extract.out``).
     """
     seed_everything(p.seed)
+    out, prototypes_path = out or p.paths.pretrained, prototypes_path or p.paths.prototypes
     features = Path(features or p.extract.out)
     df = manifest_mod.read(p.data.manifest)
     sp, _ = splits(df, features, MODALITIES)

@@ -388,20 +388,20 @@ def cluster_quality(assignments: Sequence[int] | np.ndarray, labels: Sequence[An
     return {"nmi": float(normalized_mutual_info_score(yi, ai)), "purity": purity}
 
 
-def build(p: Any, out: str | Path = "data/prototypes.h5",
-          metrics_path: str | Path | None = "reports/prototypes/metrics.json") -> dict[str, float]:
+def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None = None) -> dict[str, float]:
     """The ``prototypes`` stage: k-means on every manifest clip, then NMI/purity against the labels.
 
     The labels are read for insight only: they never reach the clustering or any training.
 
     Args:
         p: :class:`cmmvt.config.Params` (``prototypes.*``, ``seed``, ``data.manifest``, ``extract.out``).
-        out: The prototypes file.
+        out: The prototypes file (default ``paths.prototypes``).
         metrics_path: Where to write ``{video/nmi, video/purity, audio/nmi, audio/purity}`` (None: don't).
 
     Returns:
         The metrics.
     """
+    out = out or p.paths.prototypes
     from cmmvt.data import manifest as manifest_mod
 
     df = manifest_mod.read(p.data.manifest)

@@ -90,21 +90,22 @@ def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
             param.requires_grad_(name.startswith("head."))
 
 
-def train(p: Params, out: str | Path, live_dir: str | Path | None = "reports/train",
-          features: str | Path | None = None, pretrained: str | Path | None = "models/pretrain.pt") -> TrainResult:
+def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None = None,
+          features: str | Path | None = None, pretrained: str | Path | None = None) -> TrainResult:
     """Train the classifier described by ``p`` and save the best checkpoint to ``out``.
 
     Args:
         p: All params (``model``, ``train``, ``data.manifest``, ``extract.out``, ``seed``).
-        out: Checkpoint path.
+        out: Checkpoint path (default ``paths.classifier``).
         live_dir: DVCLive folder for loss/accuracy curves (None: no logging).
         features: Features root (default ``p.extract.out``).
-        pretrained: Encoders from the ``pretrain`` stage, used per ``train.init``.
+        pretrained: Encoders from the ``pretrain`` stage, used per ``train.init`` (default ``paths.pretrained``).
 
     Returns:
         Best epoch and validation top-1.
     """
     seed_everything(p.seed)
+    out, pretrained = out or p.paths.classifier, pretrained or p.paths.pretrained
     features = Path(features or p.extract.out)
     mods = MODALITIES[p.model.modalities]
     sp, names = _datasets(p, features, manifest_mod.read(p.data.manifest))
