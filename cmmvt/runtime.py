@@ -1,9 +1,10 @@
-"""What every training loop shares: seeding, the learning-rate schedule, the DVCLive logger."""
+"""What every training loop shares: seeding, the learning-rate schedule, the DVCLive logger, a progress bar."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,13 @@ def live_logger(live_dir: str | Path | None):  # noqa: ANN201 - dvclive.Live | N
     from dvclive import Live
 
     return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
+def steps(label: str, n: int) -> Iterable[int]:
+    """``range(n)`` with a rich progress bar on stderr while a loop runs, shown only on a terminal (never in logs)."""
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)
+    return track(range(n), description=label, total=n, console=console, transient=True,
+                 disable=not console.is_terminal)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.models import Classifier, build_model
-from cmmvt.runtime import live_logger, seed_everything
+from cmmvt.runtime import live_logger, seed_everything, steps
 from cmmvt.train.dataset import ClipDataset, collate_views, per_clip_mean, splits
 from cmmvt.selfsup import losses
 from cmmvt.selfsup import prototypes as protos
@@ -166,7 +166,7 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
     loss_value, epochs = float("nan"), p.pretrain.epochs if weights else 0
     loader = DataLoader(ds, batch_size=p.pretrain.batch_size, shuffle=True, drop_last=len(ds) > p.pretrain.batch_size,
                         generator=torch.Generator().manual_seed(p.seed))
-    for epoch in range(epochs):
+    for epoch in steps("pretrain", epochs):
         prototypes_now: dict[str, torch.Tensor] = {}
         if weights.get("protonce") or (p.pretrain.recluster_every and epoch and epoch % p.pretrain.recluster_every == 0):
             z, g, present = embed_all(model, heads, eval_ds)

@@ -28,7 +28,7 @@ from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
-from cmmvt.runtime import live_logger, seed_everything, warmup_cosine
+from cmmvt.runtime import live_logger, seed_everything, steps, warmup_cosine
 from cmmvt.train.dataset import ClipDataset, Split, splits, stratified_subset
 
 
@@ -122,7 +122,7 @@ def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None 
     provenance = feature_params(features, mods)
     best = (-1.0, -1)
     epoch = 0
-    for epoch in range(p.train.epochs):
+    for epoch in steps("train", p.train.epochs):
         model.train()
         losses, correct = [], 0
         for batch in loader:
