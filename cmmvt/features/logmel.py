@@ -62,7 +62,6 @@ __all__ = [
     "clip_windows",
     "stream_windows",
     "frame_params",
-    "logmel_module",
     "to_images",
     "window_frames",
     "windows",
@@ -203,20 +202,6 @@ def to_images(
     elif size is not None and x.shape[0] == 0:
         x = x.new_zeros((0, 1, *size))
     return x.expand(-1, 3, -1, -1).contiguous()  # (T, 3, H, W')
-
-
-@functools.lru_cache(maxsize=8)
-def _logmel_cached(sample_rate: int, n_mels: int, win_ms: float, hop_ms: float) -> LogMel:
-    p = AudioParams(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms)
-    return LogMel(p).eval()
-
-
-def logmel_module(p: AudioParams) -> LogMel:
-    """The shared (cached) :class:`LogMel` for ``p``, keyed on the hashable STFT fields.
-
-    Its forward pass keeps no state, so it is safe to share across decoding threads.
-    """
-    return _logmel_cached(int(p.sample_rate), int(p.n_mels), float(p.win_ms), float(p.hop_ms))
 
 
 @functools.lru_cache(maxsize=8)
