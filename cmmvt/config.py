@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,6 +72,9 @@ class AudioParams(_Section):
     win_ms: float = Field(25.0, gt=0)
     hop_ms: float = Field(10.0, gt=0)
     window_s: float = Field(0.96, gt=0)
+    image: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = None  # (H, W) CNN input; null: n_mels × window
+    norm: Literal["fixed", "window", "clip"] = "fixed"  # fixed affine map | standardise each window | each clip
+    stack: Literal[1, 3] = 1  # windows per row: 1 (in all 3 channels) | 3 (t − window, t, t + window as R, G, B)
 
 
 class ExtractParams(_Section):
@@ -84,6 +87,8 @@ class ExtractParams(_Section):
     )
     weights: str | None = None
     image_size: int = Field(128, ge=32)
+    crop: Literal["centre", "full", "three"] = "centre"  # square CNN input: centre crop | whole frame padded | 3 crops averaged
+    flip: bool = False  # also embed the mirrored frame and average (2× CNN cost)
     batch_size: int = Field(32, ge=1)
     workers: int = Field(1, ge=0)
     device: str = "cpu"

@@ -159,7 +159,11 @@ class Backbone:
             return (self.runner or self.model)(x).float().cpu()  # (B, dim)
 
     def embed(self, rgb: np.ndarray | torch.Tensor) -> np.ndarray:
-        """uint8 RGB frames ``(B, H, W, 3)`` → float32 ``(B, dim)`` embeddings."""
+        """uint8 RGB frames ``(B, H, W, 3)``, or ``(B, V, H, W, 3)`` views of each frame (embeddings averaged
+        over ``V``, e.g. crops and flips) → float32 ``(B, dim)`` embeddings."""
+        if rgb.ndim == 5:
+            b, v = rgb.shape[:2]
+            return self.embed(rgb.reshape(b * v, *rgb.shape[2:])).reshape(b, v, -1).mean(1)  # (B, V, D) → (B, D)
         with torch.inference_mode():
             return self.embed_images(self.preprocess(rgb)).numpy()
 

@@ -65,7 +65,7 @@ class _Piece:
     """
 
     item: Item
-    inputs: torch.Tensor | None  # (n, S, S, 3) uint8 frames or (n, 3, M, W) float log-mel images; None: no rows
+    inputs: torch.Tensor | None  # (n, V, S, S, 3) uint8 frame views or (n, 3, H, W) float log-mel images; None: no rows
     t: np.ndarray  # (n,) seconds
     first: bool
     last: bool
@@ -139,7 +139,7 @@ def feature_attrs(p: ExtractParams, modality: Modality, bb: backbones.Backbone) 
     """The params that define a modality's features: a cache made with others is never mixed in."""
     attrs: dict[str, object] = {"backbone": bb.name, "weights": bb.weights, "dim": bb.dim, "fps": p.fps}
     if modality == "video":
-        attrs["image_size"] = p.image_size
+        attrs.update(image_size=p.image_size, crop=p.crop, flip=p.flip)
     else:
         attrs.update(p.audio.model_dump())
     return attrs
@@ -155,23 +155,59 @@ def library_versions() -> dict[str, str]:
             "av": av.__version__, "h5py": h5py.__version__}
 
 
-def centre_square(rgb: np.ndarray) -> np.ndarray:
-    """The centred ``min(H, W)`` square of an ``(H, W, 3)`` frame (a view)."""
+PAD_RGB = (124, 116, 104)  #: ImageNet mean colour: the padding of ``crop: full`` normalises to ≈ 0
+
+
+def frame_views(rgb: np.ndarray, side: int, crop: str = "centre", flip: bool = False) -> np.ndarray:
+    """The square CNN inputs made from one frame: ``(V, side, side, 3)`` uint8, their embeddings averaged.
+
+    ``rgb`` is already resized by the decoder: short side ``side`` for ``centre`` and ``three``, long side
+    ``side`` for ``full``.
+
+    * ``centre``: the centred square (Kinetics-style "short-side resize, centre crop"; on 16:9 footage it
+      drops 44 % of the picture, and with it a subject near the edge).
+    * ``full``: the whole frame, centred on a ``side × side`` canvas of the ImageNet mean colour
+      (letterboxing; every pixel kept, the subject smaller).
+    * ``three``: three squares along the long axis (start, centre, end; the 3-crop test of
+      Feichtenhofer et al. 2019, "SlowFast Networks", ICCV), 3× the CNN cost.
+    * ``flip``: each view also mirrored left-right (2× the cost).
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 frame.
+        side: Square side of the CNN input.
+        crop: ``centre``, ``full`` or ``three``.
+        flip: Add the mirrored views.
+
+    Returns:
+        ``(V, side, side, 3)`` uint8 with ``V = 1`` or ``3``, doubled by ``flip``.
+    """
     h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return rgb[top : top + side, left : left + side]
+    if crop == "full":
+        out = np.empty((1, side, side, 3), np.uint8)
+        out[:] = PAD_RGB
+        top, left = (side - h) // 2, (side - w) // 2
+        out[0, top : top + h, left : left + w] = rgb[:side, :side]
+    else:
+        sq = min(h, w, side)
+        along = max(h, w) - sq  # free length along the long axis
+        offsets = [along // 2] if crop == "centre" else [0, along // 2, along]
+        short = (h - sq) // 2 if w >= h else (w - sq) // 2
+        out = np.stack([rgb[short : short + sq, o : o + sq] if w >= h else rgb[o : o + sq, short : short + sq]
+                        for o in offsets])  # (V, sq, sq, 3)
+    return np.concatenate([out, out[:, :, ::-1]]) if flip else out
 
 
 def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Frames at ``extract.fps``, short side resized to ``image_size`` while converting, centre-cropped per clip:
-    ``(n, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together."""
+    """Frames at ``extract.fps``, resized while converting and cut into square views per clip (see
+    :func:`frame_views`): ``(n, V, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together."""
     s = p.image_size
-    block = np.empty((rows, s, s, 3), np.uint8)
+    fit = {"long_side": s} if p.crop == "full" else {"short_side": s}
+    views = (3 if p.crop == "three" else 1) * (2 if p.flip else 1)
+    block = np.empty((rows, views, s, s, 3), np.uint8)
     t = np.empty(rows, np.float64)
     n = 0
-    for rgb, ti in media.iter_frames(item.path, p.fps, short_side=s, info=info):
-        block[n], t[n] = centre_square(rgb), ti
+    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, **fit):
+        block[n], t[n] = frame_views(rgb, s, p.crop, p.flip), ti
         n += 1
         if n == rows:
             yield torch.from_numpy(block.copy()), t.copy()
@@ -182,13 +218,26 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
 
 def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
                   rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
-    """Log-mel images centred on the same instants as the frames, streamed from the decoder; None: no audio."""
+    """Log-mel images centred on the same instants as the frames, streamed from the decoder; None: no audio.
+
+    ``norm: clip`` reads the audio twice: once for the clip's statistics, once for the images.
+    """
+    a = p.audio
     t = media.sample_times(info.duration, p.fps)  # (T,)
-    chunks = media.audio_chunks(item.path, p.audio.sample_rate)
+    chunks = media.audio_chunks(item.path, a.sample_rate)
     if chunks is None:
         return None
-    return ((logmel.to_images(win), t[i : i + len(win)])  # (n, 3, M, W), (n,)
-            for i, win in _offsets(logmel.stream_windows(chunks, t, p.audio, rows)))
+    stats = None
+    if a.norm == "clip":
+        stats = logmel.clip_stats(logmel.stream_windows(chunks, t, a, rows))
+        chunks = media.audio_chunks(item.path, a.sample_rate)
+    size, k = (tuple(a.image) if a.image else None), a.stack
+
+    def images(win: torch.Tensor) -> torch.Tensor:  # (n * k, M, W) → (n, 3, H, W')
+        return logmel.to_images(win.reshape(-1, k, *win.shape[1:]), size, a.norm, stats)
+
+    return ((images(win), t[i // k : (i + len(win)) // k])  # (n, 3, H, W'), (n,)
+            for i, win in _offsets(logmel.stream_windows(chunks, logmel.stack_times(t, a), a, rows * k)))
 
 
 def _offsets(blocks: Iterable[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:

@@ -59,7 +59,10 @@ __all__ = [
     "LOGMEL_MEAN",
     "LOGMEL_STD",
     "LogMel",
+    "NORM_STD_FLOOR",
+    "clip_stats",
     "clip_windows",
+    "stack_times",
     "stream_windows",
     "frame_params",
     "to_images",
@@ -173,35 +176,102 @@ def windows(logmel: torch.Tensor, times: np.ndarray, p: AudioParams) -> torch.Te
     return padded[:, idx].permute(1, 0, 2).contiguous()  # (M, T, W) → (T, M, W)
 
 
+NORM_STD_FLOOR = 1.0
+"""Smallest std (natural-log units) that ``norm: window | clip`` divides by: silence stays finite and a
+near-constant window is not blown up to full contrast."""
+
+
 def to_images(
     win: torch.Tensor,
     size: tuple[int, int] | None = None,
-    mean: float = LOGMEL_MEAN,
-    std: float = LOGMEL_STD,
+    norm: str = "fixed",
+    stats: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Log-mel windows → 3-channel CNN inputs.
 
-    Applies the fixed affine map ``(x - mean) / std`` (per window, no data-dependent statistics, so
-    silence maps to the finite constant ``(log(1e-6) - mean) / std ≈ -2.5``), optionally resizes
-    with bilinear interpolation, and replicates the single channel three times. The output is
-    already in ImageNet-normalised input space (roughly [-2.5, 3]); do not normalise it again.
+    Normalisation (``norm``):
+
+    * ``fixed``: the affine map ``(x - LOGMEL_MEAN) / LOGMEL_STD`` (per window, no data-dependent
+      statistics: silence maps to ``≈ -2.5``, full-scale sound to ``≈ +2..+3``; loudness is kept).
+    * ``window``: each row standardised by its own mean and std (std floored at :data:`NORM_STD_FLOOR`),
+      as spectrogram-as-image models do per input (e.g. PANNs-style instance normalisation;
+      Kong et al. 2020, "PANNs", TASLP): loudness is removed, spectral shape kept.
+    * ``clip``: standardised by the clip's mean and std over all its windows (``stats``, from
+      :func:`clip_stats`): loudness relative to the rest of the clip is kept.
+
+    Then optionally resizes (bilinear) to ``size`` - AST (Gong et al. 2021) feeds 128 mel bins to an
+    ImageNet model; a 64 × 96 window gives a stride-32 CNN only a 2 × 3 grid - and fills the three
+    channels: one window replicated, or three windows (``stack: 3``) as R, G, B. The output is already in
+    ImageNet-normalised input space (roughly [-3, 3]); do not normalise it again.
 
     Args:
-        win: ``(T, n_mels, W)`` log-mel windows from :func:`windows`.
-        size: Optional ``(H, W')`` output size (e.g. ``(224, 224)``); ``None`` keeps ``(n_mels, W)``.
-        mean: Centre of the map (default :data:`LOGMEL_MEAN`).
-        std: Scale of the map (default :data:`LOGMEL_STD`).
+        win: ``(T, n_mels, W)`` windows from :func:`windows`, or ``(T, C, n_mels, W)`` with ``C`` 1 or 3.
+        size: Optional ``(H, W')`` output size (e.g. ``(128, 192)``); ``None`` keeps ``(n_mels, W)``.
+        norm: ``fixed``, ``window`` or ``clip``.
+        stats: ``(mean, std)`` of the clip, for ``norm="clip"``.
 
     Returns:
-        ``(T, 3, n_mels, W)`` (or ``(T, 3, *size)``) float32, contiguous, three identical channels.
+        ``(T, 3, n_mels, W)`` (or ``(T, 3, *size)``) float32, contiguous.
     """
-    x = (win.to(torch.float32) - mean) / std  # (T, M, W)
-    x = x.unsqueeze(1)  # (T, 1, M, W)
-    if size is not None and x.shape[0] > 0 and tuple(size) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)  # (T, 1, H, W')
-    elif size is not None and x.shape[0] == 0:
-        x = x.new_zeros((0, 1, *size))
+    x = win.to(torch.float32)
+    x = x.unsqueeze(1) if x.dim() == 3 else x  # (T, C, M, W)
+    if norm == "fixed":
+        x = (x - LOGMEL_MEAN) / LOGMEL_STD
+    elif norm == "window":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (T, 1, 1, 1)
+        std = x.std(dim=(1, 2, 3), correction=0, keepdim=True).clamp_min(NORM_STD_FLOOR)
+        x = (x - mean) / std
+    elif norm == "clip":
+        if stats is None:
+            raise ValueError("norm='clip' needs the clip's (mean, std): see clip_stats")
+        x = (x - stats[0]) / max(stats[1], NORM_STD_FLOOR)
+    else:
+        raise ValueError(f"norm must be one of fixed, window, clip; got {norm!r}")
+    if size is not None and tuple(size) != tuple(x.shape[-2:]):
+        if x.shape[0] > 0:
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)  # (T, C, H, W')
+        else:
+            x = x.new_zeros((0, x.shape[1], *size))
     return x.expand(-1, 3, -1, -1).contiguous()  # (T, 3, H, W')
+
+
+def clip_stats(blocks: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """Mean and std of every log-mel value in a clip's windows (for ``norm: clip``), in one streamed pass.
+
+    Args:
+        blocks: ``(n, ..., n_mels, W)`` blocks of windows (e.g. :func:`stream_windows`).
+
+    Returns:
+        ``(mean, std)`` over all values; ``(LOG_FLOOR, 0.0)`` for no windows.
+    """
+    count, total, squares = 0, 0.0, 0.0
+    for b in blocks:
+        x = b.to(torch.float64)
+        count += x.numel()
+        total += float(x.sum())
+        squares += float((x * x).sum())
+    if count == 0:
+        return LOG_FLOOR, 0.0
+    mean = total / count
+    return mean, math.sqrt(max(squares / count - mean * mean, 0.0))
+
+
+def stack_times(times: np.ndarray, p: AudioParams) -> np.ndarray:
+    """Window centres of the rows' channels: ``t`` itself (``stack: 1``) or ``t - w, t, t + w`` interleaved
+    (``stack: 3``, ``w = window_s``), so consecutive groups of ``stack`` windows make one row.
+
+    Args:
+        times: ``(T,)`` row timestamps in seconds.
+        p: The audio params.
+
+    Returns:
+        ``(T * stack,)`` seconds.
+    """
+    t = np.asarray(times, dtype=np.float64).reshape(-1)  # (T,)
+    if p.stack == 1:
+        return t
+    offsets = np.array([-p.window_s, 0.0, p.window_s])  # (3,)
+    return (t[:, None] + offsets).reshape(-1)  # (T * 3,)
 
 
 @functools.lru_cache(maxsize=8)

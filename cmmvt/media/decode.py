@@ -370,18 +370,21 @@ def probe(path: PathLike) -> VideoInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def _scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """(width, height) with the shorter side scaled to ``short_side`` (aspect kept, rounded)."""
-    if short_side is None:
+def _scaled_size(width: int, height: int, short_side: int | None, long_side: int | None = None) -> tuple[int, int]:
+    """(width, height) with the shorter side scaled to ``short_side``, or the longer one to ``long_side``
+    (aspect kept, rounded)."""
+    if short_side is None and long_side is None:
         return width, height
-    if width <= height:
-        return short_side, max(1, round(height * short_side / width))
-    return max(1, round(width * short_side / height)), short_side
+    if (width <= height) == (short_side is not None):  # the side to fit is the width
+        side = short_side or long_side
+        return side, max(1, round(height * side / width))
+    side = short_side or long_side
+    return max(1, round(width * side / height)), side
 
 
-def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, short_side: int | None, long_side: int | None = None) -> np.ndarray:
     """Convert (and resize) one decoded frame to an upright ``(H, W, 3)`` uint8 array."""
-    w, h = _scaled_size(frame.width, frame.height, short_side)
+    w, h = _scaled_size(frame.width, frame.height, short_side, long_side)
     # swscale converts colour and resizes in one pass (colour matrix taken from the frame).
     rgb = frame.to_ndarray(format="rgb24", width=w, height=h)  # (h, w, 3)
     k = _rotation_of(frame) // 90
@@ -391,7 +394,7 @@ def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
 
 
 def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
-                info: VideoInfo | None = None) -> Iterator[tuple[np.ndarray, float]]:
+                info: VideoInfo | None = None, long_side: int | None = None) -> Iterator[tuple[np.ndarray, float]]:
     """Stream the frames displayed at :func:`sample_times` ``(duration, fps)``.
 
     For every target time ``t`` the frame shown at that instant is chosen: the last decoded frame
@@ -407,6 +410,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
         short_side: If given, frames are resized (by swscale, during the RGB conversion) so their
             shorter side has this many pixels, keeping the aspect ratio.
         info: The file's :func:`probe` result, if the caller has it (saves probing again).
+        long_side: Instead of ``short_side``: resize so the longer side has this many pixels.
 
     Yields:
         ``(rgb, t)``: ``rgb`` an upright ``(H, W, 3)`` uint8 array, ``t`` the target time in seconds.
@@ -415,11 +419,14 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
     Raises:
         MediaError: The file cannot be opened or decoded, or decoding fails part-way (e.g. a
             truncated file). Raised lazily, while iterating.
-        ValueError: ``fps`` or ``short_side`` is not positive.
+        ValueError: ``fps``, ``short_side`` or ``long_side`` is not positive, or both sides are given.
     """
     _check_fps(fps)
-    if short_side is not None and short_side <= 0:
-        raise ValueError(f"short_side must be positive, got {short_side!r}")
+    for name, side in (("short_side", short_side), ("long_side", long_side)):
+        if side is not None and side <= 0:
+            raise ValueError(f"{name} must be positive, got {side!r}")
+    if short_side is not None and long_side is not None:
+        raise ValueError("give short_side or long_side, not both")
     p = Path(path)
     info = info or probe(p)
     times = sample_times(info.duration, fps)  # (n,)
@@ -457,7 +464,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
             if prev is not None:
                 while k < n and times[k] < rel:  # targets shown before this frame appears
                     if prev_rgb is None:
-                        prev_rgb = _to_rgb(prev, short_side)
+                        prev_rgb = _to_rgb(prev, short_side, long_side)
                     yield prev_rgb, float(times[k])
                     k += 1
             prev, prev_rgb, prev_rel = frame, None, rel
@@ -472,7 +479,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
                                     f"(truncated file?)")
         while k < n:  # the last frame stays on screen until the end
             if prev_rgb is None:
-                prev_rgb = _to_rgb(prev, short_side)
+                prev_rgb = _to_rgb(prev, short_side, long_side)
             yield prev_rgb, float(times[k])
             k += 1
 
