@@ -223,3 +223,80 @@ def test_windows_match_slicing():
     for k, tk in enumerate(t):
         s = int(np.floor(tk * 100 - W / 2 + 0.5))
         assert torch.equal(win[k], spec[:, s : s + W])
+
+
+# ------------------------------------------------------------------ audio image settings (#11)
+
+SETTINGS = [(size, norm) for size in (None, (128, 192), (224, 224)) for norm in ("fixed", "window", "clip")]
+
+
+@pytest.mark.parametrize(("size", "norm"), SETTINGS)
+def test_image_settings_shape_and_range(size, norm):
+    wave = _burst() + (0.01 * np.random.default_rng(0).standard_normal(4 * SR)).astype(np.float32)
+    win = logmel.clip_windows(wave, _times(4.0, 4.0), P)  # (16, 64, 96)
+    stats = logmel.clip_stats([win])
+    img = logmel.to_images(win, size, norm, stats)
+    assert img.shape == (16, 3, *(size or (P.n_mels, W)))
+    assert torch.isfinite(img).all() and float(img.abs().max()) < 12.0  # a pure tone peaks at ~9 std when standardised
+    if norm == "window":  # each window standardised: mean 0, std 1 (its std is above the floor here)
+        flat = logmel.to_images(win, None, norm)[:, 0].flatten(1)
+        torch.testing.assert_close(flat.mean(1), torch.zeros(16), atol=1e-4, rtol=0)
+        torch.testing.assert_close(flat.std(1, correction=0), torch.ones(16), atol=1e-4, rtol=0)
+    if norm == "clip":  # the clip as a whole standardised
+        flat = logmel.to_images(win, None, norm, stats)[:, 0]
+        assert abs(float(flat.mean())) < 1e-4 and abs(float(flat.std(correction=0)) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("norm", ["fixed", "window", "clip"])
+def test_silence_stays_finite(norm):
+    win = logmel.clip_windows(np.zeros(2 * SR, np.float32), np.array([0.5, 1.5]), P)
+    img = logmel.to_images(win, (128, 192), norm, logmel.clip_stats([win]))
+    assert torch.isfinite(img).all()
+    if norm != "fixed":  # constant input: no division by a zero std, just zeros
+        assert float(img.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("size", [(128, 192), (224, 224), (32, 48)])
+@pytest.mark.parametrize("freq", [300.0, 1000.0, 4000.0])
+def test_tone_lands_in_the_right_mel_rows_after_resizing(size, freq):
+    win = logmel.clip_windows(_burst(freq=freq), np.array([1.6]), P)  # (1, 64, 96)
+    img = logmel.to_images(win, size, "window")[0, 0]  # (H, W')
+    row = int(img.mean(dim=1).argmax())  # the loudest image row
+    expected = (_mel_bin(freq) + 0.5) * size[0] / P.n_mels - 0.5  # the band's centre after the bilinear resize
+    assert abs(row - expected) <= size[0] / P.n_mels + 1
+
+
+def test_normalisations_differ_in_what_they_keep():
+    """A gain shifts every log-mel value by the same 2·ln(gain) (well above the log floor): fixed keeps the
+    shift (loudness), window and clip standardisation remove it."""
+    t = _times(4.0, 4.0)[2:-2]  # windows inside the clip (the padding outside it is the floor, never shifted)
+    wave = _burst() + (0.05 * np.random.default_rng(1).standard_normal(4 * SR)).astype(np.float32)
+    loud, quiet = (logmel.clip_windows(wave * g, t, P) for g in (1.0, 0.1))
+    shift = 2 * np.log(10.0) / logmel.LOGMEL_STD
+    torch.testing.assert_close(logmel.to_images(loud) - logmel.to_images(quiet),
+                               torch.full((12, 3, P.n_mels, W), shift), atol=0.1, rtol=0)
+    for norm in ("window", "clip"):
+        a = logmel.to_images(loud, None, norm, logmel.clip_stats([loud]))
+        b = logmel.to_images(quiet, None, norm, logmel.clip_stats([quiet]))
+        torch.testing.assert_close(a, b, atol=0.1, rtol=0.05)  # the fixed map shifted by 1.02
+
+
+def test_clip_needs_its_stats():
+    with pytest.raises(ValueError, match="clip_stats"):
+        logmel.to_images(torch.zeros(1, 64, 96), None, "clip")
+    with pytest.raises(ValueError, match="fixed, window, clip"):
+        logmel.to_images(torch.zeros(1, 64, 96), None, "loud")
+
+
+def test_stacked_windows_are_the_rows_before_now_and_after():
+    p = AudioParams(stack=3)
+    t = np.array([1.0, 2.0])
+    times = logmel.stack_times(t, p)
+    np.testing.assert_allclose(times, [0.04, 1.0, 1.96, 1.04, 2.0, 2.96])
+    wave = _burst(on=1.9, off=2.05)  # a burst just before t = 2.0 (inside row 1's centre window, and row 0's "after")
+    win = logmel.clip_windows(wave, times, p).reshape(2, 3, P.n_mels, W)
+    img = logmel.to_images(win, (128, 192), "fixed")  # (2, 3, 128, 192): R = t - w, G = t, B = t + w
+    energy = img.mean(dim=(2, 3))  # (2, 3)
+    assert int(energy[0].argmax()) == 2  # for row t = 1.0 the burst lies in the window after it
+    assert int(energy[1].argmax()) == 1  # for row t = 2.0 in its own window
+    assert float(energy[1, 0]) < float(energy[1, 1])  # and not in the one before

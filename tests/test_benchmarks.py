@@ -68,3 +68,16 @@ def test_wholeclip_benchmark_quick(tmp_path):
     report = run_quick("wholeclip", tmp_path)
     assert set(report) == {"2", "5"}
     assert all(set(r) == {"whole clip", "centre crop 16"} and len(r["whole clip"]) == 1 for r in report.values())
+
+
+@pytest.mark.slow
+def test_features_benchmark_quick(tmp_path):
+    """Real-content clips (espeak-ng speech, scikit-learn digits and photos) → settings → probes and classifier."""
+    report = run_quick("features", tmp_path)
+    assert report["clips"] == 20
+    for mod in ("video", "audio"):
+        assert len(report[mod]) == 2 and report["chosen"][mod] in report[mod]
+        for r in report[mod].values():
+            assert r["ms_per_row"] > 0 and 0 <= r["val"] <= 1 and 0 <= r["test"] <= 1
+    before = report["combined"]["before"]
+    assert len(before["classifier_test"]) == 1 and 0 <= before["probe"]["test"] <= 1

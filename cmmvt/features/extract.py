@@ -4,9 +4,9 @@ Video rows are RGB frames sampled at ``extract.fps`` by presentation timestamp; 
 windows centred on the same timestamps (:func:`cmmvt.media.sample_times`), so row ``t`` of both
 modalities describes the same instant.
 
-Rows flow through in pieces of at most :data:`ROWS_PER_PIECE`: the decoder resizes each frame's short
-side to ``extract.image_size`` inside the colour conversion and the clip's centre square is cut at once,
-so clips of every size, aspect ratio, pixel format and rotation batch together; audio is decoded and
+Rows flow through in pieces of at most :data:`ROWS_PER_PIECE`: the decoder resizes each frame inside the
+colour conversion and its square views (``extract.crop``, ``extract.flip``: :func:`frame_views`) are cut at
+once, so clips of every size, aspect ratio, pixel format and rotation batch together; audio is decoded and
 turned into log-mel windows in chunks (:func:`cmmvt.features.logmel.stream_windows`); the cache writer receives
 each clip's rows piece by piece. Peak memory therefore does not depend on a video's length (an hour
 costs what ten seconds cost, plus 2.5 KB per cached row until its shard is published). Decoding runs in

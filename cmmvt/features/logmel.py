@@ -24,11 +24,11 @@ Conventions:
   invented beyond the clip's edges (edge replication would smear the first/last sound over the
   missing part). The waveform itself is zero-padded for the centred STFT (``pad_mode="constant"``),
   for the same reason and so that clips shorter than half an FFT still work.
-* Normalisation. A fixed affine map ``(logmel - LOGMEL_MEAN) / LOGMEL_STD``: the log floor (pure
-  silence) maps to about -2.5 and a full-scale tone or noise to about +2..+3, the range of
-  ImageNet-normalised pixels. It is per-window (no statistics across windows or clips), keeps
-  loudness information, and cannot blow up on silence (no division by a data-dependent std).
-  The result is already in normalised-input space: do not apply ImageNet mean/std again.
+* Images. :func:`to_images` normalises (``extract.audio.norm``: the fixed affine map
+  ``(logmel - LOGMEL_MEAN) / LOGMEL_STD``, which keeps loudness - silence ≈ -2.5, full scale ≈ +2..+3 -,
+  or standardisation per window or per clip), resizes to ``extract.audio.image`` and fills the three
+  channels with the window (or, ``stack: 3``, with the windows before, at and after the instant). The
+  result is already in normalised-input space: do not apply ImageNet mean/std again.
 
 Example:
     >>> import numpy as np

@@ -1,0 +1,184 @@
+"""Feature quality on real content: which audio images and frame crops make frozen-CNN features carry the class.
+
+Builds the real-content audio-visual set of ``benchmarks/realav.py`` (objects' names spoken by espeak-ng, their
+photographs from scikit-image over scikit-learn's photographs; voices held out in val/test), extracts it
+with cmmvt at several settings of one modality at a time (the other at the default) and reports, per setting:
+
+* cost: milliseconds of extraction per row (decode + images + CNN, 2 threads here);
+* a **linear probe**: logistic regression on each clip's mean-pooled embeddings (standardised; ``C`` chosen
+  on val from 0.01–10), top-1 on val and on test, for the modality alone;
+* then, for the setting chosen on **val** per modality and for the settings of earlier versions, the linear
+  probe on video + audio and the **default cmmvt classifier** (params.yaml's model and training, 3 seeds).
+
+Test is never used to choose; ± on a single probe is the binomial standard error of its test top-1.
+
+    python benchmarks/features.py            # 10 classes × 30 clips → reports/bench/features.{json,md}
+    python benchmarks/features.py --quick    # 4 classes × 5 clips, 2 settings per modality, 1 seed (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmmvt import config
+from cmmvt.data import manifest
+from cmmvt.eval import evaluate
+from cmmvt.features import backbones, cache, extract
+from cmmvt.train import loop
+
+import realav  # benchmarks/realav.py: this folder is on sys.path when a benchmark runs as a script
+
+BEFORE = {"video": "centre", "audio": "64×96 fixed"}  #: the settings of cmmvt before this benchmark
+SETTINGS = {  # modality → name → overrides of params.yaml (the other modality keeps its default)
+    "video": {
+        "centre": ["extract.crop=centre", "extract.flip=false"],
+        "full (padded)": ["extract.crop=full", "extract.flip=false"],
+        "three crops": ["extract.crop=three", "extract.flip=false"],
+        "centre + flip": ["extract.crop=centre", "extract.flip=true"],
+        "full + flip": ["extract.crop=full", "extract.flip=true"],
+    },
+    "audio": {
+        "64×96 fixed": ["extract.audio.image=null", "extract.audio.norm=fixed", "extract.audio.stack=1"],
+        "64×96 window": ["extract.audio.image=null", "extract.audio.norm=window", "extract.audio.stack=1"],
+        "128×192 fixed": ["extract.audio.image=[128,192]", "extract.audio.norm=fixed", "extract.audio.stack=1"],
+        "128×192 window": ["extract.audio.image=[128,192]", "extract.audio.norm=window", "extract.audio.stack=1"],
+        "128×192 clip": ["extract.audio.image=[128,192]", "extract.audio.norm=clip", "extract.audio.stack=1"],
+        "128×192 window, 3 stacked": ["extract.audio.image=[128,192]", "extract.audio.norm=window",
+                                      "extract.audio.stack=3"],
+        "128 mels, 128×192 window": ["extract.audio.n_mels=128", "extract.audio.image=[128,192]",
+                                     "extract.audio.norm=window", "extract.audio.stack=1"],
+        "1.92 s, 128×192 window": ["extract.audio.window_s=1.92", "extract.audio.image=[128,192]",
+                                   "extract.audio.norm=window", "extract.audio.stack=1"],
+        "224×224 window": ["extract.audio.image=[224,224]", "extract.audio.norm=window", "extract.audio.stack=1"],
+    },
+}
+CS = (0.01, 0.1, 1.0, 10.0)
+
+
+def clip_means(root: Path, ids: list[str]) -> np.ndarray:
+    """``(N, D)`` mean-pooled rows of each clip in ``ids`` from the cache at ``root``."""
+    reader = cache.CacheReader(root)
+    try:
+        return np.stack([reader[i].mean(0) for i in ids])
+    finally:
+        reader.close()
+
+
+def linear_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str, float]:
+    """Logistic regression on standardised clip means; ``C`` chosen on val. Top-1 on val and test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for c in CS:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(x["train"], y["train"])
+        val = float((clf.predict(x["val"]) == y["val"]).mean())
+        if best is None or val > best[0]:
+            best = (val, c, float((clf.predict(x["test"]) == y["test"]).mean()))
+    val, c, test = best
+    return {"val": val, "test": test, "test_se": float(np.sqrt(test * (1 - test) / len(y["test"]))), "C": c}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--per-class", type=int, default=30)
+    ap.add_argument("--data", type=Path, help="keep the generated clips here (reused if clips.csv exists)")
+    ap.add_argument("--out", type=Path, default=Path("reports/bench/features.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    quick = args.quick
+    settings = {m: dict(list(s.items())[:2]) for m, s in SETTINGS.items()} if quick else SETTINGS
+    seeds = range(1 if quick else args.seeds)
+    extra = ["extract.image_size=64", "train.epochs=2"] if quick else []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or Path(tmp) / "data"
+        csv = data / "clips.csv"
+        t0 = time.perf_counter()
+        if not csv.is_file():
+            realav.make(data, per_class=5 if quick else args.per_class, classes=4 if quick else 10,
+                        durations=(2.0, 3.0) if quick else (3.0, 5.0))
+        made_s = time.perf_counter() - t0
+        base = ["data.source=csv", f"data.csv={csv}", f"data.root={data}", f"data.manifest={tmp}/manifest.csv",
+                *extra]
+        p = config.load("params.yaml", base)
+        df = manifest.prepare(p.data, seed=p.data.seed).manifest
+        items, _ = extract.discover(p.data.manifest)
+        ids = {s: df.loc[df.split == s, "video_id"].tolist() for s in ("train", "val", "test")}
+        y = {s: df.loc[df.split == s, "label"].to_numpy() for s in ids}
+        bb = backbones.create(p.extract.backbone, p.extract.weights, image_size=p.extract.image_size)
+        results: dict[str, dict] = {"clips": len(items), "generate_s": made_s, "image_size": p.extract.image_size,
+                                    "video": {}, "audio": {}}
+        feats: dict[tuple[str, str], Path] = {}
+        for mod, table in settings.items():
+            for name, overrides in table.items():
+                pe = config.load("params.yaml", base + overrides).extract
+                root = Path(tmp) / "feats" / f"{mod}-{len(feats)}"
+                s = extract.run_modality(items, pe, mod, bb, out=root)
+                if s.failed:
+                    raise RuntimeError(f"{name}: {s.failures}")
+                x = {k: clip_means(root / mod, v) for k, v in ids.items()}
+                feats[mod, name] = root / mod
+                results[mod][name] = {"ms_per_row": 1000 * s.seconds / s.rows, **linear_probe(x, y)}
+                print(mod, name, results[mod][name], flush=True)
+        chosen = {m: max(r, key=lambda n: (r[n]["val"], -r[n]["ms_per_row"])) for m, r in
+                  ((m, results[m]) for m in settings)}
+        results["chosen"] = chosen
+        results["combined"] = {}
+        for label, pick in {"before": BEFORE, "chosen": chosen}.items():
+            if label == "chosen" and pick == BEFORE:
+                continue
+            root = Path(tmp) / f"combo-{label}"
+            root.mkdir()
+            x = {}
+            for mod in ("video", "audio"):
+                (root / mod).symlink_to(feats[mod, pick[mod]])
+            for k, v in ids.items():
+                x[k] = np.concatenate([clip_means(root / "video", v), clip_means(root / "audio", v)], axis=1)
+            probe = linear_probe(x, y)
+            overrides = base + SETTINGS["video"][pick["video"]] + SETTINGS["audio"][pick["audio"]]
+            top1 = []
+            for seed in seeds:
+                ps = config.load("params.yaml", overrides + [f"seed={seed}"])
+                model = Path(tmp) / f"model-{label}-{seed}.pt"
+                loop.train(ps, model, live_dir=None, features=root)
+                top1.append(evaluate.evaluate(ps, model, Path(tmp) / f"eval-{label}-{seed}", features=root)["top1"])
+            results["combined"][label] = {"settings": pick, "probe": probe, "classifier_test": top1}
+            print(label, results["combined"][label], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    md = report(results)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+def report(r: dict) -> str:
+    """The markdown tables of a run."""
+    lines = [f"{r['clips']} clips, frames at {r['image_size']} px, efficientnet_lite0; linear probe = logistic "
+             "regression on clip-mean embeddings, C chosen on val; test ± binomial s.e.; setting chosen on val (**bold**).",
+             ""]
+    for mod in ("video", "audio"):
+        lines += [f"| {mod} setting | ms / row | probe val top-1 | probe test top-1 |", "|---|---|---|---|"]
+        for name, v in r[mod].items():
+            shown = f"**{name}**" if name == r["chosen"][mod] else name
+            lines.append(f"| {shown} | {v['ms_per_row']:.1f} | {v['val']:.3f} | {v['test']:.3f} ± {v['test_se']:.3f} |")
+        lines.append("")
+    lines += ["| features (video / audio) | probe av test top-1 | cmmvt classifier av test top-1 |", "|---|---|---|"]
+    for label, c in r["combined"].items():
+        t = np.array(c["classifier_test"])
+        lines.append(f"| {label}: {c['settings']['video']} / {c['settings']['audio']} | {c['probe']['test']:.3f} ± "
+                     f"{c['probe']['test_se']:.3f} | {t.mean():.3f} ± {t.std():.3f} ({len(t)} seeds) |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
