@@ -72,8 +72,8 @@ class AudioParams(_Section):
     win_ms: float = Field(25.0, gt=0)
     hop_ms: float = Field(10.0, gt=0)
     window_s: float = Field(0.96, gt=0)
-    image: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = None  # (H, W) CNN input; null: n_mels × window
-    norm: Literal["fixed", "window", "clip"] = "fixed"  # fixed affine map | standardise each window | each clip
+    image: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = (128, 192)  # (H, W) CNN input; null: n_mels × window
+    norm: Literal["fixed", "window", "clip"] = "window"  # fixed affine map | standardise each window | each clip
     stack: Literal[1, 3] = 1  # windows per row: 1 (in all 3 channels) | 3 (t − window, t, t + window as R, G, B)
 
 
@@ -87,11 +87,14 @@ class ExtractParams(_Section):
     )
     weights: str | None = None
     image_size: int = Field(128, ge=32)
-    crop: Literal["centre", "full", "three"] = "centre"  # square CNN input: centre crop | whole frame padded | 3 crops averaged
+    crop: Literal["centre", "full", "three"] = "three"  # square CNN input: centre crop | whole frame padded | 3 crops averaged
     flip: bool = False  # also embed the mirrored frame and average (2× CNN cost)
     batch_size: int = Field(32, ge=1)
     workers: int = Field(1, ge=0)
     device: str = "cpu"
+    engine: Literal["onnxruntime", "torch"] = "onnxruntime"  # CPU inference engine for the frozen CNN (same features)
+    threads: int = Field(0, ge=0)  # CNN threads; 0: one per core available
+    fast_decode: bool = False  # skip non-reference frames: each sample is the nearest decodable frame
     shard_size: int = Field(256, ge=1)
     audio: AudioParams = AudioParams()
 

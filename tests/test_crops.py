@@ -72,3 +72,21 @@ def test_extracted_rows_average_the_views_and_the_cache_records_the_crop(tmp_pat
     np.testing.assert_allclose(rows, want, rtol=1e-3, atol=1e-5)  # the cache holds float16
     with pytest.raises(cache.ParamsMismatch, match="crop"):
         extract.run_modality(items, p.model_copy(update={"crop": "centre", "flip": False}), "video", bb)
+
+
+def test_three_crops_of_a_square_frame_are_one_view(tmp_path):
+    """A square frame has one square: ``three`` costs no more than ``centre`` there and gives the same rows."""
+    assert extract.frame_views(np.zeros((64, 64, 3), np.uint8), 64, "three").shape == (1, 64, 64, 3)
+    clips = tmp_path / "clips"
+    edge_subject_clip(clips / "square.mp4", (96, 96), left=True)
+    edge_subject_clip(clips / "wide.mp4", (160, 90), left=True)
+    items, _ = extract.discover(clips)
+    bb = backbones.create("none", image_size=48)
+    rows = {}
+    for crop in ("centre", "three"):
+        p = ExtractParams(out=str(tmp_path / crop), backbone="none", image_size=48, fps=4.0, crop=crop)
+        extract.run_modality(items, p, "video", bb)  # square and wide clips share CNN batches
+        with cache.CacheReader(tmp_path / crop, "video") as r:
+            rows[crop] = {i.video_id: r[i.video_id] for i in items}
+    np.testing.assert_array_equal(rows["three"]["square"], rows["centre"]["square"])
+    assert not np.allclose(rows["three"]["wide"], rows["centre"]["wide"], atol=1e-3)

@@ -32,8 +32,7 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     video, audio = feats.get("video", {}), feats.get("audio", {})
     first = video or audio
     update: dict[str, Any] = {"backbone": first["backbone"], "fps": first["fps"]}
-    if "image_size" in video:
-        update["image_size"] = video["image_size"]
+    update.update({k: video[k] for k in ("image_size", "crop", "flip", "fast_decode") if k in video})
     if audio:
         update["audio"] = p.audio.model_copy(update={k: audio[k] for k in type(p.audio).model_fields if k in audio})
     weights = first.get("weights")
@@ -60,7 +59,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     """
     model, ckpt = load_checkpoint(model_path)
     p = extract_params(ckpt)
-    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device)
+    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device, engine=p.engine)
     params = Params.model_validate(ckpt["params"])
     views = views or params.evaluate.views
     frames = eval_frames(params)

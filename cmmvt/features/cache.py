@@ -74,7 +74,7 @@ FAILURES_NAME = "failures.csv"
 RETRACTED_NAME = "retracted.json"
 FAILURE_FIELDS = ("path", "video_id", "stage", "reason")
 #: Attr keys that are provenance, not feature params: they may differ between runs that share a cache.
-PROVENANCE_KEYS = frozenset({"versions", "library_versions"})
+PROVENANCE_KEYS = frozenset({"versions", "library_versions", "engine"})  # recorded, never compared
 _RESERVED_KEYS = frozenset({"schema_version", "modality", "attrs_json"})
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _CHUNK_ROWS = 1024

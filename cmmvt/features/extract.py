@@ -25,6 +25,7 @@ Example (needs clips or caches on disk, so not run as a doctest)::
 
 from __future__ import annotations
 
+import os
 import platform
 import queue
 import threading
@@ -139,7 +140,7 @@ def feature_attrs(p: ExtractParams, modality: Modality, bb: backbones.Backbone) 
     """The params that define a modality's features: a cache made with others is never mixed in."""
     attrs: dict[str, object] = {"backbone": bb.name, "weights": bb.weights, "dim": bb.dim, "fps": p.fps}
     if modality == "video":
-        attrs.update(image_size=p.image_size, crop=p.crop, flip=p.flip)
+        attrs.update(image_size=p.image_size, crop=p.crop, flip=p.flip, fast_decode=p.fast_decode)
     else:
         attrs.update(p.audio.model_dump())
     return attrs
@@ -169,7 +170,7 @@ def frame_views(rgb: np.ndarray, side: int, crop: str = "centre", flip: bool = F
     * ``full``: the whole frame, centred on a ``side × side`` canvas of the ImageNet mean colour
       (letterboxing; every pixel kept, the subject smaller).
     * ``three``: three squares along the long axis (start, centre, end; the 3-crop test of
-      Feichtenhofer et al. 2019, "SlowFast Networks", ICCV), 3× the CNN cost.
+      Feichtenhofer et al. 2019, "SlowFast Networks", ICCV), 3× the CNN cost; one on a square frame.
     * ``flip``: each view also mirrored left-right (2× the cost).
 
     Args:
@@ -179,7 +180,7 @@ def frame_views(rgb: np.ndarray, side: int, crop: str = "centre", flip: bool = F
         flip: Add the mirrored views.
 
     Returns:
-        ``(V, side, side, 3)`` uint8 with ``V = 1`` or ``3``, doubled by ``flip``.
+        ``(V, side, side, 3)`` uint8 with ``V = 1`` or ``3`` (``three`` on a non-square frame), doubled by ``flip``.
     """
     h, w = rgb.shape[:2]
     if crop == "full":
@@ -190,7 +191,7 @@ def frame_views(rgb: np.ndarray, side: int, crop: str = "centre", flip: bool = F
     else:
         sq = min(h, w, side)
         along = max(h, w) - sq  # free length along the long axis
-        offsets = [along // 2] if crop == "centre" else [0, along // 2, along]
+        offsets = [along // 2] if crop == "centre" or along == 0 else [0, along // 2, along]  # square: one view
         short = (h - sq) // 2 if w >= h else (w - sq) // 2
         out = np.stack([rgb[short : short + sq, o : o + sq] if w >= h else rgb[o : o + sq, short : short + sq]
                         for o in offsets])  # (V, sq, sq, 3)
@@ -202,12 +203,14 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
     :func:`frame_views`): ``(n, V, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together."""
     s = p.image_size
     fit = {"long_side": s} if p.crop == "full" else {"short_side": s}
-    views = (3 if p.crop == "three" else 1) * (2 if p.flip else 1)
-    block = np.empty((rows, views, s, s, 3), np.uint8)
+    block: np.ndarray | None = None  # (rows, V, S, S, 3), made at the first frame (V depends on its shape)
     t = np.empty(rows, np.float64)
     n = 0
-    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, **fit):
-        block[n], t[n] = frame_views(rgb, s, p.crop, p.flip), ti
+    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, skip_nonref=p.fast_decode, **fit):
+        views = frame_views(rgb, s, p.crop, p.flip)  # (V, S, S, 3)
+        if block is None:
+            block = np.empty((rows, *views.shape), np.uint8)
+        block[n], t[n] = views, ti
         n += 1
         if n == rows:
             yield torch.from_numpy(block.copy()), t.copy()
@@ -341,6 +344,22 @@ class _Sink:
         self.failed[video_id] = reason
 
 
+def _embed_views(bb: backbones.Backbone) -> Callable[[list[torch.Tensor]], np.ndarray]:
+    """Embed pieces of ``(n_i, V_i, S, S, 3)`` frame views in one CNN batch, averaging each row's ``V_i`` views
+    (clips may have different view counts: a square clip has one centre-and-three-crops view) → ``(Σn_i, D)``."""
+
+    def embed(blocks: list[torch.Tensor]) -> np.ndarray:
+        flat = bb.embed(torch.cat([b.flatten(0, 1) for b in blocks]))  # (Σ n_i·V_i, D)
+        out, i = [], 0
+        for b in blocks:
+            n, v = b.shape[:2]
+            out.append(flat[i : i + n * v].reshape(n, v, -1).mean(1) if v > 1 else flat[i : i + n])  # (n_i, D)
+            i += n * v
+        return np.concatenate(out)
+
+    return embed
+
+
 def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality: Modality,
              bb: backbones.Backbone, batch_size: int, summary: Summary,
              progress: Callable[[int, int], None] | None = None) -> None:
@@ -350,7 +369,7 @@ def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality
     the very end), so the same items give the same batches and bit-identical rows whatever the decoding
     threads or piece sizes. A clip that fails part-way is aborted in the sink: none of its rows are kept.
     """
-    fn = bb.embed if modality == "video" else bb.embed_images
+    fn = _embed_views(bb) if modality == "video" else (lambda xs: np.asarray(bb.embed_images(torch.cat(xs))))
     pending: deque[_Piece] = deque()  # pieces in order, rows not embedded yet
     waiting = 0  # rows in ``pending``
 
@@ -391,7 +410,7 @@ def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality
                     pending.appendleft(rest)
                 batch.append(piece)
                 n -= piece.rows
-            emb = np.asarray(fn(torch.cat([q.inputs for q in batch if q.rows])))  # (B, D)
+            emb = fn([q.inputs for q in batch if q.rows])  # (B, D)
             waiting -= len(emb)
             offset = 0
             for q in batch:
@@ -432,7 +451,7 @@ def run_modality(
         cache.ParamsMismatch: The folder holds features made with other params.
     """
     root = Path(out or p.out) / modality
-    attrs = feature_attrs(p, modality, bb) | {"versions": library_versions()}
+    attrs = feature_attrs(p, modality, bb) | {"versions": library_versions(), "engine": bb.engine}
     summary = Summary(modality)
     start = time.perf_counter()
     with cache.CacheWriter(root, modality, attrs, shard_size=p.shard_size, overwrite=overwrite) as writer:
@@ -447,6 +466,23 @@ def run_modality(
         _extract(_prefetched(todo, modality, p), writer, modality, bb, p.batch_size, summary, progress)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def set_threads(p: ExtractParams) -> int:
+    """Give the CNN ``extract.threads`` threads, or (0) one per core available to this process.
+
+    Measured on 2 cores with one decoding thread (``benchmarks/extract.py``): the CNN at 2 threads beside
+    the decoder ran 1.2× faster than at 1 thread, because decoding leaves its core idle most of the time
+    (it is ~1/3 of the work), so "cores minus decoders" would waste it. Set ``threads`` where decoding
+    dominates, e.g. many decoding workers on a many-core machine.
+
+    Returns:
+        The CNN's thread count (also what :class:`backbones.OnnxRunner` takes).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = p.threads or cores
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run(
@@ -472,7 +508,8 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=p.device)
+    set_threads(p)
+    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=p.device, engine=p.engine)
     summaries = []
     for mod in MODALITIES if modality == "both" else (modality,):
         columns = (TextColumn(f"[bold]{mod}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
