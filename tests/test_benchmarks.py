@@ -21,8 +21,11 @@ def run_quick(name: str, tmp_path: Path) -> dict:
 @pytest.mark.slow
 def test_extract_benchmark_quick(tmp_path):
     report = run_quick("extract", tmp_path)
-    assert set(report["frames_per_s"]) == {"decode_only", "cnn_only", "cmmvt", "naive"}
-    assert report["frames"] > 0 and report["ratio_cmmvt_over_naive"] > 0
+    for modality in ("video", "audio"):
+        r = report[modality]
+        assert r["rows"] > 0 and r["bound"] > 0 and r["cmmvt_over_naive"] > 0
+        assert {"decode_only", "cmmvt", "naive", "cnn_only_onnxruntime", "cnn_only_torch"} <= set(r["rows_per_s"])
+    assert {"decode_only_fast", "cmmvt_fast"} <= set(report["video"]["rows_per_s"])
 
 
 @pytest.mark.slow

@@ -140,7 +140,7 @@ def feature_attrs(p: ExtractParams, modality: Modality, bb: backbones.Backbone) 
     """The params that define a modality's features: a cache made with others is never mixed in."""
     attrs: dict[str, object] = {"backbone": bb.name, "weights": bb.weights, "dim": bb.dim, "fps": p.fps}
     if modality == "video":
-        attrs.update(image_size=p.image_size, crop=p.crop, flip=p.flip, fast_decode=p.fast_decode)
+        attrs.update(image_size=p.image_size, crop=p.crop, flip=p.flip, fast_decode=p.fast_decode, resize="bilinear")
     else:
         attrs.update(p.audio.model_dump())
     return attrs

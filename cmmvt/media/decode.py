@@ -385,8 +385,10 @@ def _scaled_size(width: int, height: int, short_side: int | None, long_side: int
 def _to_rgb(frame: av.VideoFrame, short_side: int | None, long_side: int | None = None) -> np.ndarray:
     """Convert (and resize) one decoded frame to an upright ``(H, W, 3)`` uint8 array."""
     w, h = _scaled_size(frame.width, frame.height, short_side, long_side)
-    # swscale converts colour and resizes in one pass (colour matrix taken from the frame).
-    rgb = frame.to_ndarray(format="rgb24", width=w, height=h)  # (h, w, 3)
+    # swscale converts colour and resizes in one pass (colour matrix taken from the frame). Bilinear: 1.2 ms
+    # per 640×360 → 398×224 frame against 2.0 ms for PyAV's default (bicubic), with a filter that still
+    # widens with the downscale factor (unlike FAST_BILINEAR).
+    rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")  # (h, w, 3)
     k = _rotation_of(frame) // 90
     if k:
         rgb = np.ascontiguousarray(np.rot90(rgb, k))  # rot90 is counter-clockwise, like rotation
