@@ -427,6 +427,9 @@ class OnnxRunner:
         # No busy-waiting between runs: spinning threads would steal the cores the decoder (and any torch
         # code in the same process) needs; measured 2× slower torch CNN beside a spinning session.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No arena: batches of many shapes (a clip's last batch, audio vs video images) made ORT's arena
+        # grow with a video's length (+800 MiB over 2 minutes at 224 px); freed buffers now go back.
+        opts.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
