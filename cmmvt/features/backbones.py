@@ -427,15 +427,25 @@ class OnnxRunner:
         # No busy-waiting between runs: spinning threads would steal the cores the decoder (and any torch
         # code in the same process) needs; measured 2× slower torch CNN beside a spinning session.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # No arena: batches of many shapes (a clip's last batch, audio vs video images) made ORT's arena
-        # grow with a video's length (+800 MiB over 2 minutes at 224 px); freed buffers now go back.
-        opts.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
+    CHUNK = 32  #: images per run: every run has the same shape per image size
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` float32 → ``(B, dim)`` float32 (CPU tensors)."""
+        """``(B, 3, H, W)`` float32 → ``(B, dim)`` float32 (CPU tensors).
+
+        Runs in chunks of exactly :attr:`CHUNK` images, the last one zero-padded: ONNX Runtime's memory
+        arena keeps buffers per input shape, and batches of ever new sizes made it grow with a video's
+        length (+800 MiB over 2 minutes at 224 px); one shape per image size keeps it flat.
+        """
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()  # NCHW, as the graph expects
-        return torch.from_numpy(self.session.run(None, {"x": arr})[0])
+        out = []
+        for i in range(0, len(arr), self.CHUNK):
+            part = arr[i : i + self.CHUNK]
+            if len(part) < self.CHUNK:
+                part = np.concatenate([part, np.zeros((self.CHUNK - len(part), *part.shape[1:]), part.dtype)])
+            out.append(self.session.run(None, {"x": part})[0][: len(arr) - i])
+        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros((0, 0))
 
 
 def _export_onnx(model: nn.Module, image_size: int, path: Path) -> None:
