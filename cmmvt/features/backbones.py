@@ -408,8 +408,8 @@ class OnnxRunner:
     """The frozen CNN as an ONNX graph run by ONNX Runtime on the CPU (``extract.engine: onnxruntime``).
 
     ONNX Runtime fuses batch norm, activations and the depthwise convolutions of these mobile networks
-    into kernels that ran EfficientNet-Lite0 about 1.8× faster than the frozen TorchScript trace on this
-    project's 2-core machine (``benchmarks/extract.py``), with outputs equal within 1e-5.
+    into kernels that ran EfficientNet-Lite0 at 224 px 1.8–2× faster than the frozen TorchScript trace on
+    this project's 2-core machine (``benchmarks/extract.py --preset real``), with outputs equal within 1e-5.
 
     Args:
         path: The ``.onnx`` file (input ``x``: ``(B, 3, H, W)`` float32, any B, H, W; output ``(B, dim)``).
