@@ -181,9 +181,9 @@ def _naive(paths: list[Path], p: ExtractParams, bb: backbones.Backbone, modality
         wave = media.load_audio(path, p.audio.sample_rate).samples  # (N,)
         t = media.sample_times(info.duration, p.fps)
         win = logmel.windows(logmel.LogMel(p.audio)(torch.from_numpy(wave)), t, p.audio)
+        stats = logmel.clip_stats([win]) if p.audio.norm == "clip" else None  # once per clip
         for w in win:
-            bb.embed_images(logmel.to_images(w[None], p.audio.image and tuple(p.audio.image), p.audio.norm,
-                                             logmel.clip_stats([win])))
+            bb.embed_images(logmel.to_images(w[None], p.audio.image and tuple(p.audio.image), p.audio.norm, stats))
             rows += 1
     return rows
 

@@ -445,7 +445,7 @@ class OnnxRunner:
             if len(part) < self.CHUNK:
                 part = np.concatenate([part, np.zeros((self.CHUNK - len(part), *part.shape[1:]), part.dtype)])
             out.append(self.session.run(None, {"x": part})[0][: len(arr) - i])
-        return torch.from_numpy(np.concatenate(out)) if out else torch.zeros((0, 0))
+        return torch.from_numpy(np.concatenate(out))  # callers never pass B = 0 (embed_images returns early)
 
 
 def _export_onnx(model: nn.Module, image_size: int, path: Path) -> None:

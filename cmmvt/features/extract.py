@@ -353,7 +353,7 @@ def _embed_views(bb: backbones.Backbone) -> Callable[[list[torch.Tensor]], np.nd
         out, i = [], 0
         for b in blocks:
             n, v = b.shape[:2]
-            out.append(flat[i : i + n * v].reshape(n, v, -1).mean(1) if v > 1 else flat[i : i + n])  # (n_i, D)
+            out.append(flat[i : i + n * v].reshape(n, v, -1).mean(1))  # (n_i, D); exact for one view
             i += n * v
         return np.concatenate(out)
 
