@@ -39,6 +39,8 @@ class SynthParams(_Section):
     fps: int = Field(25, gt=0)
     size: int = Field(128, ge=32)
     sample_rate: int = Field(16000, gt=0)
+    # clips per class written without a label to ``<root>/unlabelled/`` (the pretraining pool)
+    unlabelled_clips_per_class: int = Field(0, ge=0)
 
 
 class SplitParams(_Section):
