@@ -1,12 +1,24 @@
-"""Low-label study: test top-1 at several label fractions, scratch vs each pretraining objective.
+"""Low-label study: does cross-modal pretraining pay off when labels are few?
 
-For every objective and seed, the encoders are pretrained once without labels (all clips), then the
-classifier is trained on a stratified fraction of the training labels and evaluated on the test
-split. Also reports video→audio retrieval recall@1/5 of each pretrained model on the test split.
-Needs the caches and prototypes (`dvc repro prototypes`).
+For every objective and seed, the encoders are pretrained once without labels on ``pretrain.splits`` (train,
+val and the unlabelled pool; test held out), then the classifier is trained with 1, 2, 5 and all labels per
+class (the same nested, seeded draw for every objective) under two protocols:
 
-    python benchmarks/lowlabel.py           # → reports/bench/lowlabel.json and lowlabel.md
-    python benchmarks/lowlabel.py --quick   # 1 seed, 2 fractions, short schedules (CI)
+* **fine-tune**: every weight trained from the pretrained init (``train.init: pretrained``);
+* **linear probe**: the pretrained graph frozen, only the head trained (``train.freeze_encoder: true``);
+
+and scored on the test split (never pretrained on); scratch (no pretraining) is fine-tuned from a random init.
+Each pretrained model also reports video→audio retrieval recall@1/5 among the test clips, against chance.
+
+Two datasets, both with an unlabelled pool:
+
+* ``synth``: the default synthetic set (``params.yaml``; needs ``dvc repro prototypes``);
+* ``realav``: the real-content set of ``benchmarks/realav.py`` (objects and their spoken names), generated,
+  extracted with the default features and clustered here, with ``--pool`` unlabelled clips per class.
+
+    python benchmarks/lowlabel.py                      # synth → reports/bench/lowlabel-synth.{json,md}
+    python benchmarks/lowlabel.py --data realav        # → reports/bench/lowlabel-realav.{json,md}
+    python benchmarks/lowlabel.py --quick              # 1 seed, 2 objectives, short schedules (CI)
 """
 
 from __future__ import annotations
@@ -14,80 +26,128 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cmmvt import config
+from cmmvt.data import manifest
 from cmmvt.eval import evaluate
-from cmmvt.train import loop
+from cmmvt.features import extract
 from cmmvt.selfsup import pretrain as pt
+from cmmvt.selfsup import prototypes as protos
+from cmmvt.train import loop
 
-OBJECTIVES = ["none", "xdc", "infonce", "protonce"]
-FRACTIONS = [0.05, 0.1, 0.25, 1.0]
+OBJECTIVES = ["none", "xdc", "infonce", "protonce", "sync", "combined"]
+LABELS = ["1", "2", "5", "all"]  # labels per class
+PROTOCOLS = {"finetune": ["train.freeze_encoder=false"], "probe": ["train.freeze_encoder=true"]}
+
+
+def realav_data(work: Path, per_class: int, pool: int, quick: bool) -> list[str]:
+    """Generate (or reuse) the real-content clips with an unlabelled pool, extract them and fit prototypes.
+
+    Returns:
+        The params overrides that point every stage at them.
+    """
+    import realav
+
+    csv = work / "clips.csv"
+    if not csv.is_file():
+        realav.make(work, per_class=per_class, unlabelled=pool, classes=4 if quick else 10,
+                    durations=(2.0, 3.0) if quick else (3.0, 5.0))
+    base = ["data.source=csv", f"data.csv={csv}", f"data.root={work}", f"data.manifest={work}/manifest.csv",
+            f"extract.out={work}/features", f"paths.prototypes={work}/prototypes.h5",
+            *(["extract.image_size=64"] if quick else [])]
+    p = config.load("params.yaml", base)
+    manifest.prepare(p.data, seed=p.data.seed)
+    items, _ = extract.discover(p.data.manifest)
+    extract.run(items, p.extract, "both", show_progress=False)
+    protos.build(p, metrics_path=work / "prototypes.json")
+    return base
+
+
+def study(base: list[str], objectives: list[str], labels: list[str], seeds: range, work: Path) -> dict:
+    """Pretrain, then train and test every (objective, seed, labels per class, protocol)."""
+    test: dict[str, dict[str, dict[str, list[float]]]] = {}
+    retrieval: dict[str, list[dict[str, float]]] = {o: [] for o in objectives}
+    for objective in objectives:
+        protocols = ["finetune"] if objective == "none" else list(PROTOCOLS)
+        test[objective] = {proto: {n: [] for n in labels} for proto in protocols}
+        for seed in seeds:
+            common = base + [f"pretrain.objective={objective}", f"seed={seed}"]
+            enc = work / f"enc-{objective}-{seed}.pt"
+            t0 = time.perf_counter()
+            pt.pretrain(config.load("params.yaml", common), enc, live_dir=None)
+            retrieval[objective].append(torch.load(enc, weights_only=True)["metrics"] |
+                                        {"seconds": time.perf_counter() - t0})
+            for proto in protocols:
+                for n in labels:
+                    p = config.load("params.yaml", common + PROTOCOLS[proto] +
+                                    [f"train.labels_per_class={'null' if n == 'all' else n}"])
+                    loop.train(p, work / "model.pt", live_dir=None, pretrained=enc)
+                    test[objective][proto][n].append(evaluate.evaluate(p, work / "model.pt", work / "eval")["top1"])
+                print(objective, seed, proto, {n: v[-1] for n, v in test[objective][proto].items()}, flush=True)
+            print(objective, seed, retrieval[objective][-1], flush=True)
+    return {"top1": test, "retrieval": retrieval, "labels": labels, "seeds": len(seeds)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--data", choices=["synth", "realav"], default="synth")
+    ap.add_argument("--quick", action="store_true", help="1 seed, scratch and one objective, short schedules")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
-    ap.add_argument("--out", type=Path, default=Path("reports/bench/lowlabel.json"))
+    ap.add_argument("--objectives", nargs="+", default=OBJECTIVES, choices=OBJECTIVES)
+    ap.add_argument("--labels", nargs="+", default=LABELS)
+    ap.add_argument("--per-class", type=int, default=30, help="realav: labelled clips per class")
+    ap.add_argument("--pool", type=int, default=30, help="realav: unlabelled clips per class")
+    ap.add_argument("--work", type=Path, help="realav: keep clips, features and prototypes here (reused)")
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra params, key=value")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    seeds = range(1 if args.quick else args.seeds)
-    fractions = FRACTIONS[1::2] if args.quick else args.fractions
+    torch.set_num_threads(2)
+    objectives = ["none", "combined"] if args.quick else args.objectives
+    labels = ["1", "all"] if args.quick else args.labels
     short = ["pretrain.epochs=2", "train.epochs=2"] if args.quick else []
-    top1: dict[str, dict[str, list[float]]] = {o: {str(f): [] for f in fractions} for o in OBJECTIVES}
-    pairs: dict[str, dict[str, list[float]]] = {o: {str(f): [] for f in fractions} for o in OBJECTIVES}
-    retrieval: dict[str, list[dict[str, float]]] = {o: [] for o in OBJECTIVES}
     with tempfile.TemporaryDirectory() as tmp:
-        for objective in OBJECTIVES:
-            for seed in seeds:
-                base = [f"pretrain.objective={objective}", f"seed={seed}"] + short
-                enc = Path(tmp) / f"{objective}-{seed}.pt"
-                pt.pretrain(config.load("params.yaml", base), enc, live_dir=None)
-                retrieval[objective].append(torch.load(enc, weights_only=True)["metrics"])
-                for f in fractions:
-                    p = config.load("params.yaml", base + [f"train.label_fraction={f}"])
-                    model = Path(tmp) / "model.pt"
-                    loop.train(p, model, live_dir=None, pretrained=enc)
-                    m = evaluate.evaluate(p, model, Path(tmp) / "eval")
-                    top1[objective][str(f)].append(m["top1"])
-                    pairs[objective][str(f)].append(m.get("order_pairs_top1", float("nan")))
-                print(objective, seed, {f: v[-1] for f, v in top1[objective].items()}, retrieval[objective][-1],
-                      flush=True)
-    report = {"top1": top1, "order_pairs_top1": pairs, "retrieval": retrieval, "seeds": len(seeds),
-              "fractions": fractions}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(report))
+        work = Path(tmp)
+        base = []
+        if args.data == "realav":
+            data = args.work or work / "realav"
+            data.mkdir(parents=True, exist_ok=True)
+            base = realav_data(data, 3 if args.quick else args.per_class, 2 if args.quick else args.pool, args.quick)
+        report = study(base + short + args.overrides, objectives, labels, range(1 if args.quick else args.seeds), work)
+    report |= {"data": args.data, "overrides": args.overrides}
+    out = args.out or Path(f"reports/bench/lowlabel-{args.data}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table(report))
     print(table(report))
 
 
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
 def table(report: dict) -> str:
-    """Markdown: test top-1 and order-only pairs top-1, one row per objective, one column per label fraction."""
-    text = _table(report, "top1")
-    if "order_pairs_top1" in report:
-        text += "\nOrder-only pairs (classes that share one modality and differ in the temporal order of the other):\n\n"
-        text += _table(report, "order_pairs_top1")
-    return text
-
-
-def _table(report: dict, key: str) -> str:
-    """One row per objective, one column per label fraction (mean ± std over seeds), plus retrieval recall."""
-    fr = report["fractions"]
-    lines = ["| objective | " + " | ".join(f"labels {f:g}" for f in fr) + " | retrieval R@1 | R@5 |",
-             "|---|" + "---|" * (len(fr) + 2)]
-    for o, by_f in report[key].items():
-        cells = [f"{np.mean(by_f[str(f)]):.3f} ± {np.std(by_f[str(f)]):.3f}" for f in fr]
-        r = report["retrieval"][o]
-        r1 = np.mean([x.get("retrieval/recall@1", np.nan) for x in r])
-        r5 = np.mean([x.get("retrieval/recall@5", np.nan) for x in r])
-        lines.append(f"| {'scratch' if o == 'none' else o} | " + " | ".join(cells) + f" | {r1:.3f} | {r5:.3f} |")
-    chance = np.mean([x.get("retrieval/chance@1", np.nan) for x in report["retrieval"]["none"]])
-    return "\n".join(lines) + (f"\n\nTest {key}, mean ± std over {report['seeds']} seeds; "
-                               f"retrieval chance@1 = {chance:.3f}.\n")
+    """Markdown: one row per objective and protocol, one column per labels-per-class count, mean ± std over seeds;
+    then video→audio retrieval R@1/R@5 on the test clips against chance."""
+    labels = report["labels"]
+    lines = ["| objective | protocol | " + " | ".join(f"{n} / class" for n in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for objective, by_proto in report["top1"].items():
+        for proto, by_n in by_proto.items():
+            name = "scratch" if objective == "none" else objective
+            lines.append(f"| {name} | {proto} | " + " | ".join(_cell(by_n[n]) for n in labels) + " |")
+    lines += ["", "| objective | R@1 | R@5 | chance@1 | pretraining (s) |", "|---|---|---|---|---|"]
+    for objective, runs in report["retrieval"].items():
+        get = lambda k: [r.get(k, np.nan) for r in runs]  # noqa: E731
+        lines.append(f"| {'scratch (untrained)' if objective == 'none' else objective} | {_cell(get('retrieval/recall@1'))}"
+                     f" | {_cell(get('retrieval/recall@5'))} | {np.mean(get('retrieval/chance@1')):.3f}"
+                     f" | {np.mean(get('seconds')):.0f} |")
+    return "\n".join(lines) + (f"\n\nTest top-1 and test-clip retrieval, mean ± std over {report['seeds']} seeds "
+                               f"({report['data']}).\n")
 
 
 if __name__ == "__main__":

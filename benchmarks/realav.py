@@ -152,12 +152,14 @@ def render_audio(rng: np.random.Generator, speaker: Speaker, word: str, voice: s
 
 
 def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[float, float] = (3.0, 5.0),
-         classes: int = 10) -> Path:
+         classes: int = 10, unlabelled: int = 0) -> Path:
     """Write the clips and ``clips.csv`` (``path,label,split``).
 
     Args:
-        out: Folder to write into (``clips/<split>/<word>_<n>.mp4|webm`` and ``clips.csv``).
+        out: Folder to write into (``clips/<split>/<word>_<n>.mp4|webm`` and ``clips.csv``; the unlabelled pool
+            as ``clips/unlabelled/clip_<n>``, with split ``unlabelled`` and no label).
         per_class: Labelled clips per class, split 60 / 20 / 20 into train / val / test.
+        unlabelled: Unlabelled clips per class (the pretraining pool), spoken by the training voices.
         seed: Everything random (sizes, images, voices, timing) follows from it.
         durations: Range of clip lengths in seconds.
         classes: The first ``classes`` objects.
@@ -169,16 +171,17 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
     rng = np.random.default_rng(seed)
     speaker = Speaker()
     n_val = max(1, round(per_class * 0.2))
-    plan = ["train"] * (per_class - 2 * n_val) + ["val"] * n_val + ["test"] * n_val
+    plan = ["train"] * (per_class - 2 * n_val) + ["val"] * n_val + ["test"] * n_val + ["unlabelled"] * unlabelled
     rows = []
     for word in WORDS[:classes]:
         for i, split in enumerate(plan):
             width, height = SIZES[rng.integers(len(SIZES))]
             fps = int(rng.choice([25, 30]))
             seconds = float(rng.uniform(*durations))
-            voice = rng.choice(ACCENTS) + rng.choice(VARIANTS[split])
+            voice = rng.choice(ACCENTS) + rng.choice(VARIANTS["train" if split == "unlabelled" else split])
             webm = rng.random() < 0.25
-            path = out / "clips" / split / f"{word}_{i:03d}.{'webm' if webm else 'mp4'}"
+            name = f"clip_{len(rows):04d}" if split == "unlabelled" else f"{word}_{i:03d}"  # no class in the name
+            path = out / "clips" / split / f"{name}.{'webm' if webm else 'mp4'}"
             path.parent.mkdir(parents=True, exist_ok=True)
             frames = render_video(rng, word, width, height, int(seconds * fps))
             audio = render_audio(rng, speaker, word, voice, seconds)
@@ -187,7 +190,8 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
                             video_options={"deadline": "realtime", "cpu-used": "8", "crf": "32", "b": "0"})
             else:
                 encode_clip(path, frames, fps, audio, SPEECH_RATE, preset="veryfast", crf=23)
-            rows.append({"path": str(path.relative_to(out)), "label": word, "split": split})
+            rows.append({"path": str(path.relative_to(out)), "label": "" if split == "unlabelled" else word,
+                         "split": split})
     csv = out / "clips.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv

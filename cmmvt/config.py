@@ -116,12 +116,13 @@ class ObjectiveWeights(_Section):
     xdc: float = Field(1.0, ge=0)
     infonce: float = Field(1.0, ge=0)
     protonce: float = Field(1.0, ge=0)
+    sync: float = Field(1.0, ge=0)
 
 
 class PretrainParams(_Section):
     """Cross-modal self-supervised pretraining (no labels)."""
 
-    objective: Literal["none", "xdc", "infonce", "protonce", "combined"] = "none"
+    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "combined"] = "none"
     weights: ObjectiveWeights = ObjectiveWeights()  # for objective: combined
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(32, ge=2)
@@ -129,9 +130,11 @@ class PretrainParams(_Section):
     weight_decay: float = Field(0.05, ge=0)
     temperature: float = Field(0.1, gt=0)
     recluster_every: int = Field(0, ge=0)  # XDC's iterative form: re-cluster encoder outputs every N epochs
-    # Clips pretrained on (labels are never used). The test split is held out by default: cross-modal
-    # targets memorised on a test clip would hand its other modality to a single-modality model.
-    splits: list[Literal["train", "val", "test"]] = Field(["train", "val"], min_length=1)
+    sync_shift: float = Field(0.5, gt=0)  # sync: the audio of a negative is shifted by at least this many seconds
+    # Clips pretrained on (labels are never used) and clustered by `prototypes`. The test split is held out
+    # by default: cross-modal targets memorised on a test clip would hand its other modality to a
+    # single-modality model.
+    splits: list[Literal["train", "val", "test", "unlabelled"]] = Field(["train", "val", "unlabelled"], min_length=1)
 
 
 class ModelParams(_Section):
@@ -162,7 +165,7 @@ class TrainParams(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(15, ge=1)
-    label_fraction: float = Field(1.0, gt=0, le=1)
+    labels_per_class: int | None = Field(None, ge=1)  # training labels kept per class (seeded); None: all
     init: Literal["auto", "scratch", "pretrained"] = "auto"  # auto: pretrained unless pretrain.objective is none
     freeze_encoder: bool = False  # train only the head on pretrained encoders: a linear probe
 

@@ -84,3 +84,16 @@ def test_features_benchmark_quick(tmp_path):
             assert r["ms_per_row"] > 0 and 0 <= r["val"] <= 1 and 0 <= r["test"] <= 1
     before = report["combined"]["before"]
     assert len(before["classifier_test"]) == 1 and 0 <= before["probe"]["test"] <= 1
+
+
+@pytest.mark.slow
+def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
+    """Real-content clips with an unlabelled pool → extract → prototypes → pretrain → 1 label/class and all."""
+    out = tmp_path / "lowlabel.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/lowlabel.py"), "--quick", "--data", "realav", "--out",
+                    str(out)], check=True, capture_output=True, cwd=REPO, timeout=900)
+    report = json.loads(out.read_text())
+    assert set(report["top1"]) == {"none", "combined"} and set(report["top1"]["combined"]) == {"finetune", "probe"}
+    assert all(len(v) == 1 and 0 <= v[0] <= 1 for by_n in report["top1"]["combined"].values() for v in by_n.values())
+    r = report["retrieval"]["combined"][0]
+    assert 0 <= r["retrieval/recall@1"] <= r["retrieval/recall@5"] <= 1 and r["retrieval/chance@1"] > 0

@@ -208,8 +208,8 @@ def test_kinetics_conflicting_labels_and_bad_rows(tmp_path: Path):
     report = manifest.from_kinetics(csv, root)
     assert list(report.manifest["label"]) == ["x"]
     assert "with label 'y' (kept 'x')" in report.duplicates[0][1]
-    assert [r for _, r in report.skipped] == ["clip def_000001_000002: empty label",
-                                              "bad time_start/time_end 'soon', '2'"]
+    assert [r for _, r in report.skipped] == ["bad time_start/time_end 'soon', '2'"]
+    assert report.missing == ["def_000001_000002"]  # no label: an unlabelled clip, here not on disk
 
 
 # ------------------------------------------------------------------------------------------ plain csv
@@ -410,3 +410,41 @@ def test_splits_accept_pandas_na_and_string_dtype():
     df.loc[0, "split"] = "train"
     out = manifest.assign_splits(df, SplitParams(), seed=0)
     assert out["split"].notna().all() and out.set_index("video_id").loc["a/000", "split"] == "train"
+
+
+def test_unlabelled_pool_from_folder_csv_and_kinetics(tmp_path: Path, synth_tree: Path, caplog):
+    for i in range(4):
+        touch(synth_tree / "unlabelled" / f"clip_{i:04d}.mp4")
+    data = DataParams(source="folder", root=str(synth_tree), manifest=str(tmp_path / "m.csv"))
+    with caplog.at_level(logging.INFO):
+        report = manifest.prepare(data, seed=0)
+    df = manifest.read(data.manifest)
+    pool = df[df["split"] == "unlabelled"]
+    assert len(pool) == 4 and (pool["label"] == "").all() and pool["video_id"].str.startswith("unlabelled/").all()
+    assert set(df.loc[df["split"] != "unlabelled", "label"]) == {"disk_lr_hum", "square_beeps", "triangle_noise"}
+    assert (df["split"] != "unlabelled").sum() == 15  # the labelled clips keep their stratified splits
+    assert "3 classes (train 9, val 3, test 3, unlabelled 4)" in manifest.summary(report, data.manifest)
+    # CSV: an empty label or the split unlabelled (any spelling) → the pool; its label is dropped
+    for name in ("a", "b", "c"):
+        touch(tmp_path / "clips" / f"{name}.mp4")
+    csv = write_csv(tmp_path / "list.csv", "path,label,split\nclips/a.mp4,cat,train\nclips/b.mp4,,\n"
+                                           "clips/c.mp4,dog,Unlabeled\n")
+    rows = manifest.assign_splits(manifest.from_csv(csv).manifest, SplitParams(), 0).set_index("video_id")
+    assert rows.loc["clips/a", ["label", "split"]].tolist() == ["cat", "train"]
+    assert rows.loc["clips/b", ["label", "split"]].tolist() == ["", "unlabelled"]
+    assert rows.loc["clips/c", ["label", "split"]].tolist() == ["", "unlabelled"]
+    # Kinetics: rows without a label (its test CSVs) are the pool, not skipped
+    touch(tmp_path / "k" / "abc_000001_000011.mp4")
+    k = kinetics_csv(tmp_path / "k.csv", [",abc,1,11,test"])
+    rep = manifest.from_kinetics(k, tmp_path / "k")
+    assert rep.manifest[["label", "split"]].values.tolist() == [["", "unlabelled"]] and not rep.skipped
+
+
+def test_labels_exactly_where_the_split_is_labelled(tmp_path: Path):
+    bad = pd.DataFrame({"video_id": ["a", "b"], "path": ["a.mp4", "b.mp4"], "label": ["cat", "dog"],
+                        "split": ["train", "unlabelled"]})
+    with pytest.raises(ManifestError, match="'b'.*not allowed in unlabelled"):
+        manifest.write(ManifestReport(bad), tmp_path / "m.csv")
+    bad = bad.assign(label=["", ""])
+    with pytest.raises(ManifestError, match="'a'.*a label is required in train"):
+        manifest.write(ManifestReport(bad), tmp_path / "m.csv")

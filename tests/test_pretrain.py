@@ -1,9 +1,12 @@
 """Cross-modal pretraining on a tiny hand-made cache: losses fall, retrieval is measured, train loads it."""
 
+import pandas as pd
 import pytest
 import torch
 
 from cmmvt import config
+from cmmvt.data import manifest
+from cmmvt.train.dataset import splits
 from cmmvt.train import loop
 from cmmvt.models import build_model
 from cmmvt.selfsup import pretrain as pt
@@ -30,7 +33,7 @@ def tiny(tmp_path_factory, make_cache):
     return root
 
 
-@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "combined"])
+@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "sync", "combined"])
 def test_loss_decreases_and_missing_audio_is_tolerated(tiny, objective):
     first = pt.pretrain(params(tiny, objective, 1), tiny / f"{objective}1.pt", tiny / "prototypes.h5", live_dir=None)
     later = pt.pretrain(params(tiny, objective, 12), tiny / f"{objective}.pt", tiny / "prototypes.h5", live_dir=None)
@@ -57,13 +60,17 @@ def test_retrieval_recall_on_hand_made_embeddings():
     assert pt.retrieval_recall(q, g, ks=(1, 2)) == {"recall@1": 0.5, "recall@2": 1.0}
 
 
-def test_train_really_loads_pretrained_encoders(tiny):
-    p = params(tiny, "infonce", 2)
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_train_loads_every_pretrained_encoder_tensor(tiny, fusion):
+    p = params(tiny, "combined", 2)
+    p.model.fusion = fusion
     pt.pretrain(p, tiny / "enc.pt", live_dir=tiny / "live")
     assert (tiny / "live/metrics.json").exists()
     saved = torch.load(tiny / "enc.pt", weights_only=True)["state_dict"]
     model = build_model(p.model, {"video": 12, "audio": 12}, 3)
-    assert any(not torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    own = model.state_dict()
+    assert set(saved) == {k for k in own if not k.startswith("head.")}  # the whole graph but the head
+    assert any(not torch.equal(own[k], v) for k, v in saved.items())
     loop._init(model, p, tiny / "enc.pt")  # train.init: auto → pretrained, since the objective is not none
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in saved.items())
@@ -77,3 +84,21 @@ def test_pretrained_init_without_pretraining_is_refused(tiny):
     p.train.init = "pretrained"
     with pytest.raises(ValueError, match="pretrain.objective = 'none'"):
         loop._init(build_model(p.model, {"video": 12, "audio": 12}, 3), p, tiny / "enc.pt")
+
+
+def test_unlabelled_clips_reach_pretraining_only(tmp_path, make_cache):
+    root = make_cache(tmp_path)
+    df = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
+    pool = df["video_id"].isin(["c0_1", "c1_1", "c2_1"])  # three train clips become the unlabelled pool
+    df.loc[pool, ["label", "split"]] = ["", "unlabelled"]
+    df.to_csv(root / "manifest.csv", index=False)
+    protos.write(root / "prototypes.h5", protos.fit(root / "features", k_video=2, k_audio=3, seed=0))
+    sp, names = splits(manifest.read(root / "manifest.csv"), root / "features", ("video", "audio"))
+    assert names == ["left", "right", "up"]
+    assert sorted(sp["unlabelled"].ids) == ["c0_1", "c1_1", "c2_1"] and sp["unlabelled"].labels == [-1] * 3
+    assert not {"c0_1", "c1_1", "c2_1"} & set(sp["train"].ids + sp["val"].ids + sp["test"].ids)
+    p = params(root, "infonce", 1)
+    assert pt.pretrain(p, root / "enc.pt", root / "prototypes.h5", live_dir=None).clips == 9  # 6 train + 3 pool
+    labelled_only = params(root, "infonce", 1, splits=["train"])
+    assert pt.pretrain(labelled_only, root / "enc.pt", root / "prototypes.h5", live_dir=None).clips == 6
+    assert loop.train(p, root / "model.pt", live_dir=None, pretrained=root / "enc.pt").train_clips == 6

@@ -11,6 +11,7 @@ import torch
 
 from cmmvt.features.cache import CacheReader, CacheWriter, ClipFeatures
 from cmmvt.config import Params
+from cmmvt.selfsup.pretrain import sync_pairs
 from cmmvt.selfsup import (
     Prototypes,
     clip_means,
@@ -22,6 +23,7 @@ from cmmvt.selfsup import (
     nt_xent,
     prototype_nce,
     read,
+    synchrony_bce,
     write,
 )
 
@@ -103,6 +105,42 @@ def test_prototype_nce_matches_hand_computed() -> None:
     l0 = _nll(1.0, [0.0, -R2], tau)  # cosines to prototypes 0 (positive), 1, 2
     l1 = _nll(-R2, [0.0, 1.0], tau)  # cosines to prototypes 2 (positive), 0, 1
     assert prototype_nce(z, protos, assign, tau).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
+
+def test_synchrony_bce_matches_hand_computed() -> None:
+    pos, neg = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-3.0, 1.0, 4.0])
+    sig = torch.sigmoid
+    by_hand = 0.5 * (-(sig(pos[:2]).log()).mean() - (1 - sig(neg[:2])).log().mean())  # third row invalid
+    got = synchrony_bce(pos, neg, valid=torch.tensor([True, True, False]))
+    assert torch.allclose(got, by_hand)
+    # confident and right → near 0; confident and wrong → large; no valid row → 0 with a graph
+    assert synchrony_bce(torch.tensor([9.0]), torch.tensor([-9.0])) < 1e-3 < 5 < synchrony_bce(
+        torch.tensor([-9.0]), torch.tensor([9.0]))
+    x = torch.ones(2, requires_grad=True)
+    zero = synchrony_bce(x, x, valid=torch.zeros(2, dtype=torch.bool))
+    zero.backward()
+    assert zero.item() == 0 and torch.equal(x.grad, torch.zeros(2))
+    with pytest.raises(ValueError, match="both be"):
+        synchrony_bce(torch.zeros(2), torch.zeros(3))
+
+
+def test_sync_pairs_are_contiguous_windows_shifted_by_at_least_the_shift() -> None:
+    B, T = 64, 16
+    rows = torch.arange(T, dtype=torch.float32)[None, :, None].expand(B, T, 2)  # row index as the feature
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 9:] = False  # 9 real rows: windows of 9 − 2·2 = 5
+    mask[2, 5:] = False  # 5 real rows: no room for a window of 2 rows
+    batch = {"video": rows, "audio": rows + 100, "video_mask": mask, "audio_mask": mask.clone()}
+    in_sync, shifted, valid = sync_pairs(batch, 2, torch.Generator().manual_seed(0))
+    assert valid.tolist() == [True, True, False] + [True] * (B - 3)
+    assert in_sync["video_mask"].sum(1).tolist()[:3] == [12, 5, 0]
+    v, a, s = (x[..., 0] for x in (in_sync["video"], in_sync["audio"], shifted["audio"]))  # (B, T)
+    real = in_sync["video_mask"]
+    steps = lambda x: (x[:, 1:] - x[:, :-1])[real[:, 1:]]  # noqa: E731
+    assert (steps(v) == 1).all() and (steps(a) == 1).all() and (steps(s) == 1).all()  # contiguous, no seam
+    assert torch.equal((a - 100)[real], v[real])  # in sync: the same rows
+    lag = (s - 100 - v)[:, 0][valid]
+    assert lag.abs().min() >= 2 and set(lag.tolist()) >= {-4.0, -2.0, 2.0, 4.0}  # both directions, ≥ 2 rows
 
 
 def test_cluster_centroids() -> None:

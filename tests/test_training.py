@@ -57,15 +57,18 @@ def test_missing_audio_is_masked_not_zero(tmp_path, make_cache):
     assert ds[1]["audio_mask"].all()
 
 
-def test_views_and_label_fraction():
+def test_views_and_labels_per_class():
     assert dataset.view_starts(40, 16, 3) == [0, 12, 24]
     assert dataset.view_starts(10, 16, 3) == [0]  # fits: the whole clip, one view
     assert dataset.view_starts(40, 16) == [0, 12, 24]  # default: the fewest views that cover the clip
     assert dataset.view_starts(40, 16, 1) == [12]  # one view of a longer clip: the centred one
     s = dataset.Split([f"x{i}" for i in range(20)], [i % 2 for i in range(20)])
-    sub = dataset.stratified_subset(s, 0.1, seed=0)
-    assert sorted(sub.labels) == [0, 1]
-    assert sub == dataset.stratified_subset(s, 0.1, seed=0)
+    one, three = (dataset.per_class_subset(s, n, seed=0) for n in (1, 3))
+    assert sorted(one.labels) == [0, 1] and sorted(three.labels) == [0, 0, 0, 1, 1, 1]
+    assert set(one.ids) <= set(three.ids)  # nested: more labels add clips, never redraw
+    assert one == dataset.per_class_subset(s, 1, seed=0)
+    assert dataset.per_class_subset(s, 1, seed=1) != one  # each seed draws its own labelled clips
+    assert dataset.per_class_subset(s, None, seed=0) == s
 
 
 def test_evaluate_writes_reports(tmp_path, make_cache, classes):

@@ -4,7 +4,7 @@ Sources (``data.source``):
 
 * ``folder`` (and ``synth``, whose set is written folder-per-class): ``root/<label>/**/<file>``. The label
   is the first-level folder; any depth below it is scanned. Files directly in ``root`` have no label and
-  are skipped (listed).
+  are skipped (listed). Files under ``root/unlabelled/`` are the unlabelled pool (below).
 * ``kinetics``: a Kinetics-style CSV ``label,youtube_id,time_start,time_end[,split][,is_cc]``. Clip files
   are named ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` (any video extension) and may lie anywhere under
   ``root``: flat, in class folders (``root/<label>/``, spaces or underscores) or in split folders
@@ -25,7 +25,12 @@ Columns:
   absolute only when ``root`` (or the CSV entry) is.
 * ``label`` — a string (never parsed as a number).
 * ``split`` — ``train``, ``val`` or ``test``: from the source where it gives one, else from
-  :func:`assign_splits` (deterministic, stratified per class).
+  :func:`assign_splits` (deterministic, stratified per class); or ``unlabelled``.
+
+**Unlabelled pool.** Clips without a label — files under ``root/unlabelled/``, CSV or Kinetics rows with an
+empty label or the split ``unlabelled`` (``unlabeled``) — get split ``unlabelled`` and an empty label. Only
+the self-supervised stages read them (``prototypes``, ``pretrain`` via ``pretrain.splits``); they are never
+in train/val/test, never a class and never counted as labelled.
 
 Nothing is dropped silently: files listed in a CSV but absent on disk (``missing``), repeated entries and
 files sharing an id (``duplicates``) and non-video files (``skipped``) are returned in the
@@ -65,7 +70,8 @@ VIDEO_EXTENSIONS = {
     ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",
 }
 COLUMNS = ["video_id", "path", "label", "split"]
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # the labelled splits
+UNLABELLED = "unlabelled"  # the split (and folder) of clips without a label
 ISSUES_NAME = "manifest_issues.csv"
 ISSUE_COLUMNS = ["kind", "path", "reason"]
 
@@ -73,6 +79,7 @@ _SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
     "test": "test", "testing": "test",
+    "unlabelled": UNLABELLED, "unlabeled": UNLABELLED,
 }
 _KINETICS_REQUIRED = ["label", "youtube_id", "time_start", "time_end"]
 _CSV_REQUIRED = ["path", "label"]
@@ -136,7 +143,7 @@ def _norm_label(text: str) -> str:
 
 
 def _norm_split(value: object, where: str) -> str | None:
-    """A source split value → ``train``/``val``/``test``; blank → None; anything else → error."""
+    """A source split value → ``train``/``val``/``test``/``unlabelled``; blank → None; anything else → error."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     text = str(value).strip()
@@ -145,7 +152,8 @@ def _norm_split(value: object, where: str) -> str | None:
     try:
         return _SPLIT_ALIASES[text.lower()]
     except KeyError:
-        raise ManifestError(f"{where}: split {text!r} is not one of: train, val (validate), test") from None
+        raise ManifestError(f"{where}: split {text!r} is not one of: train, val (validate), test, unlabelled"
+                            ) from None
 
 
 def _read_table(csv_path: Path, required: list[str]) -> pd.DataFrame:
@@ -276,10 +284,11 @@ def from_folder(root: str | Path) -> ManifestReport:
     """A folder-per-class tree ``root/<label>/**/<file>``.
 
     Args:
-        root: The dataset folder; the label is each file's first-level folder (any depth below it).
+        root: The dataset folder; the label is each file's first-level folder (any depth below it), except
+            ``root/unlabelled/``, whose files have no label (split ``unlabelled``).
 
     Returns:
-        The report; ``split`` is None for every row. Files directly in ``root`` and non-video files are
+        The report; ``split`` is None for every labelled row. Files directly in ``root`` and non-video files are
         listed in ``skipped``; files sharing an id in ``duplicates`` (both kept).
 
     Raises:
@@ -297,10 +306,11 @@ def from_folder(root: str | Path) -> ManifestReport:
     keys = [_posix(f.relative_to(base)) for f in in_class]
     paths = [_posix(f) for f in in_class]
     ids, clashed = _make_ids(keys)
-    rows = [
-        {"video_id": vid, "path": path, "label": key.split("/", 1)[0], "split": None}
-        for vid, path, key in zip(ids, paths, keys)
-    ]
+    rows = []
+    for vid, path, key in zip(ids, paths, keys):
+        folder = key.split("/", 1)[0]
+        pool = folder == UNLABELLED
+        rows.append({"video_id": vid, "path": path, "label": "" if pool else folder, "split": UNLABELLED if pool else None})
     return ManifestReport(_frame(rows), [], _clash_reasons(keys, paths, ids, clashed), sorted(skipped))
 
 
@@ -356,10 +366,9 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
         if not rec.youtube_id:
             skipped.append((where, "empty youtube_id"))
             continue
-        if not label:
-            skipped.append((where, f"clip {clip}: empty label"))
-            continue
         split = _norm_split(rec.split, where) if has_split else None
+        if not label or split == UNLABELLED:
+            label, split = "", UNLABELLED
         if clip in first:
             line0, label0, shown0 = first[clip]
             extra = f" with label {label!r} (kept {label0!r})" if label != label0 else ""
@@ -427,23 +436,22 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
         given = Path(rec.path).expanduser()
         path = given if given.is_absolute() else base / given
         shown = _posix(path)
-        if not rec.label:
-            skipped.append((shown, f"empty label at {where}"))
-            continue
         split = _norm_split(rec.split, where) if has_split else None
+        label = "" if not rec.label or split == UNLABELLED else rec.label
+        split = UNLABELLED if not label else split
         absolute = os.path.normcase(os.path.abspath(path))
         if absolute in first:
             line0, label0 = first[absolute]
-            extra = f" with label {rec.label!r} (kept {label0!r})" if rec.label != label0 else ""
+            extra = f" with label {label!r} (kept {label0!r})" if label != label0 else ""
             duplicates.append((shown, f"listed again at {where}{extra}; first at line {line0}"))
             continue
-        first[absolute] = (line, rec.label)
+        first[absolute] = (line, label)
         if not path.is_file():
             missing.append(shown)
             continue
         rel = os.path.relpath(os.path.abspath(path), base_abs)
         key = _posix(rel) if not rel.startswith("..") else _posix(os.path.abspath(path)).lstrip("/")
-        entries.append((key, shown, rec.label, split))
+        entries.append((key, shown, label, split))
     keys = [e[0] for e in entries]
     paths = [e[1] for e in entries]
     ids, clashed = _make_ids(keys)
@@ -528,7 +536,7 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
     shuffled by its own generator seeded from ``(seed, label)``, so adding or removing a class leaves the
     others' splits unchanged. Counts per class follow ``fractions`` (normalised, largest remainders);
     every class with at least 3 unsplit clips gets at least one clip in each split whose fraction is
-    positive. Splits already given are kept.
+    positive. Splits already given are kept; a row without a label is ``unlabelled``.
 
     Args:
         df: A manifest frame (``video_id``, ``label``, ``split`` at least).
@@ -552,7 +560,9 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
     labels = [str(x) for x in out["label"]]
     todo: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(split):
-        if s is None:
+        if not labels[i]:
+            split[i] = UNLABELLED
+        elif s is None:
             todo[labels[i]].append(i)
     for label in sorted(todo):
         rows = todo[label]
@@ -582,7 +592,7 @@ def issues_frame(report: ManifestReport) -> pd.DataFrame:
 
 
 def _validate(df: pd.DataFrame, where: str) -> None:
-    """Columns present, ids non-empty and unique, every split known."""
+    """Columns present, ids non-empty and unique, every split known, a label exactly where the split is labelled."""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -594,13 +604,20 @@ def _validate(df: pd.DataFrame, where: str) -> None:
     dup = ids[ids.duplicated()]
     if len(dup):
         raise ManifestError(f"{where}: video_id {dup.iloc[0]!r} appears more than once")
-    bad = df.loc[~df["split"].astype(object).isin(SPLITS), ["video_id", "split"]]
+    bad = df.loc[~df["split"].astype(object).isin(SPLITS + (UNLABELLED,)), ["video_id", "split"]]
     if len(bad):
         vid, value = bad.iloc[0]
         raise ManifestError(
-            f"{where}: video_id {vid!r} has split {value!r} (expected train, val or test;"
+            f"{where}: video_id {vid!r} has split {value!r} (expected train, val, test or unlabelled;"
             f" {len(bad)} row(s) in all; assign_splits fills blanks)"
         )
+    pool = (df["split"] == UNLABELLED).to_numpy()
+    empty = (df["label"].astype(object).isna() | (df["label"].astype(str) == "")).to_numpy()
+    wrong = df.loc[pool != empty, ["video_id", "split"]]
+    if len(wrong):
+        vid, value = wrong.iloc[0]
+        raise ManifestError(f"{where}: video_id {vid!r} (split {value!r}): a label is required in train, val and "
+                            f"test and not allowed in unlabelled ({len(wrong)} row(s) in all)")
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
@@ -628,11 +645,7 @@ def write(report: ManifestReport, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_csv(df, path)
     _atomic_csv(issues_frame(report), issues_path(path))
-    counts = df["split"].value_counts()
-    log.info(
-        "%s: %d clips, %d classes (train %d, val %d, test %d)", path, len(df), df["label"].nunique(),
-        counts.get("train", 0), counts.get("val", 0), counts.get("test", 0),
-    )
+    log.info("%s", summary(report, path).split(";")[0])
     if report.missing or report.duplicates or report.skipped:
         log.warning(
             "%s: %d missing, %d duplicates, %d skipped (see %s)", path, len(report.missing),
@@ -688,9 +701,11 @@ def summary(report: ManifestReport, path: str | Path) -> str:
     """One line: clips, classes, split sizes and problem counts (pointing at the issues file)."""
     df = report.manifest
     counts = df["split"].value_counts() if len(df) else pd.Series(dtype=int)
+    classes = df.loc[df["split"] != UNLABELLED, "label"].nunique() if len(df) else 0
+    pool = f", unlabelled {counts[UNLABELLED]}" if UNLABELLED in counts else ""
     line = (
-        f"{path}: {len(df)} clips, {df['label'].nunique()} classes (train {counts.get('train', 0)},"
-        f" val {counts.get('val', 0)}, test {counts.get('test', 0)}); {len(report.missing)} missing,"
+        f"{path}: {len(df)} clips, {classes} classes (train {counts.get('train', 0)},"
+        f" val {counts.get('val', 0)}, test {counts.get('test', 0)}{pool}); {len(report.missing)} missing,"
         f" {len(report.duplicates)} duplicates, {len(report.skipped)} skipped"
     )
     if report.missing or report.duplicates or report.skipped:

@@ -50,7 +50,9 @@ class Classifier(nn.Module):
         missing: Learned per-modality ``missing`` vectors (B-independent, (hidden,)); late fusion
             and single-modality models only (early fusion keeps its own, per step).
         fusion: The :class:`EarlyFusion` module, or ``None``.
-        head: LayerNorm → Linear(→hidden) → GELU → Dropout → Linear(→num_classes).
+        head: LayerNorm → Linear(→hidden) → GELU → Dropout → Linear(→num_classes), on
+            :meth:`represent`.
+        head_in: The size of :meth:`represent`'s output.
     """
 
     def __init__(self, dims: dict[str, int], num_classes: int, p: ModelParams):
@@ -74,6 +76,7 @@ class Classifier(nn.Module):
                 {m: nn.Parameter(torch.randn(p.hidden) * INIT_STD) for m in self.modalities}
             )
             head_in = p.hidden * len(self.modalities)
+        self.head_in = head_in
         self.head = nn.Sequential(
             nn.LayerNorm(head_in),
             nn.Linear(head_in, p.hidden),
@@ -124,6 +127,25 @@ class Classifier(nn.Module):
             out[m] = torch.where(present, h, self.missing[m])
         return out
 
+    def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The clip representation the head reads: the fused [CLS] (early) or the concatenated per-modality
+        embeddings (late / single modality).
+
+        Pretraining's synchrony objective trains this very representation, so the pretrained graph is the
+        one fine-tuning uses.
+
+        Args:
+            batch: ``{m: (B, T, D_m), f"{m}_mask": (B, T) bool}`` for each modality in use.
+
+        Returns:
+            (B, head_in): (B, hidden) early, (B, M * hidden) otherwise.
+        """
+        if self.early:
+            tokens, steps = self.fusion(self._inputs(batch))  # (B, T, hidden), (B, T)
+            return self.encoders["av"](tokens, steps)  # (B, hidden)
+        emb = self.embed(batch)
+        return torch.cat([emb[m] for m in self.modalities], dim=-1)  # (B, M * hidden)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Classify a batch of clips.
 
@@ -133,10 +155,4 @@ class Classifier(nn.Module):
         Returns:
             (B, num_classes) logits.
         """
-        if self.early:
-            tokens, steps = self.fusion(self._inputs(batch))  # (B, T, hidden), (B, T)
-            z = self.encoders["av"](tokens, steps)  # (B, hidden)
-        else:
-            emb = self.embed(batch)
-            z = torch.cat([emb[m] for m in self.modalities], dim=-1)  # (B, M * hidden)
-        return self.head(z)  # (B, C)
+        return self.head(self.represent(batch))  # (B, C)

@@ -1,13 +1,13 @@
 """Cross-modal self-supervision: each modality is the teacher of the other.
 
 * :mod:`cmmvt.selfsup.losses`: NT-Xent / InfoNCE between a clip's video and audio embeddings (SimCLR),
-  cross-modal cluster cross-entropy (XDC) and cross-modal prototype NCE (after PCL), all masking
-  clips that lack a modality.
+  cross-modal cluster cross-entropy (XDC), cross-modal prototype NCE (after PCL) and audio-visual
+  synchrony (AVTS), all masking clips that lack a modality.
 * :mod:`cmmvt.selfsup.prototypes`: k-means prototypes per modality on the cached embeddings, stored in
   ``data/prototypes.h5``, and their agreement with the classes (NMI, purity).
 """
 
-from cmmvt.selfsup.losses import cluster_centroids, cross_modal_cluster_ce, nt_xent, prototype_nce
+from cmmvt.selfsup.losses import cluster_centroids, cross_modal_cluster_ce, nt_xent, prototype_nce, synchrony_bce
 from cmmvt.selfsup.prototypes import (
     Prototypes,
     clip_means,
@@ -23,6 +23,7 @@ __all__ = [
     "cross_modal_cluster_ce",
     "prototype_nce",
     "cluster_centroids",
+    "synchrony_bce",
     "Prototypes",
     "clip_means",
     "kmeans",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids"]
+__all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids", "synchrony_bce"]
 
 
 def _valid_rows(valid: Tensor | None, n: int, device: torch.device) -> Tensor | None:
@@ -197,3 +197,34 @@ def cluster_centroids(z: Tensor, assignments: Tensor, k: int) -> tuple[Tensor, T
     counts = torch.bincount(lab, minlength=k)[:k]  # (k,)
     return sums / counts.clamp(min=1).unsqueeze(1).to(z.dtype), counts
 
+
+
+def synchrony_bce(in_sync: Tensor, shifted: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Audio-visual temporal synchronisation: is this audio in time with this video?
+
+    AVTS, Korbar, Tran & Torresani 2018, "Cooperative Learning of Audio and Video Models from
+    Self-Supervised Synchronization", with their hard negatives: the audio of the *same* clip shifted in
+    time, so content cannot tell the pair apart and only timing can. Binary cross-entropy, positives and
+    negatives weighted equally::
+
+        loss = ½ · mean_i BCE(σ(s_i), 1) + ½ · mean_i BCE(σ(s'_i), 0)
+
+    with ``s_i`` the logit of clip i with its own audio in sync and ``s'_i`` with that audio shifted.
+
+    Args:
+        in_sync: (B,) logits of the in-sync pairs.
+        shifted: (B,) logits of the same clips with shifted audio.
+        valid: Optional (B,) bool, True where the clip has both modalities and room for a shift.
+
+    Returns:
+        Scalar loss; 0 (in graph) when no row is valid.
+    """
+    if in_sync.dim() != 1 or in_sync.shape != shifted.shape:
+        raise ValueError(f"in_sync and shifted must both be (B,), got {tuple(in_sync.shape)} and {tuple(shifted.shape)}")
+    keep = _valid_rows(valid, in_sync.shape[0], in_sync.device)
+    if keep is not None:
+        in_sync, shifted = in_sync[keep], shifted[keep]
+    if in_sync.numel() == 0:
+        return _zero(in_sync, shifted)
+    return 0.5 * (F.binary_cross_entropy_with_logits(in_sync, torch.ones_like(in_sync))
+                  + F.binary_cross_entropy_with_logits(shifted, torch.zeros_like(shifted)))

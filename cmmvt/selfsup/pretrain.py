@@ -10,16 +10,35 @@ Each modality is the teacher of the other (the poster's contribution, after XDC,
 * ``protonce``: each clip's projected embedding is contrasted with the other modality's prototypes, the
   positive being its cross-modal cluster (after PCL, Li et al. 2021); prototypes are the per-cluster means
   of the other modality's projected embeddings, recomputed at the start of every epoch;
-* ``combined``: the weighted sum of the three (``pretrain.weights``).
+* ``sync``: audio-visual temporal synchronisation (AVTS, Korbar et al. 2018): the classifier's own clip
+  representation (:meth:`~cmmvt.models.Classifier.represent`, the input of its head) of a clip with its
+  audio in time, against the same clip with its audio shifted by at least ``pretrain.sync_shift`` seconds
+  (hard negatives: same content, wrong timing), through a small binary head;
+* ``combined``: the weighted sum of the four (``pretrain.weights``).
 
-The encoders are the classifier's own (:class:`cmmvt.models.Classifier` built from ``model.*`` with both
-modalities; :meth:`~cmmvt.models.Classifier.embed` gives per-modality clip embeddings for late and early
-fusion alike), so ``train`` can start from them (``train.init``). Clips missing a modality are left out
-of every cross-modal loss, never zero-filled.
+**One graph for pretraining and fine-tuning.** The model pretrained is the classifier itself
+(:class:`cmmvt.models.Classifier` built from ``model.*`` with both modalities), head excepted, so ``train``
+loads every encoder tensor (``train.init``). The objectives reach it two ways, for late and early fusion
+alike:
+
+* the cross-modal targets (``xdc``, ``infonce``, ``protonce``) need one embedding per modality:
+  :meth:`~cmmvt.models.Classifier.embed`, i.e. each modality's encoder (late), or the fused encoder run
+  on the fused sequence with the other modality masked, as its ``missing`` token at every step (early;
+  the masked-modality form of fused inputs, as in Shi et al. 2022, AV-HuBERT, modality dropout);
+* ``sync`` trains :meth:`~cmmvt.models.Classifier.represent` on the very input fine-tuning feeds it:
+  both modalities, fused per step (early) or concatenated (late) — the fused graph with nothing masked.
+
+Synchrony needs what the other objectives cannot use: instance-level timing (the synthetic set's per-clip
+events). Windows of ``W`` rows are taken from each training crop, video at one offset and the negative's
+audio at another at least ``ceil(sync_shift · fps)`` rows away; both are contiguous stretches of the clip, so
+audio alone never reveals the shift (no seam), only its timing against the video does.
+
+Clips missing a modality are left out of every cross-modal loss, never zero-filled.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +48,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cmmvt.checkpoints import feature_params
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.models import Classifier, build_model
@@ -42,14 +62,54 @@ OTHER = {"video": "audio", "audio": "video"}
 
 
 class PretrainHeads(nn.Module):
-    """Projection MLPs (contrastive losses) and cross-modal cluster classifiers (XDC), per modality."""
+    """Projection MLPs (contrastive losses) and cross-modal cluster classifiers (XDC), per modality, and the
+    synchrony head on the classifier's representation (the input its own head reads)."""
 
-    def __init__(self, hidden: int, k: dict[str, int]):
+    def __init__(self, hidden: int, head_in: int, k: dict[str, int]):
         super().__init__()
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
                                    for m in MODALITIES})
         # the video encoder predicts the audio cluster and vice versa
         self.xdc = nn.ModuleDict({m: nn.Linear(hidden, k[OTHER[m]]) for m in MODALITIES})
+        self.sync = nn.Sequential(nn.LayerNorm(head_in), nn.Linear(head_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+
+def sync_pairs(batch: dict[str, torch.Tensor], shift: int, generator: torch.Generator
+               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """In-sync and shifted-audio windows of a batch of training crops (AVTS hard negatives).
+
+    Each crop's real rows (a prefix of length L) give windows of ``W = L − 2·shift`` rows: the video and the
+    in-sync audio start at a random offset ``o ∈ [0, 2·shift]``, the negative's audio at an offset at least
+    ``shift`` rows from ``o``. Every window is a contiguous stretch of the clip.
+
+    Args:
+        batch: ``video``/``audio`` (B, T, D) and their (B, T) masks (real rows first, as training crops are).
+        shift: The least shift, in rows (≥ 1).
+        generator: Draws the offsets.
+
+    Returns:
+        ``(in_sync, shifted, valid)``: two batches of (B, T, D) rows with (B, T) masks (rows past ``W`` padded),
+        and (B,) bool: True where the clip has both modalities and at least ``shift`` rows per window.
+    """
+    video, audio = batch["video"], batch["audio"]  # (B, T, D)
+    length = torch.minimum(batch["video_mask"].sum(1), batch["audio_mask"].sum(1))  # (B,)
+    B, T, _ = video.shape
+    width = (length - 2 * shift).clamp(min=0)  # (B,)
+    valid = width >= shift
+    start = torch.randint(0, 2 * shift + 1, (B,), generator=generator)  # (B,) in-sync offset
+    offsets = torch.arange(2 * shift + 1)  # (K,)
+    far = (offsets[None] - start[:, None]).abs() >= shift  # (B, K): never empty (0 or 2·shift qualifies)
+    other = torch.multinomial(far.float(), 1, generator=generator)[:, 0]  # (B,) the negative's audio offset
+    rows = torch.arange(T)[None]  # (1, T)
+    mask = (rows < width[:, None]) & valid[:, None]  # (B, T)
+
+    def window(x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        idx = (first[:, None] + rows).clamp(max=T - 1)  # (B, T)
+        return torch.gather(x, 1, idx[..., None].expand(-1, -1, x.shape[2])).masked_fill(~mask[..., None], 0.0)
+
+    in_sync = {"video": window(video, start), "audio": window(audio, start), "video_mask": mask, "audio_mask": mask}
+    shifted = in_sync | {"audio": window(audio, other)}
+    return in_sync, shifted, valid
 
 
 @dataclass
@@ -70,7 +130,7 @@ def describe(r: PretrainResult) -> str:
 
 
 def _model(p: Params, dims: dict[str, int]) -> Classifier:
-    """The classifier's encoders with both modalities (the head, 1 class, is never trained here)."""
+    """The classifier with both modalities (its head, 1 class, is never trained here)."""
     return build_model(p.model.model_copy(update={"modalities": "av"}), dims, num_classes=1)
 
 
@@ -154,7 +214,11 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
     ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.crop_frames, train=True)
     eval_ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames)
     k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
-    model, heads = _model(p, ds.dims), PretrainHeads(p.model.hidden, k)
+    model = _model(p, ds.dims)
+    heads = PretrainHeads(p.model.hidden, model.head_in, k)
+    fps = float(feature_params(features, ("video",))["video"]["fps"])
+    shift = max(1, math.ceil(p.pretrain.sync_shift * fps - 1e-9))  # rows
+    shifts = torch.Generator().manual_seed(p.seed)
     weights = {} if p.pretrain.objective == "none" else _weights(p)
     labels: dict[str, np.ndarray] = {}
     if weights.get("xdc") or weights.get("protonce"):
@@ -189,6 +253,11 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
             if weights.get("infonce"):
                 loss = loss + weights["infonce"] * losses.nt_xent(proj["video"], proj["audio"], p.pretrain.temperature,
                                                                   valid=valid)
+            if weights.get("sync"):
+                in_sync, shifted, room = sync_pairs(batch, shift, shifts)
+                both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
+                pos, neg = heads.sync(model.represent(both))[:, 0].chunk(2)  # (B,), (B,)
+                loss = loss + weights["sync"] * losses.synchrony_bce(pos, neg, valid=valid & room)
             for m in MODALITIES:
                 target = torch.from_numpy(labels[OTHER[m]][idx]) if labels else None
                 if weights.get("xdc"):

@@ -389,7 +389,9 @@ def cluster_quality(assignments: Sequence[int] | np.ndarray, labels: Sequence[An
 
 
 def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None = None) -> dict[str, float]:
-    """The ``prototypes`` stage: k-means on every manifest clip, then NMI/purity against the labels.
+    """The ``prototypes`` stage: k-means on the clips pretraining reads (``pretrain.splits``, by default train,
+    val and the unlabelled pool; the test split is held out), then NMI/purity against the labels of its
+    labelled clips.
 
     The labels are read for insight only: they never reach the clustering or any training.
 
@@ -405,13 +407,15 @@ def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None
     from cmmvt.data import manifest as manifest_mod
 
     df = manifest_mod.read(p.data.manifest)
+    df = df[df["split"].isin(p.pretrain.splits)]
     result = fit(p.extract.out, df["video_id"].tolist(), p.prototypes.k_video, p.prototypes.k_audio, p.seed,
                  p.prototypes.frame_level, p.prototypes.minibatch_threshold)
     write(out, result)
     label_of = dict(zip(df["video_id"], df["label"]))
     metrics = {}
     for m, proto in result.items():
-        quality = cluster_quality(proto.assignments, [label_of[i] for i in proto.ids])
+        labelled = [j for j, i in enumerate(proto.ids) if label_of[i]]  # the unlabelled pool has no class to agree with
+        quality = cluster_quality(proto.assignments[labelled], [label_of[proto.ids[j]] for j in labelled])
         metrics |= {f"{m}/{k}": v for k, v in quality.items()}
     if metrics_path is not None:
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)

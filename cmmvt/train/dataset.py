@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cmmvt.data.manifest import SPLITS, UNLABELLED
 from cmmvt.features.cache import CacheReader
 
 
@@ -41,12 +42,12 @@ class Split:
 
 
 def label_names(manifest: pd.DataFrame) -> list[str]:
-    """Sorted class names: index = integer label."""
-    return sorted(manifest["label"].astype(str).unique())
+    """Sorted class names: index = integer label (the unlabelled pool is no class)."""
+    return sorted(manifest.loc[manifest["split"] != UNLABELLED, "label"].astype(str).unique())
 
 
 def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[str]) -> tuple[dict[str, Split], list[str]]:
-    """Split the manifest into train/val/test over the clips present in every needed cache.
+    """Split the manifest into train/val/test (and the unlabelled pool) over the clips present in every needed cache.
 
     Args:
         manifest: video_id, path, label, split.
@@ -54,7 +55,8 @@ def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[st
         modalities: The caches that must hold a clip (failed extractions are left out).
 
     Returns:
-        ``({split: Split}, label_names)``.
+        ``({split: Split}, label_names)`` for the splits ``train``, ``val``, ``test`` and ``unlabelled`` (whose
+        labels are all -1: only self-supervised stages read it).
     """
     names = label_names(manifest)
     index = {n: i for i, n in enumerate(names)}
@@ -64,23 +66,27 @@ def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[st
             ids = set(r.ids)
         cached = ids if cached is None else cached & ids
     out = {}
-    for split in ("train", "val", "test"):
+    for split in SPLITS + (UNLABELLED,):
         rows = manifest[(manifest["split"] == split) & manifest["video_id"].isin(cached or set())]
-        out[split] = Split(rows["video_id"].tolist(), [index[str(x)] for x in rows["label"]])
+        labels = [-1] * len(rows) if split == UNLABELLED else [index[str(x)] for x in rows["label"]]
+        out[split] = Split(rows["video_id"].tolist(), labels)
     return out, names
 
 
-def stratified_subset(split: Split, fraction: float, seed: int) -> Split:
-    """A deterministic stratified subset keeping ``fraction`` of each class (at least one clip per class)."""
-    if fraction >= 1.0:
+def per_class_subset(split: Split, n: int | None, seed: int) -> Split:
+    """The first ``n`` clips of each class in a seeded shuffle (``train.labels_per_class``; None: all clips).
+
+    Nested: for one seed, the clips kept at ``n`` are among those kept at any larger ``n``, so a low-label
+    curve (1, 2, 5, all labels per class) adds labels rather than redrawing them. Order follows ``split``.
+    """
+    if n is None:
         return split
-    rng = np.random.default_rng(seed)
     labels = np.asarray(split.labels)
     keep: list[int] = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        n = max(1, round(fraction * len(idx)))
-        keep.extend(rng.choice(idx, size=n, replace=False).tolist())
+        rng = np.random.default_rng([seed, int(c)])
+        keep.extend(rng.permutation(idx)[:n].tolist())
     keep.sort()
     return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])
 

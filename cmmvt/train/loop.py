@@ -29,7 +29,7 @@ from cmmvt.data import manifest as manifest_mod
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps, warmup_cosine
-from cmmvt.train.dataset import ClipDataset, Split, splits, stratified_subset
+from cmmvt.train.dataset import ClipDataset, Split, per_class_subset, splits
 
 
 def _loader(ds: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
@@ -48,7 +48,7 @@ class TrainResult:
 
 def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[str, Split], list[str]]:
     sp, names = splits(df, features, MODALITIES[p.model.modalities])
-    sp["train"] = stratified_subset(sp["train"], p.train.label_fraction, p.seed)
+    sp["train"] = per_class_subset(sp["train"], p.train.labels_per_class, p.seed)
     if not sp["train"].ids:
         raise ValueError(f"no training clips: check {p.data.manifest} and the caches under {features}")
     return sp, names
