@@ -12,9 +12,22 @@ import pytest
 from cmmvt import media
 from cmmvt.data import synth
 from cmmvt.config import SynthParams
-from cmmvt.data.synth import CLASSES, SOUNDS, VISUALS, clip_rng, make_dataset, render_audio, render_clip, render_video
+from cmmvt.data.synth import (
+    CLASSES,
+    EVENT_SECONDS,
+    SOUNDS,
+    VISUALS,
+    clip_rng,
+    event_frames,
+    event_times,
+    make_dataset,
+    render_audio,
+    render_clip,
+    render_video,
+)
 
 TINY = SynthParams(classes=10, clips_per_class=1, duration=1.0, fps=25, size=64, sample_rate=16000)
+FOUR = TINY.model_copy(update={"duration": 4.0})  # the default clip length: room for 2-5 events
 REVERSED_VISUAL = {"disk_lr": "disk_rl"}
 REVERSED_SOUND = {"chirp_up": "chirp_down"}
 
@@ -117,13 +130,39 @@ def test_disk_directions_are_exact_time_reversals():
 
 
 def test_class_pair_differing_only_in_video_order():
-    """Same clip seed: identical audio, video exactly reversed."""
+    """Same clip seed: identical audio and events; video reversed except where either clip flashes."""
     by = {(c.visual, c.sound): c for c in CLASSES}
     a, b = by[("disk_lr", "hum")], by[("disk_rl", "hum")]
-    fa, aa = render_clip(a, clip_rng(0, 0, 0), TINY)
-    fb, ab = render_clip(b, clip_rng(0, 0, 0), TINY)
-    assert np.array_equal(aa, ab)
-    assert np.array_equal(fa[::-1], fb)
+    fa, aa, ea = render_clip(a, clip_rng(0, 0, 0), FOUR, return_events=True)
+    fb, ab, eb = render_clip(b, clip_rng(0, 0, 0), FOUR, return_events=True)
+    assert np.array_equal(aa, ab) and np.array_equal(ea, eb)
+    flash = event_frames(ea, FOUR)
+    calm = ~flash & ~flash[::-1]  # neither b's own flash nor a's flash reversed
+    assert calm.any() and not calm.all()
+    assert np.array_equal(fa[::-1][calm], fb[calm])
+    # both flash at the clip's real event times, not mirrored ones
+    assert np.array_equal(_flash_frames(fa), flash) and np.array_equal(_flash_frames(fb), flash)
+
+
+def test_reversed_patterns_with_events_differ_from_the_reverse_only_at_events():
+    """The invariant that survives per-clip events: reverse(base) everywhere except the event frames / bursts."""
+    for seed in range(3):
+        events = event_times(np.random.default_rng(100 + seed), FOUR)
+        lr = render_video("disk_lr", np.random.default_rng(seed), FOUR)
+        rl = render_video("disk_rl", np.random.default_rng(seed), FOUR, events)
+        flash = event_frames(events, FOUR)
+        assert np.array_equal(lr[::-1][~flash], rl[~flash])
+        assert all(not np.array_equal(lr[::-1][k], rl[k]) for k in np.flatnonzero(flash))
+
+        up = render_audio("chirp_up", np.random.default_rng(seed), FOUR)
+        down = render_audio("chirp_down", np.random.default_rng(seed), FOUR, events)
+        sr = FOUR.sample_rate
+        burst = np.zeros(len(up), dtype=bool)
+        for t0 in events:
+            burst[int(round(t0 * sr)) : int(round((t0 + synth.EVENT_TAIL) * sr))] = True
+        assert np.array_equal(up[::-1][~burst], down[~burst])
+        # the bursts run forward in time (sharp attack) although the chirp is reversed
+        assert np.allclose(_audio_onsets(down, sr), events, atol=0.005)
 
 
 def _dominant_freq(audio: np.ndarray, sr: int, parts: int = 4) -> np.ndarray:
@@ -140,6 +179,112 @@ def test_chirps_rise_and_fall_over_the_same_range():
         fu, fd = _dominant_freq(up, TINY.sample_rate), _dominant_freq(down, TINY.sample_rate)
         assert np.all(np.diff(fu) > 0) and np.all(np.diff(fd) < 0)
         assert fu[-1] > 2.5 * fu[0]
+
+
+# ----------------------------------------------------------------------------- synchronised events
+
+
+def _flash_frames(frames: np.ndarray) -> np.ndarray:
+    """Frames showing an event flash, from the pixels alone: near-white pixels (every channel > 170).
+
+    Nothing else in a clip is near-white (the object is saturated, the background and blobs dark or
+    pale), so a normal frame has none and a flash frame has the flashed object's worth.
+    """
+    white = (frames.min(-1) > 170).sum((1, 2))  # (T,)
+    assert np.all((white == 0) | (white > 10)), white  # no ambiguous frame
+    return white > 10
+
+
+def _runs(on: np.ndarray) -> np.ndarray:
+    """Start indices of the runs of True in ``on``."""
+    on = np.asarray(on, dtype=bool)
+    return np.flatnonzero(on & ~np.concatenate([[False], on[:-1]]))
+
+
+def _audio_onsets(audio: np.ndarray, sr: int, hop: int = 40) -> np.ndarray:
+    """Burst onsets from the waveform: the start of each rise of the 2.5 ms peak envelope above half its max."""
+    env = np.abs(audio[: len(audio) // hop * hop]).reshape(-1, hop).max(1)  # (N // hop,)
+    idx = np.flatnonzero(env > 0.5 * env.max())
+    gap = 0.2 * sr / hop  # a burst is one event (bursts are >= 0.4 s apart)
+    starts = [idx[0]] + [b for a, b in zip(idx[:-1], idx[1:]) if b - a > gap]
+    return np.asarray(starts) * hop / sr
+
+
+def test_event_times_counts_gaps_and_bounds():
+    counts = Counter()
+    for k in range(200):
+        t = event_times(np.random.default_rng(k), FOUR)
+        counts[len(t)] += 1
+        assert np.all(np.diff(t) >= synth.MIN_EVENT_GAP - 1e-9)
+        assert t[0] >= 0.1 and t[-1] <= FOUR.duration - 0.35
+    assert set(counts) == {2, 3, 4, 5}
+    for duration in (0.01, 0.3, 0.45, 0.5, 0.9, 1.0, 1.2):  # short clips: as many as fit, never an error
+        p = TINY.model_copy(update={"duration": duration})
+        for k in range(20):
+            t = event_times(np.random.default_rng(k), p)
+            assert len(t) <= 5 and np.all(np.diff(t) >= synth.MIN_EVENT_GAP - 1e-9)
+            assert np.all(t >= 0.1) and np.all(t <= duration - 0.35 + 1e-9)
+    assert len(event_times(np.random.default_rng(0), TINY.model_copy(update={"duration": 0.3}))) == 0
+
+
+def test_clips_have_their_own_event_times():
+    seen = []
+    for ci in (0, 5):  # disk_lr_hum and disk_rl_hum: same sound, and each class's clips among themselves
+        for i in range(6):
+            seen.append(tuple(render_clip(CLASSES[ci], clip_rng(0, ci, i), TINY, return_events=True)[2]))
+    assert len(set(seen)) == len(seen)
+
+
+def test_flash_frames_cover_every_event_and_a_4fps_sample_sees_each():
+    """A frame flashes when it is on screen during [onset, onset + 0.25 s): every 4 fps instant in an event sees it."""
+    p = FOUR
+    T = round(p.duration * p.fps)
+    for k in range(50):
+        events = event_times(np.random.default_rng(k), p)
+        flash = event_frames(events, p)
+        for t0 in events:
+            shown = np.floor(np.linspace(t0, t0 + EVENT_SECONDS, 100, endpoint=False) * p.fps).astype(int)
+            assert flash[shown].all()  # on screen for the whole event
+            samples = media.sample_times(p.duration, 4.0)
+            hits = [t for t in samples if t0 <= t < t0 + EVENT_SECONDS]
+            assert len(hits) == 1 and flash[min(int(hits[0] * p.fps), T - 1)]
+        assert len(_runs(flash)) == len(events)
+
+
+@pytest.mark.parametrize("spec", CLASSES, ids=lambda c: c.name)
+def test_flash_and_burst_coincide_with_the_drawn_events(spec):
+    for i in range(2):
+        frames, audio, events = render_clip(spec, clip_rng(3, CLASSES.index(spec), i), FOUR, return_events=True)
+        assert 2 <= len(events) <= 5
+        flash = _flash_frames(frames)
+        assert np.array_equal(flash, event_frames(events, FOUR))
+        seen = _runs(flash) / FOUR.fps  # first flash frame of each event, seconds
+        heard = _audio_onsets(audio, FOUR.sample_rate)
+        assert len(seen) == len(heard) == len(events)
+        assert np.all((seen <= events) & (events - seen < 1 / FOUR.fps))  # the frame on screen at the onset
+        assert np.abs(heard - events).max() < 0.005
+        # each heard onset falls while its first flash frame is on screen (± the 5 ms detection resolution)
+        assert np.all((heard > seen - 0.005) & (heard < seen + 1 / FOUR.fps + 0.005))
+
+
+def test_events_change_only_the_object_on_the_event_frames():
+    """Same rng with and without events: frames differ only on event frames, and there strongly."""
+    rng = np.random.default_rng
+    events = event_times(rng(5), FOUR)
+    flash = event_frames(events, FOUR)
+    for visual in VISUALS:
+        plain = render_video(visual, rng(1), FOUR).astype(np.int16)
+        lit = render_video(visual, rng(1), FOUR, events).astype(np.int16)
+        diff = np.abs(lit - plain).max(-1)  # (T, H, W)
+        assert not diff[~flash].any()
+        changed = diff[flash] > 0
+        assert changed.mean() > 0.03  # the object, not a few pixels
+        assert np.abs(lit - plain)[flash][changed].mean() > 50  # mean abs change of a lit pixel (0-255)
+    for sound in SOUNDS:
+        a0 = render_audio(sound, rng(1), FOUR)
+        a1 = render_audio(sound, rng(1), FOUR, events)
+        assert np.abs(a1).max() <= 0.9
+        assert np.abs(a1).max() > 2.5 * np.abs(a0).max()  # the bursts stand out
 
 
 # ----------------------------------------------------------------------------- dataset on disk
@@ -210,6 +355,42 @@ def test_regeneration_removes_stale_clips_only(tmp_path):
     paths = make_dataset(tmp_path, p.model_copy(update={"clips_per_class": 1}), seed=0)
     assert [q.name for q in paths] == [f"{CLASSES[0].name}_000.mp4", f"{name}_000.mp4"]
     assert sorted(f.name for f in (tmp_path / name).iterdir()) == [f"{name}_000.mp4", "notes.txt"]
+
+
+def test_unlabelled_pool_on_disk(tmp_path):
+    """The pool: anonymous names, a seeded mix of classes, its own clips; events survive H.264 + AAC."""
+    p = TINY.model_copy(update={"classes": 2, "clips_per_class": 1, "duration": 2.0, "unlabelled_clips_per_class": 2})
+    paths = make_dataset(tmp_path, p, seed=0)
+    assert paths == [tmp_path / c.name / f"{c.name}_000.mp4" for c in CLASSES[:2]]  # labelled only
+    pool = sorted((tmp_path / "unlabelled").iterdir())
+    assert [f.name for f in pool] == [f"clip_{j:04d}.mp4" for j in range(4)]  # no temp files, no class names
+    order = synth.unlabelled_order(0, 2, 2)
+    assert sorted(order) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for j, (ci, i) in enumerate(order):
+        frames, audio, events = render_clip(CLASSES[ci], clip_rng(0, ci, synth.UNLABELLED_OFFSET + i), p,
+                                            return_events=True)
+        labelled = render_clip(CLASSES[ci], clip_rng(0, ci, i), p)[0]
+        assert not np.array_equal(frames, labelled)  # not a copy of a labelled clip
+        with av.open(str(pool[j])) as container:  # decode back with PyAV
+            decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        assert decoded.shape == frames.shape
+        assert np.abs(decoded.astype(np.int16) - frames).mean() < 8  # this file is this clip (lossy codec)
+        flash = _flash_frames(decoded)  # the flashes are visible in the decoded frames, at the event times
+        assert np.array_equal(flash, event_frames(events, p))
+        assert np.all(flash[np.floor(events * p.fps).astype(int)])
+        sampled = media.read_frames(pool[j], 4.0)  # what extraction sees: every event on a sampled frame
+        lit = _flash_frames(sampled.rgb)
+        for t0 in events:
+            assert lit[(sampled.t >= t0) & (sampled.t < t0 + EVENT_SECONDS)].tolist() == [True]
+        heard = _audio_onsets(np.asarray(media.load_audio(pool[j], p.sample_rate).samples), p.sample_rate)
+        assert len(heard) == len(events) and np.abs(heard - events).max() < 1 / p.fps
+
+    # shrinking the pool removes the stale files; an empty pool removes the folder
+    make_dataset(tmp_path, p.model_copy(update={"unlabelled_clips_per_class": 1}), seed=0)
+    assert sorted(f.name for f in (tmp_path / "unlabelled").iterdir()) == ["clip_0000.mp4", "clip_0001.mp4"]
+    make_dataset(tmp_path, p.model_copy(update={"unlabelled_clips_per_class": 0}), seed=0)
+    assert not (tmp_path / "unlabelled").exists()
+    assert sorted(d.name for d in tmp_path.iterdir()) == [c.name for c in CLASSES[:2]]
 
 
 def test_clip_independent_of_dataset_size():

@@ -10,7 +10,8 @@ so **every visual pattern is shared by exactly 2 classes and every sound by exac
 alone or audio alone can therefore reach at most 50 % accuracy, while both together identify the
 class. Two patterns in each modality differ *only in temporal order*:
 
-* ``disk_rl`` is ``disk_lr`` played backwards (exactly the same set of frames, reversed), and
+* ``disk_rl`` is ``disk_lr`` played backwards (exactly the same set of frames, reversed, apart from
+  the per-clip event flashes below), and
 * ``chirp_down`` is ``chirp_up`` played backwards (same frequency range, reversed).
 
 The cycle is arranged so that each of these order-only pairs shares its *other* modality: classes
@@ -67,16 +68,56 @@ rates, loudness and background-noise level.
 
 Caveat: audio order is only *mostly* invisible to a bag-of-windows model: each 0.96 s log-mel window
 around a frame still shows a quarter of the chirp's sweep and hence its local slope. The video pair
-is exactly order-only (identical frame sets).
+is exactly order-only (identical frame sets, up to the event flashes, which carry no direction).
+
+Synchronised events (every clip, every class): 2–5 instants per clip (:func:`event_times`; onsets at
+least 0.4 s apart, in ``[0.1 s, duration − 0.35 s]``) at which *both* modalities do something together:
+
+* video — the class object flashes towards white (white composited over the object's own coverage at
+  :data:`FLASH` = 0.75; for ``stripes`` over its whole panel) for :data:`EVENT_SECONDS` = 0.25 s. The
+  flash is shown on every frame whose display interval ``[k / fps, (k + 1) / fps)`` overlaps
+  ``[onset, onset + 0.25 s)`` (:func:`event_frames`), so the flash is on screen for the whole 0.25 s.
+  0.25 s is one sampling interval at the default ``extract.fps: 4``: any half-open 0.25 s interval
+  holds exactly one of the sampling instants ``(i + 0.5) / 4``, so every event lands on at least one
+  sampled frame. (Requiring the frame *time* ``k / fps`` to lie in the interval would not do: at
+  25 fps the sampled frames are 6 or 7 frames apart and a 6-frame flash can fall between them.)
+* audio — a burst with its onset at exactly the event time: the class's own carrier (the ungated tone for
+  ``beeps``, the ungated noise for ``noise``, the signal itself for ``hum`` and the chirps) at
+  :data:`BURST_GAIN` = 3.5× the clip's level, 2 ms attack, exponential decay (τ = 60 ms), plus a
+  broadband click (τ = 4 ms) at the clip's level, so the event is heard even inside a gap of ``beeps``
+  or ``noise`` and is a bright column in a log-mel window standardised on its own.
+
+Event times are drawn per clip from their own stream, independent of the class, so they carry no label
+information; they give **instance-level audio-visual correspondence**: among clips of the same class,
+only a clip's own audio has its bursts at the frames where its object flashes. That is what the
+synchrony objective of AVTS (Korbar, Tran & Torresani 2018, "Cooperative Learning of Audio and Video
+Models from Self-Supervised Synchronization") needs to learn from and what a cross-modal retrieval
+test measures. The events are added *after* the order reversals (a reversed decaying burst would have a
+slow attack), so ``disk_rl`` and ``chirp_down`` flash and burst at the clip's real event times, forward
+in time. The order-only pairs keep their ceilings: event times do not depend on the class, the
+bursts run forward in both chirps, and the distribution of flash intervals is symmetric under time
+reversal (onset ``o`` ↔ ``duration − 0.25 − o``, both in range), so the events say nothing about
+direction. Without events (``events=()``) the reversed patterns are still exact reverses; with events
+only the event frames (and the samples within ``EVENT_TAIL`` after an onset) differ.
+
+Unlabelled pool: :func:`make_dataset` also writes ``unlabelled_clips_per_class`` clips of every class to
+``<root>/unlabelled/clip_NNNN.mp4`` in a seeded shuffled order (the name does not give the class away),
+each from its own generator ``clip_rng(seed, class, UNLABELLED_OFFSET + i)`` — for self-supervised
+pretraining and prototypes, never for the supervised splits.
 
 Every clip is seeded from ``(seed, class index, clip index)`` (:func:`clip_rng`), so a clip does not
-depend on how many clips or classes are generated; video and audio use independent child streams.
+depend on how many clips or classes are generated; video, audio and event times use independent child
+streams.
 
 Example:
     >>> from cmmvt.config import SynthParams
     >>> frames, audio = render_clip(CLASSES[0], clip_rng(0, 0, 0), SynthParams(size=64, duration=1.0))
     >>> frames.shape, frames.dtype, audio.shape, audio.dtype
     ((25, 64, 64, 3), dtype('uint8'), (16000,), dtype('float32'))
+    >>> p = SynthParams(size=64, duration=4.0)
+    >>> *_, events = render_clip(CLASSES[0], clip_rng(0, 0, 0), p, return_events=True)
+    >>> bool(2 <= len(events) <= 5 and np.all(np.diff(events) >= MIN_EVENT_GAP))
+    True
 """
 
 from __future__ import annotations
@@ -94,16 +135,23 @@ from cmmvt.config import SynthParams
 
 __all__ = [
     "CLASSES",
+    "EVENT_SECONDS",
     "SOUNDS",
+    "UNLABELLED",
+    "UNLABELLED_OFFSET",
     "VISUALS",
     "ClassSpec",
     "class_names",
     "clip_path",
     "clip_rng",
+    "event_frames",
+    "event_times",
     "make_dataset",
     "render_audio",
     "render_clip",
     "render_video",
+    "unlabelled_order",
+    "unlabelled_path",
 ]
 
 
@@ -165,6 +213,20 @@ CLASSES: list[ClassSpec] = [
 _REVERSED_VISUAL = {"disk_rl": "disk_lr"}
 _REVERSED_SOUND = {"chirp_down": "chirp_up"}
 
+# Synchronised events (see the module docstring).
+MIN_EVENTS, MAX_EVENTS = 2, 5  # events per clip, uniform count (fewer when a short clip cannot fit them)
+MIN_EVENT_GAP = 0.4  # seconds between onsets
+FIRST_ONSET = 0.1  # earliest onset, seconds
+EVENT_TAIL = 0.35  # the last onset is at most duration - EVENT_TAIL (the audio burst has decayed by then)
+EVENT_SECONDS = 0.25  # visual flash length: one sampling interval at extract.fps 4
+FLASH = 0.75  # white composited over the object's coverage during a flash
+BURST_GAIN = 3.5  # audio burst peak relative to the clip's level
+BURST_ATTACK, BURST_TAU = 0.002, 0.06  # seconds: linear attack, exponential decay
+CLICK_GAIN, CLICK_TAU = 1.0, 0.004  # broadband click at the onset, relative to the clip's level
+
+UNLABELLED = "unlabelled"  # folder of the unlabelled pool under the dataset root
+UNLABELLED_OFFSET = 100_000  # unlabelled clip i of class c uses clip_rng(seed, c, UNLABELLED_OFFSET + i)
+
 
 def order_only_pairs() -> list[tuple[str, str]]:
     """Class pairs that differ only in the temporal order of one modality (same pattern in the other).
@@ -199,7 +261,79 @@ def clip_rng(seed: int, class_index: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(class_index), int(index)])
 
 
+# --------------------------------------------------------------------------------------- events
+
+
+def event_times(rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    """Draw one clip's synchronised event onsets.
+
+    A uniform count in ``[MIN_EVENTS, MAX_EVENTS]``, placed uniformly at random subject to onsets in
+    ``[FIRST_ONSET, duration - EVENT_TAIL]`` and at least ``MIN_EVENT_GAP`` apart. A clip too short for
+    the count gets as many as fit (possibly none); this never fails.
+
+    Args:
+        rng: The clip's event generator.
+        p: Duration.
+
+    Returns:
+        ``(n,)`` float64 onsets in seconds, sorted.
+
+    Example:
+        >>> from cmmvt.config import SynthParams
+        >>> t = event_times(np.random.default_rng(0), SynthParams(duration=4.0))
+        >>> bool(2 <= len(t) <= 5 and t[0] >= 0.1 and t[-1] <= 3.65 and np.all(np.diff(t) >= 0.4))
+        True
+        >>> event_times(np.random.default_rng(0), SynthParams(duration=0.3)).tolist()
+        []
+    """
+    n = int(rng.integers(MIN_EVENTS, MAX_EVENTS + 1))
+    span = float(p.duration) - EVENT_TAIL - FIRST_ONSET  # room for the onsets
+    if span < 0:
+        return np.zeros(0)
+    n = min(n, int(span / MIN_EVENT_GAP + 1e-9) + 1)
+    slack = span - (n - 1) * MIN_EVENT_GAP  # >= 0: free room once the gaps are reserved
+    # n sorted uniform points in [0, slack], each pushed right by the gaps before it: uniform over all
+    # placements that respect the minimum gap.
+    return FIRST_ONSET + np.sort(rng.uniform(0.0, slack, size=n)) + MIN_EVENT_GAP * np.arange(n)
+
+
+def _n_frames(p: SynthParams) -> int:
+    return max(1, int(round(p.duration * p.fps)))
+
+
+def event_frames(events: np.ndarray | tuple[float, ...], p: SynthParams) -> np.ndarray:
+    """Which frames show an event flash.
+
+    Frame ``k`` is displayed over ``[k / fps, (k + 1) / fps)``; it flashes when that interval overlaps
+    ``[onset, onset + EVENT_SECONDS)`` for some onset, so the flash is on screen during the whole event
+    (a sampler picking the frame displayed at any instant of the event sees it).
+
+    Args:
+        events: Onsets in seconds.
+        p: Frame rate and duration.
+
+    Returns:
+        ``(T,)`` bool.
+
+    Example:
+        >>> from cmmvt.config import SynthParams
+        >>> np.flatnonzero(event_frames([0.5], SynthParams(duration=1.0, fps=10))).tolist()
+        [5, 6, 7]
+    """
+    T = _n_frames(p)
+    k = np.arange(T)
+    on = np.zeros(T, dtype=bool)
+    for t0 in np.asarray(events, dtype=np.float64).reshape(-1):
+        first = int(np.floor(t0 * p.fps + 1e-9))
+        end = int(np.ceil((t0 + EVENT_SECONDS) * p.fps - 1e-9))  # exclusive
+        on |= (k >= first) & (k < end)
+    return on
+
+
 # --------------------------------------------------------------------------------------- video
+
+
+_WHITE = np.full(3, 255.0, dtype=np.float32)
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -226,21 +360,35 @@ def _span(c: np.ndarray, half: float, size: int) -> tuple[int, int]:
     return max(lo, 0), min(hi, size)
 
 
-def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
-    """Render one visual pattern with random nuisance.
+def render_video(
+    visual: str, rng: np.random.Generator, p: SynthParams, events: np.ndarray | tuple[float, ...] = ()
+) -> np.ndarray:
+    """Render one visual pattern with random nuisance and the clip's event flashes.
+
+    The flashes draw nothing from ``rng``: the same ``rng`` seed with and without events gives frames
+    that differ only on the :func:`event_frames`. A reversed pattern (``disk_rl``) is its base pattern
+    rendered with the flash mask mirrored and then reversed, so its flashes fall on the clip's own event
+    frames; without events it is exactly the base clip reversed.
 
     Args:
         visual: One of :data:`VISUALS`.
         rng: The clip's video generator.
         p: Size, frame rate and duration.
+        events: Event onsets in seconds (:func:`event_times`); none by default.
 
     Returns:
         ``(T, H, W, 3)`` uint8 frames, ``T = round(duration * fps)``, ``H = W = size``.
     """
+    flash = event_frames(events, p)  # (T,)
     if visual in _REVERSED_VISUAL:
-        return np.ascontiguousarray(render_video(_REVERSED_VISUAL[visual], rng, p)[::-1])
+        return np.ascontiguousarray(_render_video(_REVERSED_VISUAL[visual], rng, p, flash[::-1])[::-1])
     if visual not in VISUALS:
         raise ValueError(f"unknown visual pattern {visual!r}; expected one of {VISUALS}")
+    return _render_video(visual, rng, p, flash)
+
+
+def _render_video(visual: str, rng: np.random.Generator, p: SynthParams, flash: np.ndarray) -> np.ndarray:
+    """:func:`render_video` of a forward pattern; ``flash`` ``(T,)`` bool marks the frames that flash."""
 
     # Everything below stays float32: random scalars are converted to Python floats (NumPy scalars
     # would upcast the big arrays to float64 and double the cost).
@@ -251,7 +399,7 @@ def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.nd
         return 1.0 if rng.random() < 0.5 else -1.0
 
     S = int(p.size)
-    T = max(1, int(round(p.duration * p.fps)))
+    T = _n_frames(p)
     D = T / p.fps
     t = (np.arange(T, dtype=np.float32) / np.float32(p.fps))[:, None, None]  # (T, 1, 1) seconds
     u = (t + np.float32(0.5 / p.fps)) / np.float32(D)  # (T, 1, 1) clip progress in (0, 1)
@@ -297,6 +445,7 @@ def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.nd
         d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)  # (T, H, W)
         alpha = np.clip(r + 0.5 - d, 0.0, 1.0)
         _over(canvas, alpha, col)
+        obj = canvas, alpha
     elif visual == "square":
         h0 = 0.2 * S * scale  # half side
         cx, cy = S * (0.5 + uni(-0.12, 0.12)), S * (0.5 + uni(-0.12, 0.12))
@@ -308,6 +457,7 @@ def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.nd
         b = np.abs(dy * np.cos(rot) - dx * np.sin(rot))
         alpha = np.clip(h + 0.5 - np.maximum(a, b), 0.0, 1.0)  # (T, H, W)
         _over(canvas, alpha, col)
+        obj = canvas, alpha
     elif visual == "stripes":
         hw, hh = S * scale * uni(0.28, 0.4), S * scale * uni(0.28, 0.4)  # half extents
         cx, cy = S * (0.5 + uni(-0.08, 0.08)), S * (0.5 + uni(-0.08, 0.08))
@@ -324,6 +474,7 @@ def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.nd
         win = canvas[:, y0:y1, x0:x1]
         _over(win, box, col * uni(0.05, 0.2))  # dark panel
         _over(win, stripe * box, col)  # bright stripes, (T, h, w)
+        obj = win, box  # the whole panel flashes (its dark stripes too)
     else:  # triangle
         R = 0.24 * S * scale  # circumradius; the inradius of an equilateral triangle is R / 2
         cx, cy = S * (0.5 + uni(-0.12, 0.12)), S * (0.5 + uni(-0.12, 0.12))
@@ -337,7 +488,17 @@ def render_video(visual: str, rng: np.random.Generator, p: SynthParams) -> np.nd
             phi = th + (np.pi + 2 * np.pi * k / 3)
             e = dx * np.cos(phi) + dy * np.sin(phi) - R / 2  # (T, h, w)
             dist = e if dist is None else np.maximum(dist, e)
-        _over(canvas[:, y0:y1, x0:x1], np.clip(0.5 - dist, 0.0, 1.0), col)
+        win = canvas[:, y0:y1, x0:x1]
+        alpha = np.clip(0.5 - dist, 0.0, 1.0)  # (T, h, w)
+        _over(win, alpha, col)
+        obj = win, alpha
+
+    # Event flashes: white over the object's own coverage, only on the flash frames (no rng drawn).
+    if flash.any():
+        win, alpha = obj  # a view of canvas (T, h, w, 3) and the object's coverage, broadcastable to (T, h, w)
+        lit = win[flash]  # (F, h, w, 3) copy
+        _over(lit, np.broadcast_to(alpha, win.shape[:3])[flash] * np.float32(FLASH), _WHITE)
+        win[flash] = lit
 
     canvas += rng.standard_normal((T, S, S, 1), dtype=np.float32) * np.float32(uni(2.0, 6.0))
     np.clip(canvas, 0.0, 255.0, out=canvas)
@@ -358,24 +519,65 @@ def _gate(t: np.ndarray, rate: float, duty: float, phase: float, edge: float) ->
     return (0.5 - 0.5 * np.cos(np.pi * env)).astype(np.float32)
 
 
-def render_audio(sound: str, rng: np.random.Generator, p: SynthParams) -> np.ndarray:
-    """Render one sound pattern with random nuisance.
+def render_audio(
+    sound: str, rng: np.random.Generator, p: SynthParams, events: np.ndarray | tuple[float, ...] = ()
+) -> np.ndarray:
+    """Render one sound pattern with random nuisance and the clip's event bursts.
+
+    The pattern, its level, the background noise and the click noise are drawn from ``rng`` whatever
+    the events, then reversed for ``chirp_down``; the bursts are added last, forward in time, so their
+    sharp onsets fall at the event times. Without events ``chirp_down`` is exactly ``chirp_up`` reversed;
+    with events the two differ only within ``EVENT_TAIL`` after each onset.
 
     Args:
         sound: One of :data:`SOUNDS`.
         rng: The clip's audio generator.
         p: Sample rate and duration.
+        events: Event onsets in seconds (:func:`event_times`); none by default.
 
     Returns:
         ``(N,)`` float32 mono in [-0.9, 0.9], ``N = round(duration * sample_rate)``.
     """
-    if sound in _REVERSED_SOUND:
-        return np.ascontiguousarray(render_audio(_REVERSED_SOUND[sound], rng, p)[::-1])
-    if sound not in SOUNDS:
+    base = _REVERSED_SOUND.get(sound, sound)
+    if base not in SOUNDS:
         raise ValueError(f"unknown sound pattern {sound!r}; expected one of {SOUNDS}")
-
     sr = int(p.sample_rate)
     N = max(1, int(round(p.duration * sr)))
+    x, carrier = _pattern(base, rng, N, sr)  # (N,), (N,): peak |x| = 1
+    # Levels leave room for the bursts: peak ≈ level * (BURST_GAIN + CLICK_GAIN * e^-1/2) <= 0.9.
+    level = float(rng.uniform(0.16, 0.22))
+    floor = rng.standard_normal(N) * rng.uniform(0.002, 0.012)
+    click = rng.uniform(-1.0, 1.0, size=N)  # broadband, bounded
+    if sound != base:  # time-reversed twin: the pattern and its noise floor are reversed, the events are not
+        x, carrier, floor = x[::-1], carrier[::-1], floor[::-1]
+
+    burst, tick = _event_envelopes(events, N, sr)  # (N,), (N,) in [0, 1], zero outside events
+    y = x * (1.0 - burst) + BURST_GAIN * carrier * burst + CLICK_GAIN * click * tick
+    y = y * level + floor
+    return np.clip(y, -0.9, 0.9).astype(np.float32)  # (N,)
+
+
+def _event_envelopes(events: np.ndarray | tuple[float, ...], N: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Burst and click envelopes ``(N,)`` each, starting at each onset's sample, zero elsewhere."""
+    burst, tick = np.zeros(N), np.zeros(N)
+    n = int(EVENT_TAIL * sr)
+    tt = np.arange(n) / sr  # (n,) seconds after the onset
+    b = np.minimum(tt / BURST_ATTACK, 1.0) * np.exp(-np.maximum(tt - BURST_ATTACK, 0.0) / BURST_TAU)
+    c = np.exp(-tt / CLICK_TAU)
+    for t0 in np.asarray(events, dtype=np.float64).reshape(-1):
+        i0 = int(round(t0 * sr))
+        m = max(0, min(n, N - i0))
+        burst[i0 : i0 + m] = np.maximum(burst[i0 : i0 + m], b[:m])
+        tick[i0 : i0 + m] = np.maximum(tick[i0 : i0 + m], c[:m])
+    return burst, tick
+
+
+def _pattern(sound: str, rng: np.random.Generator, N: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """One forward sound pattern and its carrier, both faded in and out and divided by the pattern's peak.
+
+    The carrier is the pattern without its on/off gating (the tone of ``beeps``, the noise of ``noise``;
+    the pattern itself otherwise): what an event burst is made of.
+    """
     t = np.arange(N, dtype=np.float64) / sr  # (N,) seconds
     D = N / sr
     nyq = 0.45 * sr
@@ -389,10 +591,11 @@ def render_audio(sound: str, rng: np.random.Generator, p: SynthParams) -> np.nda
         x = np.zeros(N)
         for k, phk in zip(ks, ph):
             x += np.sin(2 * np.pi * k * f0 * t + phk) / k
+        carrier = x
     elif sound == "beeps":
         f = min(1800.0 * jitter, nyq)
-        x = np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) + 0.2 * np.sin(4 * np.pi * f * t)
-        x = x * _gate(t, 4.0 * rng.uniform(0.85, 1.15), 0.5, rng.random(), 0.01)
+        carrier = np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) + 0.2 * np.sin(4 * np.pi * f * t)
+        x = carrier * _gate(t, 4.0 * rng.uniform(0.85, 1.15), 0.5, rng.random(), 0.01)
     elif sound == "noise":
         rate = 3.0 * rng.uniform(0.85, 1.15)
         env = np.zeros(N)
@@ -404,7 +607,8 @@ def render_audio(sound: str, rng: np.random.Generator, p: SynthParams) -> np.nda
                 seg = t[lo:hi] - start
                 env[lo:hi] = np.sqrt(np.clip(np.sin(np.pi * seg / dur), 0.0, 1.0))  # quick attack, smooth release
             start += rng.uniform(0.8, 1.2) / rate
-        x = rng.standard_normal(N) * env
+        carrier = rng.standard_normal(N)
+        x = carrier * env
     else:  # chirp_up: log sweep over two octaves across the clip
         f_lo = 300.0 * jitter
         speed = rng.uniform(0.85, 1.0)
@@ -413,36 +617,43 @@ def render_audio(sound: str, rng: np.random.Generator, p: SynthParams) -> np.nda
         f = np.minimum(f_lo * 4.0**prog, nyq)
         phase = 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
         x = np.sin(phase) + 0.25 * np.sin(2 * phase)
+        carrier = x
 
-    fade = np.minimum(1.0, np.minimum(t, D - t) / 0.01)  # 10 ms symmetric fade in/out
-    x = x * fade
+    fade = np.minimum(1.0, np.minimum(t, D - t) / 0.01)  # 10 ms fade in/out (onsets are >= 0.1 s in)
+    x, carrier = x * fade, carrier * fade
     peak = float(np.max(np.abs(x)))
     if peak > 0:
-        x = x / peak
-    x = x * rng.uniform(0.3, 0.7) + rng.standard_normal(N) * rng.uniform(0.003, 0.02)
-    return np.clip(x, -0.9, 0.9).astype(np.float32)  # (N,)
+        x, carrier = x / peak, carrier / peak
+    return x, carrier
 
 
-def render_clip(spec: ClassSpec, rng: np.random.Generator, p: SynthParams) -> tuple[np.ndarray, np.ndarray]:
-    """Render one clip of a class.
+def render_clip(
+    spec: ClassSpec, rng: np.random.Generator, p: SynthParams, *, return_events: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Render one clip of a class, with its synchronised events.
 
-    Video and audio draw from two independent child generators of ``rng``, so, for the same ``rng``
-    seed, classes that share a visual pattern get identical frames and classes that share a sound get
-    identical audio; ``disk_rl`` frames are exactly ``disk_lr`` frames reversed (``chirp_down`` audio
-    likewise).
+    Video, audio and event times draw from three independent child generators of ``rng``, so, for the
+    same ``rng`` seed, classes that share a visual pattern get identical frames, classes that share a
+    sound get identical audio, and every class gets the same event times; ``disk_rl`` frames are
+    ``disk_lr`` frames reversed except on the event frames (``chirp_down`` audio likewise, except after
+    each onset).
 
     Args:
         spec: The class.
         rng: The clip's generator, e.g. :func:`clip_rng`.
         p: Clip geometry, frame rate, duration and sample rate.
+        return_events: Also return the event onsets.
 
     Returns:
-        ``(frames, audio)``: ``(T, H, W, 3)`` uint8 and ``(N,)`` float32 in [-0.9, 0.9].
+        ``(frames, audio)``: ``(T, H, W, 3)`` uint8 and ``(N,)`` float32 in [-0.9, 0.9]; with
+        ``return_events``, ``(frames, audio, events)`` with ``events`` the ``(n,)`` onsets in seconds
+        (:func:`event_times`).
     """
-    vseed, aseed = rng.integers(0, 2**63 - 1, size=2)
-    frames = render_video(spec.visual, np.random.default_rng(int(vseed)), p)  # (T, H, W, 3)
-    audio = render_audio(spec.sound, np.random.default_rng(int(aseed)), p)  # (N,)
-    return frames, audio
+    vseed, aseed, eseed = rng.integers(0, 2**63 - 1, size=3)
+    events = event_times(np.random.default_rng(int(eseed)), p)  # (n,)
+    frames = render_video(spec.visual, np.random.default_rng(int(vseed)), p, events)  # (T, H, W, 3)
+    audio = render_audio(spec.sound, np.random.default_rng(int(aseed)), p, events)  # (N,)
+    return (frames, audio, events) if return_events else (frames, audio)
 
 
 # --------------------------------------------------------------------------------------- dataset
@@ -453,51 +664,111 @@ def clip_path(out_dir: str | Path, spec: ClassSpec, index: int) -> Path:
     return Path(out_dir) / spec.name / f"{spec.name}_{index:03d}.mp4"
 
 
+def unlabelled_path(out_dir: str | Path, index: int) -> Path:
+    """``out_dir/unlabelled/clip_<index:04d>.mp4``: clip ``index`` of the unlabelled pool."""
+    return Path(out_dir) / UNLABELLED / f"clip_{index:04d}.mp4"
+
+
+def unlabelled_order(seed: int, classes: int, per_class: int) -> list[tuple[int, int]]:
+    """The ``(class index, clip index)`` behind each unlabelled file, in file order.
+
+    A seeded shuffle of every ``(c, i)``, ``c < classes``, ``i < per_class`` (its generator,
+    ``default_rng([seed, classes, per_class])``, is distinct from every clip's three-number seed), so a
+    file's name says nothing about its class. Unlabelled clip ``(c, i)`` is rendered from
+    ``clip_rng(seed, c, UNLABELLED_OFFSET + i)``, never the generator of a labelled clip.
+
+    Example:
+        >>> sorted(unlabelled_order(0, 2, 2)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        True
+    """
+    pairs = [(c, i) for c in range(classes) for i in range(per_class)]
+    perm = np.random.default_rng([int(seed), int(classes), int(per_class)]).permutation(len(pairs))
+    return [pairs[j] for j in perm]
+
+
+def _write_clip(path: Path, spec: ClassSpec, rng: np.random.Generator, p: SynthParams) -> None:
+    """Render and encode one clip atomically (a temporary sibling renamed over ``path``)."""
+    from cmmvt.io import atomic_path
+    from cmmvt.media import encode_clip
+    frames, audio = render_clip(spec, rng, p)
+    with atomic_path(path, path.with_name(f".{path.stem}.partial.mp4")) as tmp:
+        encode_clip(tmp, frames, p.fps, audio, p.sample_rate)
+
+
+def _remove_stale(folder: Path, pattern: re.Pattern[str], wanted: set[str]) -> None:
+    """Delete the files in ``folder`` whose names match ``pattern`` and are not ``wanted``."""
+    for stale in folder.iterdir():
+        if pattern.match(stale.name) and stale.name not in wanted:
+            stale.unlink()
+
+
 def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: bool = False) -> list[Path]:
-    """Render and encode the dataset, one folder per class.
+    """Render and encode the dataset, one folder per class, and the unlabelled pool.
 
     Writes ``out_dir/<class>/<class>_<index:03d>.mp4`` (H.264 + AAC via :func:`cmmvt.media.encode_clip`)
-    for the first ``p.classes`` classes and ``p.clips_per_class`` clips each. Every clip is regenerated
-    deterministically (written to a temporary name, then renamed); stale ``<class>_NNN.mp4`` files of
-    these classes beyond ``clips_per_class`` are removed so the folder always matches the params.
+    for the first ``p.classes`` classes and ``p.clips_per_class`` clips each, and
+    ``p.unlabelled_clips_per_class`` more clips of each of these classes to
+    ``out_dir/unlabelled/clip_<NNNN>.mp4`` (:func:`unlabelled_path`, in :func:`unlabelled_order`).
+    Every clip is regenerated deterministically (written to a temporary name, then renamed); stale
+    ``<class>_NNN.mp4`` files of these classes beyond ``clips_per_class`` and stale ``clip_NNNN.mp4``
+    files of the pool are removed so the folders always match the params (the ``unlabelled`` folder
+    itself is removed when the pool is empty and nothing else is in it).
 
     Args:
         out_dir: Dataset root.
         p: Dataset parameters.
-        seed: Dataset seed; clip ``(c, i)`` uses :func:`clip_rng` ``(seed, c, i)``.
+        seed: Dataset seed; clip ``(c, i)`` uses :func:`clip_rng` ``(seed, c, i)``, unlabelled clip
+            ``(c, i)`` uses ``clip_rng(seed, c, UNLABELLED_OFFSET + i)``.
         progress: Print one line per clip to stderr.
 
     Returns:
-        The clip paths, class-major.
+        The labelled clip paths, class-major (the pool is ``unlabelled_path(out_dir, j)``,
+        ``j < p.classes * p.unlabelled_clips_per_class``).
     """
     if not 1 <= p.classes <= len(CLASSES):
         raise ValueError(f"synth.classes must be in 1..{len(CLASSES)}, got {p.classes}")
     if p.size % 2:
         raise ValueError(f"synth.size must be even (H.264 yuv420p), got {p.size}")
-    from cmmvt.io import atomic_path
-    from cmmvt.media import encode_clip
+    if p.clips_per_class > UNLABELLED_OFFSET:
+        raise ValueError(f"synth.clips_per_class must be <= {UNLABELLED_OFFSET}, got {p.clips_per_class}")
     out = Path(out_dir)
     specs = CLASSES[: p.classes]
-    total = len(specs) * p.clips_per_class
-    paths: list[Path] = []
+    pool = unlabelled_order(seed, p.classes, p.unlabelled_clips_per_class)
+    total = len(specs) * p.clips_per_class + len(pool)
+    done = 0
     t0 = time.perf_counter()
+
+    def tick(path: Path) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            rate = (time.perf_counter() - t0) / done
+            print(f"[synth] {done}/{total} {path} ({rate:.2f} s/clip)", file=sys.stderr, flush=True)
+
+    paths: list[Path] = []
     for ci, spec in enumerate(specs):
         cdir = out / spec.name
         cdir.mkdir(parents=True, exist_ok=True)
         wanted = set()
         for i in range(p.clips_per_class):
             path = clip_path(out, spec, i)
-            frames, audio = render_clip(spec, clip_rng(seed, ci, i), p)
-            with atomic_path(path, path.with_name(f".{path.stem}.partial.mp4")) as tmp:
-                encode_clip(tmp, frames, p.fps, audio, p.sample_rate)
+            _write_clip(path, spec, clip_rng(seed, ci, i), p)
             paths.append(path)
             wanted.add(path.name)
-            if progress:
-                done = len(paths)
-                rate = (time.perf_counter() - t0) / done
-                print(f"[synth] {done}/{total} {path} ({rate:.2f} s/clip)", file=sys.stderr, flush=True)
-        pattern = re.compile(rf"^{re.escape(spec.name)}_\d{{3,}}\.mp4$")
-        for stale in cdir.iterdir():
-            if pattern.match(stale.name) and stale.name not in wanted:
-                stale.unlink()
+            tick(path)
+        _remove_stale(cdir, re.compile(rf"^{re.escape(spec.name)}_\d{{3,}}\.mp4$"), wanted)
+
+    udir = out / UNLABELLED
+    if pool:
+        udir.mkdir(parents=True, exist_ok=True)
+    wanted = set()
+    for j, (ci, i) in enumerate(pool):
+        path = unlabelled_path(out, j)
+        _write_clip(path, specs[ci], clip_rng(seed, ci, UNLABELLED_OFFSET + i), p)
+        wanted.add(path.name)
+        tick(path)
+    if udir.is_dir():
+        _remove_stale(udir, re.compile(r"^clip_\d{4,}\.mp4$"), wanted)
+        if not pool and not any(udir.iterdir()):
+            udir.rmdir()
     return paths
