@@ -244,14 +244,14 @@ def pretrain(
     out: Annotated[Path | None, typer.Option(help="Pretrained encoders to write (default: paths.pretrained).")] = None,
     prototypes_: Annotated[Path | None, typer.Option("--prototypes", help="k-means prototypes for xdc and protonce "
                                                                             "(default: paths.prototypes).")] = None,
-    objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | combined.")] = None,
+    objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | sync | combined.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Cross-modal self-supervised pretraining of the encoders, without labels (the `pretrain` stage).
 
     Examples:
-        cmmvt pretrain --objective infonce
+        cmmvt pretrain --objective sync
         cmmvt pretrain --objective combined -S pretrain.weights.xdc=0.5 -S pretrain.epochs=50
     """
     from cmmvt.selfsup import pretrain as pretrain_mod
