@@ -84,3 +84,11 @@ def test_features_benchmark_quick(tmp_path):
             assert r["ms_per_row"] > 0 and 0 <= r["val"] <= 1 and 0 <= r["test"] <= 1
     before = report["combined"]["before"]
     assert len(before["classifier_test"]) == 1 and 0 <= before["probe"]["test"] <= 1
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    report = run_quick("scale", tmp_path)
+    assert set(report["results"]) == {"1", "2"} and report["clips"] == 2
+    assert all(r["clips_per_s"] > 0 and r["clips_per_s_extracting"] > 0 for r in report["results"].values())
+    assert set(report["speedup_over_1"]) == {"1", "2"}
