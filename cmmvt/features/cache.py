@@ -87,6 +87,7 @@ _RESERVED_KEYS = frozenset({"schema_version", "modality", "attrs_json"})
 _SHARD_RE = re.compile(r"^shard-(\d{5,})(?:-w(\d+))?\.h5$")  # shard-00003.h5 (writer 0), shard-00003-w2.h5
 _WRITER_RE = re.compile(r"-w(\d+)(?=\.|$)")  # the writer id in any file name (none: writer 0)
 _CHUNK_ROWS = 1024
+_LOCK_WAIT = 2.0  # seconds a writer waits for its own lock
 SHARD_ROWS = 16384  #: rows after which a shard is published (40 MiB of float16 at D = 1280)
 _MISSING = "<missing>"
 
@@ -418,8 +419,8 @@ class CacheWriter:
         return self.root / writer_name(name, self.writer)
 
     def _acquire_lock(self) -> FolderLock:
-        try:
-            return FolderLock(self.root, writer_name(".lock", self.writer)).acquire()
+        try:  # waits a moment: another writer may hold this lock for the milliseconds of :meth:`_idle_writers`
+            return FolderLock(self.root, writer_name(".lock", self.writer), wait=_LOCK_WAIT).acquire()
         except LockBusy:
             raise CacheError(f"{self.root}: another extraction is writing this cache") from None
 
