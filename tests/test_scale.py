@@ -158,10 +158,13 @@ def test_independent_shards_cover_the_folder_and_resume_across_n(folder, referen
     assert_same_cache(out, reference)
 
 
-def test_shard_option_is_checked(folder, tmp_path, monkeypatch):
+def test_shard_option_is_checked_and_errors_name_the_rank(folder, tmp_path, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(app, ["extract", "--videos", str(folder), "--shard", "2/2"])
     assert res.exit_code == 1 and "--shard = '2/2': expected i/N with 0 <= i < N" in res.output
+    cache.CacheWriter(tmp_path / "video", "video", {"dim": 1280}).close()  # a cache of other feature params
+    res = runner.invoke(app, ["extract", "--videos", str(folder), "--out", str(tmp_path), "--shard", "1/2", *FLAGS])
+    assert res.exit_code == 1 and "\nerror: rank 1 of 2: " in res.output and "--overwrite" in res.output
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = runner.invoke(app, ["extract", "--videos", str(folder), "--shard", "0/2"])
     assert res.exit_code == 1 and "under torchrun" in res.output
