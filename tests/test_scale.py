@@ -143,6 +143,7 @@ def test_killed_rank_leaves_valid_shards_and_rerun_with_two_or_one_rank_complete
         assert not list((out / "video").glob("*.tmp"))
 
 
+@pytest.mark.slow  # the one-process reference of both modalities
 def test_independent_shards_cover_the_folder_and_resume_across_n(folder, reference, tmp_path):
     items, _ = extract.discover(folder)
     for i in range(2):  # a job array of 2: the tasks never talk
