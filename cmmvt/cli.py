@@ -28,7 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True, soft_wrap=True)
-_state = {"traceback": False}
+_state: dict[str, Any] = {"traceback": False, "who": ""}  # who: "rank 1 of 2" in a process of several
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (the one source of truth).")]
 SetOpt = Annotated[
@@ -63,7 +63,8 @@ def _run(fn: Callable[[], Any]) -> Any:
     except _domain_errors() as exc:
         if _state["traceback"]:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        who = f"{_state['who']}: " if _state["who"] else ""
+        console.print(f"[bold red]error:[/] {who}{exc}", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -84,7 +85,7 @@ def _yaml(value: Any) -> str:
 def _main(
     traceback: Annotated[bool, typer.Option("--traceback", hidden=True, help="Show full stack traces.")] = False,
 ) -> None:
-    _state["traceback"] = traceback
+    _state["traceback"], _state["who"] = traceback, ""
 
 
 @app.command()
@@ -151,21 +152,32 @@ def extract(
     batch_size: Annotated[int | None, typer.Option(help="Frames per CNN batch.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a cache made with other feature params.")] = False,
+    shard: Annotated[str | None, typer.Option(help="i/N: extract only share i of N, as one of N independent "
+                                                   "processes (e.g. a SLURM job array).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
     """Extract frozen-CNN video and log-mel audio embeddings into resumable HDF5 caches.
 
     Rerunning skips clips already cached; broken files go to failures.csv and the run goes on.
-    Exits 1 only when nothing succeeded.
+    Exits 1 only when nothing succeeded. Under torchrun each process extracts its share into its own
+    shard files and rank 0 prints the job's summary; --shard i/N does the same without torchrun.
 
     Examples:
         cmmvt extract --videos ~/clips --out data/features
         cmmvt extract --manifest data/manifest.csv --modality audio --fps 8
         cmmvt extract --videos ~/clips --backbone resnet18 --weights resnet18-f37072fd.pth
+        torchrun --standalone --nproc_per_node 4 $(which cmmvt) extract --videos ~/clips
+        cmmvt extract --videos ~/clips --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     """
+    from cmmvt import distributed
     from cmmvt.features import extract as extract_mod
 
+    try:
+        world = distributed.from_env(shard)
+    except ValueError as exc:
+        _fail(str(exc))
+    _state["who"] = world.label()
     if modality not in ("video", "audio", "both"):
         _fail(f"--modality = {modality!r} is not one of: video, audio, both")
     if (videos is None) == (manifest_ is None):
@@ -174,10 +186,10 @@ def extract(
                                "extract.device": device, "extract.batch_size": batch_size,
                                "extract.workers": workers, "extract.out": _str(out)})
     items, skipped = _run(lambda: extract_mod.discover(videos or manifest_))
-    for path, reason in skipped:
+    for path, reason in skipped if world.lead else ():
         console.print(f"[dim]skipped {path}: {reason}[/]", highlight=False)
-    summaries = _run(lambda: extract_mod.run(items, p.extract, modality=modality, overwrite=overwrite))
-    for s in summaries:
+    summaries = _run(lambda: extract_mod.run(items, p.extract, modality=modality, overwrite=overwrite, world=world))
+    for s in summaries if world.lead else ():
         for path, reason in s.failures:
             console.print(f"[yellow]failed[/] {path}: {reason}", highlight=False)
         console.print(s.line(), highlight=False)

@@ -98,6 +98,8 @@ class ExtractParams(_Section):
     threads: int = Field(0, ge=0)  # CNN threads; 0: one per core available
     fast_decode: bool = False  # skip non-reference frames: each sample is the nearest decodable frame
     shard_size: int = Field(256, ge=1)
+    # processes of the DVC extract stage (torchrun on this machine); not a feature param: the rows do not change
+    procs: int = Field(1, ge=1)
     audio: AudioParams = AudioParams()
 
 

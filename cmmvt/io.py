@@ -92,14 +92,19 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 class FolderLock:
-    """An exclusive lock on a folder, held from :meth:`acquire` to :meth:`release` (``<folder>/.lock``).
+    """An exclusive lock on a folder, held from :meth:`acquire` to :meth:`release` (``<folder>/<name>``).
+
+    Args:
+        folder: The folder.
+        name: The lock file; writers that share a folder but own different files each lock their own name.
+        wait: Seconds :meth:`acquire` waits for a holder to let go (0: not at all).
 
     Raises:
-        LockBusy: From :meth:`acquire`, at once, when another writer holds it.
+        LockBusy: From :meth:`acquire`, when another writer holds it (after ``wait`` seconds).
     """
 
-    def __init__(self, folder: str | Path) -> None:
-        self._lock = FileLock(str(Path(folder) / ".lock"), timeout=0)
+    def __init__(self, folder: str | Path, name: str = ".lock", wait: float = 0.0) -> None:
+        self._lock = FileLock(str(Path(folder) / name), timeout=wait)
 
     def acquire(self) -> FolderLock:
         try:

@@ -97,3 +97,11 @@ def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
     assert all(len(v) == 1 and 0 <= v[0] <= 1 for by_n in report["top1"]["combined"].values() for v in by_n.values())
     r = report["retrieval"]["combined"][0]
     assert 0 <= r["retrieval/recall@1"] <= r["retrieval/recall@5"] <= 1 and r["retrieval/chance@1"] > 0
+
+
+@pytest.mark.slow
+def test_scale_benchmark_quick(tmp_path):
+    report = run_quick("scale", tmp_path)
+    assert set(report["results"]) == {"1", "2"} and report["clips"] == 2
+    assert all(r["clips_per_s"] > 0 and r["clips_per_s_extracting"] > 0 for r in report["results"].values())
+    assert set(report["speedup_over_1"]) == {"1", "2"}

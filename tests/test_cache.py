@@ -310,3 +310,57 @@ def test_missing_cache(tmp_path: Path) -> None:
         CacheReader(tmp_path)
     with pytest.raises(ValueError, match="reserved"):
         CacheWriter(tmp_path, "video", {"modality": "video"})
+
+
+# ------------------------------------------------------------------------------------------ several writers
+
+
+def test_writers_share_a_folder_each_with_its_own_files(tmp_path: Path) -> None:
+    clips = make_clips(6)
+    w0 = CacheWriter(tmp_path, "video", ATTRS, shard_size=2)
+    w1 = CacheWriter(tmp_path, "video", ATTRS, shard_size=2, writer=1)  # at the same time: no shared lock
+    for i, c in enumerate(clips):
+        (w0, w1)[i % 2].add(c)
+    w1.add_failure("/v/bad.mp4", "bad", "decode", "moov atom not found")
+    w0.close()
+    w1.close()
+    assert shard_names(tmp_path) == ["shard-00000-w1.h5", "shard-00000.h5", "shard-00001-w1.h5", "shard-00001.h5"]
+    assert sorted(p.name for p in tmp_path.glob("failures*")) == ["failures-w1.csv", "failures.csv"]
+    ref = tmp_path.parent / "ref"
+    write(ref, clips)
+    assert content(tmp_path) == content(ref)
+    assert [f["video_id"] for f in CacheReader(tmp_path).failures()] == ["bad"]
+    with CacheWriter(tmp_path, "video", ATTRS, shard_size=2, writer=1) as w:  # resumes after its own last shard
+        assert w.done_ids() == {c.video_id for c in clips}  # every writer's clips count as cached
+        w.add(make_clips(7)[6])
+    assert "shard-00002-w1.h5" in shard_names(tmp_path) and len(CacheReader(tmp_path)) == 7
+
+
+def test_retraction_by_another_writer_and_legacy_format(tmp_path: Path) -> None:
+    old = ClipFeatures("x", np.ones((3, D), np.float32), np.zeros(3, np.float32))
+    write(tmp_path, [old, *make_clips(2)])  # writer 0: shard-00000.h5
+    with CacheWriter(tmp_path, "video", ATTRS, writer=2) as w:
+        w.retract({"x"})  # x's rows live in writer 0's shard
+        assert json.loads((tmp_path / "retracted-w2.json").read_text()) == {"x": ["shard-00000.h5"]}
+        w.add(ClipFeatures("x", np.full((2, D), 2.0, np.float32), np.zeros(2, np.float32)))
+    with CacheReader(tmp_path) as r:
+        assert r["x"].tolist() == [[2.0] * D] * 2 and len(r) == 3
+    # a retraction written before there were writers: {id: number}, rows in writer 0's lower shards are void
+    (tmp_path / "retracted-w2.json").unlink()
+    (tmp_path / "retracted.json").write_text(json.dumps({"x": 1}))
+    with CacheReader(tmp_path) as r:
+        assert r["x"].tolist() == [[2.0] * D] * 2
+
+
+def test_tmp_files_of_stopped_writers_are_swept_live_ones_kept(tmp_path: Path) -> None:
+    write(tmp_path, make_clips(2))
+    live = CacheWriter(tmp_path, "video", ATTRS, writer=1)  # holds .lock-w1
+    for name in ("shard-00003-w1.h5.tmp", "shard-00007-w3.h5.tmp", "failures-w3.csv.tmp", "shard-00009.h5.tmp"):
+        (tmp_path / name).write_bytes(b"partial")
+    CacheWriter(tmp_path, "video", ATTRS).close()  # writer 0 sweeps its own and stopped writer 3's
+    assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["shard-00003-w1.h5.tmp"]
+    with pytest.raises(CacheError, match="writer 1"):  # replacing the cache while writer 1 runs: refused
+        CacheWriter(tmp_path, "video", {**ATTRS, "fps": 8.0}, overwrite=True)
+    live.close()
+    CacheWriter(tmp_path, "video", {**ATTRS, "fps": 8.0}, overwrite=True).close()
+    assert shard_names(tmp_path) == [] and not list(tmp_path.glob("*.tmp"))

@@ -105,3 +105,10 @@ def test_no_import_cycles_and_core_never_imports_experiments_or_cli():
         bad = [g.relative_to(REPO).as_posix() for g in graph[f]
                if g.relative_to(REPO).as_posix().startswith("cmmvt/experiments/") or g.name == "cli.py"]
         assert not bad, f"{rel} imports {bad}"
+
+
+def test_extract_procs_is_not_a_param_of_the_extract_stage():
+    """The number of processes does not change the rows: changing it must not invalidate the caches."""
+    body = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["extract"]
+    params = set(body["do"]["params"]) | {v for item in body["foreach"].values() for v in item.values()}
+    assert "extract.procs" not in params and "extract" not in params

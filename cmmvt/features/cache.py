@@ -3,17 +3,24 @@
 Layout of one modality directory (e.g. ``data/features/video/``)::
 
     cache.json            feature params of the cache; a run with other params is refused before any work
-    shard-00000.h5        complete shards, never modified after the rename that published them
+    shard-00000.h5        complete shards of writer 0, never modified after the rename that published them
     shard-00001.h5
-    failures.csv          path, video_id, stage, reason: clips that could not be extracted
-    retracted.json        {video_id: shard number}: rows of that id in lower-numbered shards are void (its
-                          source file changed; it is being, or has been, extracted again)
-    .lock                 held by the one writer allowed at a time (:class:`cmmvt.io.FolderLock`)
+    shard-00000-w1.h5     complete shards of writer 1 (rank 1 of a torchrun job, or ``--shard 1/N``)
+    failures.csv          path, video_id, stage, reason: clips writer 0 could not extract (``failures-w1.csv``: writer 1)
+    retracted.json        {video_id: [shard names]}: rows of that id in those shards are void (its source file
+                          changed; it is being, or has been, extracted again); ``retracted-w1.json``: writer 1's
+    .lock                 held by writer 0 while it writes (``.lock-w1``: writer 1) (:class:`cmmvt.io.FolderLock`)
 
-A shard is built in memory (HDF5 never writes to the disk itself), written to ``shard-NNNNN.h5.tmp`` with plain
+Several processes may write one folder at once, each as its own *writer* (its rank): every file it writes
+carries its id (none for writer 0, so a one-process cache looks as it always did), so no two processes ever
+write one file and no lock is shared. Every writer and :class:`CacheReader` read all writers' shards as one
+cache; a writer numbers its shards after its own last one.
+
+A shard is built in memory (HDF5 never writes to the disk itself), written to ``<name>.tmp`` with plain
 file I/O, fsynced and renamed, so a SIGKILL at any moment loses at most the shard in flight, and a full disk, a
 read-only or vanished folder is one :class:`WriteFault` naming what was kept, never a crash inside HDF5;
-``*.tmp`` files are never read and are deleted by the writer that failed or the next one. A shard is published
+``*.tmp`` files are never read and are deleted by the writer that failed, by the next writer with its id, or by
+any writer that finds its id's lock free. A shard is published
 once it holds ``shard_size`` clips or ``shard_rows`` rows; a clip is never split, so a clip longer than the row
 budget makes one larger shard, still atomic. Clips arrive in chunks (:meth:`CacheWriter.begin`,
 :meth:`~CacheWriter.append`, :meth:`~CacheWriter.end`), so the extractor never holds a whole video's frames.
@@ -34,8 +41,8 @@ Inside a shard the clips are packed ragged arrays::
                        e.g. ``versions``), and ``attrs_json``: all of them as one JSON object
 
 Shards are bit-reproducible: the same clips added in the same order give byte-identical files (no HDF5
-timestamps are stored). A resumed run numbers its shards after the last complete one; the cache content
-(id → rows) is the same as after an uninterrupted run, only the shard boundaries may differ.
+timestamps are stored). A resumed run numbers its shards after the writer's last complete one; the cache
+content (id → rows) is the same as after an uninterrupted run, only the shard boundaries may differ.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
@@ -57,6 +64,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +73,7 @@ import h5py
 import numpy as np
 
 from cmmvt.features.fingerprint import Fingerprint, is_current
-from cmmvt.io import FolderLock, LockBusy, atomic_write, atomic_write_text
+from cmmvt.io import FolderLock, LockBusy, atomic_path, atomic_write, atomic_write_text
 
 
 SCHEMA_VERSION = 2  # 2: per-clip source fingerprints; schema-1 clips count as stale (no fingerprint)
@@ -76,8 +84,10 @@ FAILURE_FIELDS = ("path", "video_id", "stage", "reason")
 #: Attr keys that are provenance, not feature params: they may differ between runs that share a cache.
 PROVENANCE_KEYS = frozenset({"versions", "library_versions", "engine"})  # recorded, never compared
 _RESERVED_KEYS = frozenset({"schema_version", "modality", "attrs_json"})
-_SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
+_SHARD_RE = re.compile(r"^shard-(\d{5,})(?:-w(\d+))?\.h5$")  # shard-00003.h5 (writer 0), shard-00003-w2.h5
+_WRITER_RE = re.compile(r"-w(\d+)(?=\.|$)")  # the writer id in any file name (none: writer 0)
 _CHUNK_ROWS = 1024
+_LOCK_WAIT = 2.0  # seconds a writer waits for its own lock
 SHARD_ROWS = 16384  #: rows after which a shard is published (40 MiB of float16 at D = 1280)
 _MISSING = "<missing>"
 
@@ -148,12 +158,40 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _shard_paths(root: Path) -> list[tuple[int, Path]]:
-    """Complete shards of ``root`` sorted by number (``*.tmp`` never match)."""
+def writer_name(name: str, writer: int) -> str:
+    """The name of writer ``writer``'s own copy of the file ``name``: writer 0 keeps it, others add ``-w<id>``.
+
+    >>> writer_name("shard-00003.h5", 2), writer_name("failures.csv", 0), writer_name(".lock", 1)
+    ('shard-00003-w2.h5', 'failures.csv', '.lock-w1')
+    """
+    if not writer:
+        return name
+    head, dot, ext = name.partition(".") if not name.startswith(".") else (name, "", "")
+    return f"{head}-w{writer}{dot}{ext}"
+
+
+def _writer_of(name: str) -> int:
+    m = _WRITER_RE.search(name)
+    return int(m.group(1)) if m else 0
+
+
+def _shard_number(path: Path) -> int:
+    return int(_SHARD_RE.match(path.name).group(1))
+
+
+def _shard_paths(root: Path) -> list[Path]:
+    """Complete shards of every writer of ``root``, by writer, then number (``*.tmp`` never match)."""
     if not root.is_dir():
         return []
-    out = [(int(m.group(1)), p) for p in root.iterdir() if (m := _SHARD_RE.match(p.name)) and p.is_file()]
-    return sorted(out)
+    out = [p for p in root.iterdir() if _SHARD_RE.match(p.name) and p.is_file()]
+    return sorted(out, key=lambda p: (_writer_of(p.name), _shard_number(p)))
+
+
+def _writers_files(root: Path, name: str) -> list[Path]:
+    """Every writer's copy of ``name`` (e.g. ``failures.csv``, ``failures-w1.csv``) in ``root``, by writer."""
+    head, _, ext = name.partition(".")
+    pattern = re.compile(rf"^{re.escape(head)}(?:-w\d+)?\.{re.escape(ext)}$")
+    return sorted((p for p in root.glob(f"{head}*.{ext}") if pattern.match(p.name)), key=lambda p: _writer_of(p.name))
 
 
 def _read_meta(root: Path) -> dict[str, Any] | None:
@@ -188,9 +226,9 @@ def _shard_meta(f: h5py.File) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Entry:
-    """Where one clip's rows are: shard number, first row, row count, and what else the index says."""
+    """Where one clip's rows are: shard file name, first row, row count, and what else the index says."""
 
-    shard: int
+    shard: str
     offset: int
     length: int
     has_stream: bool
@@ -198,7 +236,7 @@ class _Entry:
     source: Fingerprint | None
 
 
-def _shard_entries(f: h5py.File, shard: int) -> dict[str, _Entry]:
+def _shard_entries(f: h5py.File, shard: str) -> dict[str, _Entry]:
     """The index of an open shard: ``{video_id: _Entry}`` in shard order."""
     try:
         g = f["index"]
@@ -217,14 +255,29 @@ def _shard_entries(f: h5py.File, shard: int) -> dict[str, _Entry]:
             for j, vid in enumerate(ids)}
 
 
-def _read_retracted(root: Path) -> dict[str, int]:
-    path = root / RETRACTED_NAME
+def _read_retracted(path: Path, shards: list[Path]) -> dict[str, set[str]]:
+    """``{video_id: names of the shards whose rows of it are void}`` from one writer's retraction file.
+
+    A number instead of names (written before there were several writers) voids the id's rows in writer 0's
+    shards numbered below it.
+    """
     if not path.is_file():
         return {}
     try:
-        return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (OSError, ValueError, AttributeError) as exc:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {str(vid): ({p.name for p in shards if not _writer_of(p.name) and _shard_number(p) < v}
+                           if isinstance(v, int) else {str(n) for n in v}) for vid, v in raw.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise CacheError(f"{path}: unreadable ({exc}); delete the cache folder and extract again") from None
+
+
+def _all_retracted(root: Path, shards: list[Path]) -> dict[str, set[str]]:
+    """Every writer's retractions of ``root``, united."""
+    out: dict[str, set[str]] = {}
+    for path in _writers_files(root, RETRACTED_NAME):
+        for vid, names in _read_retracted(path, shards).items():
+            out.setdefault(vid, set()).update(names)
+    return out
 
 
 @dataclass
@@ -232,27 +285,27 @@ class _Scan:
     """What the complete shards of a folder hold: live entries (last wins, retracted rows left out)."""
 
     meta: dict[str, Any] | None
-    shards: list[tuple[int, Path]]
+    shards: list[Path]
     entries: dict[str, _Entry]
     dim: int
 
 
 def _scan(root: Path) -> _Scan:
-    """Read ``cache.json``, every complete shard's index and ``retracted.json`` of a modality folder."""
+    """Read ``cache.json``, the index of every writer's complete shards and their retractions of a modality folder."""
     meta = _read_meta(root)
     shards = _shard_paths(root)
-    retracted = _read_retracted(root)
+    retracted = _all_retracted(root, shards)
     entries: dict[str, _Entry] = {}
     dim = 0
-    for num, path in shards:
+    for path in shards:
         with _open_shard(path) as f:
             smeta = _shard_meta(f)
             _check_schema(smeta["schema_version"], path)
             if meta is None:
                 meta = smeta
-            for vid, e in _shard_entries(f, num).items():
-                entries.pop(vid, None)
-                if num >= retracted.get(vid, -1):
+            for vid, e in _shard_entries(f, path.name).items():
+                if path.name not in retracted.get(vid, ()):
+                    entries.pop(vid, None)
                     entries[vid] = e
             dim = dim or int(f["emb"].shape[1])
     return _Scan(meta, shards, entries, dim)
@@ -302,6 +355,9 @@ class CacheWriter:
     loses only its buffered clips; rerun and it resumes. A write that fails (full disk, read-only or vanished
     folder) removes its ``.tmp`` file and raises :class:`WriteFault`; published shards stay valid.
 
+    Several writers with different ``writer`` ids may write one folder at once (the ranks of a job): each
+    writes only its own files, and each sees every writer's complete shards as already cached when it opens.
+
     Args:
         root: The modality directory (created if missing).
         modality: ``video`` or ``audio``.
@@ -312,17 +368,21 @@ class CacheWriter:
             metadata instead of raising :class:`ParamsMismatch`. A cache with the same params is resumed.
         compression: Optional h5py compression of ``/emb`` (e.g. ``"gzip"``); default none (fastest reads).
         shard_rows: Rows after which a shard is published even with fewer than ``shard_size`` clips.
+        writer: This writer's id (its rank); it names the files it writes (:func:`writer_name`).
 
     Raises:
         ParamsMismatch: The directory holds features made with other params and ``overwrite`` is False.
-        CacheError: Another writer holds the directory, or a shard is unreadable or of a newer schema.
+        CacheError: Another writer with this id holds the directory (or, to replace the cache, any other
+            writer), or a shard is unreadable or of a newer schema.
         WriteFault: The directory cannot be created or written.
     """
 
     def __init__(self, root: str | Path, modality: str, attrs: Mapping[str, Any], shard_size: int = 256,
-                 overwrite: bool = False, compression: str | None = None, shard_rows: int = SHARD_ROWS) -> None:
-        if shard_size < 1 or shard_rows < 1:
-            raise ValueError(f"shard_size and shard_rows must be >= 1, got {shard_size}, {shard_rows}")
+                 overwrite: bool = False, compression: str | None = None, shard_rows: int = SHARD_ROWS,
+                 writer: int = 0) -> None:
+        if shard_size < 1 or shard_rows < 1 or writer < 0:
+            raise ValueError(f"shard_size and shard_rows must be >= 1 and writer >= 0, got {shard_size}, "
+                             f"{shard_rows}, {writer}")
         if not modality or not isinstance(modality, str):
             raise ValueError(f"modality must be a non-empty string, got {modality!r}")
         reserved = _RESERVED_KEYS & set(attrs)
@@ -334,6 +394,7 @@ class CacheWriter:
         self.shard_size = shard_size
         self.shard_rows = shard_rows
         self.compression = compression
+        self.writer = writer
         self._dim: int | None = self.attrs.get("dim") if isinstance(self.attrs.get("dim"), int) else None
         self._buf: list[ClipFeatures] = []
         self._open_clip: tuple[str, Fingerprint | None, list[np.ndarray], list[np.ndarray]] | None = None
@@ -353,11 +414,36 @@ class CacheWriter:
 
     # -- setup
 
+    def _own(self, name: str) -> Path:
+        """This writer's copy of ``name`` in the folder."""
+        return self.root / writer_name(name, self.writer)
+
     def _acquire_lock(self) -> FolderLock:
-        try:
-            return FolderLock(self.root).acquire()
+        try:  # waits a moment: another writer may hold this lock for the milliseconds of :meth:`_idle_writers`
+            return FolderLock(self.root, writer_name(".lock", self.writer), wait=_LOCK_WAIT).acquire()
         except LockBusy:
             raise CacheError(f"{self.root}: another extraction is writing this cache") from None
+
+    @contextmanager
+    def _idle_writers(self, strict: bool) -> Iterator[set[int]]:
+        """Hold the locks of the other writers that left files here and are not running; yield their ids.
+
+        Args:
+            strict: Raise :class:`CacheError` if one of them is running.
+        """
+        ids = {_writer_of(p.name) for p in self.root.iterdir()} - {self.writer}
+        held: dict[int, FolderLock] = {}
+        try:
+            for w in sorted(ids):
+                try:
+                    held[w] = FolderLock(self.root, writer_name(".lock", w)).acquire()
+                except LockBusy:
+                    if strict:
+                        raise CacheError(f"{self.root}: writer {w} (another rank) is writing this cache") from None
+            yield set(held)
+        finally:
+            for lock in held.values():
+                lock.release()
 
     def _release_lock(self) -> None:
         if self._lock is not None:
@@ -369,7 +455,7 @@ class CacheWriter:
         old = _read_meta(self.root)
         shards = _shard_paths(self.root)
         if old is None and shards:  # metadata lost: fall back on the first shard's
-            with _open_shard(shards[0][1]) as f:
+            with _open_shard(shards[0]) as f:
                 old = _shard_meta(f)
         with self._faults("prepare the cache folder"):
             if old is not None:
@@ -383,25 +469,34 @@ class CacheWriter:
                 if differ:
                     self._wipe()
                     old = None
-            for p in self.root.glob("*.tmp"):  # shards (or metadata) in flight when a writer died
-                p.unlink(missing_ok=True)
+            with self._idle_writers(strict=False) as idle:  # files in flight when a writer died
+                for p in self.root.glob("*.tmp"):
+                    if _writer_of(p.name) in idle | {self.writer}:
+                        p.unlink(missing_ok=True)
             if old is None or int(old.get("schema_version", 0)) != SCHEMA_VERSION:
-                atomic_write_text(self.root / META_NAME, json.dumps(new, indent=2, sort_keys=True) + "\n")
+                meta = json.dumps(new, indent=2, sort_keys=True) + "\n"
+                with atomic_path(self.root / META_NAME, self._own(META_NAME + ".tmp")) as tmp:
+                    tmp.write_text(meta, encoding="utf-8")
         scan = _scan(self.root)
-        self._next = scan.shards[-1][0] + 1 if scan.shards else 0
+        own = [_shard_number(p) for p in scan.shards if _writer_of(p.name) == self.writer]
+        self._next = max(own) + 1 if own else 0
         self._entries = scan.entries
-        self._retracted = _read_retracted(self.root)
+        self._retracted = _read_retracted(self._own(RETRACTED_NAME), scan.shards)
         if self._dim is None and scan.dim:
             self._dim = scan.dim
-        self._earlier_failures = _read_failures(self.root / FAILURES_NAME)
+        self._earlier_failures = _read_failures(self._own(FAILURES_NAME))
 
     def _wipe(self) -> None:
-        for _, p in _shard_paths(self.root):
-            p.unlink()
-        for name in (FAILURES_NAME, META_NAME, RETRACTED_NAME):
-            (self.root / name).unlink(missing_ok=True)
-        for p in self.root.glob("*.tmp"):
-            p.unlink(missing_ok=True)
+        """Delete every writer's shards, failures, retractions and the metadata (no other writer may be running)."""
+        with self._idle_writers(strict=True):
+            for p in _shard_paths(self.root):
+                p.unlink()
+            for name in (FAILURES_NAME, RETRACTED_NAME):
+                for p in _writers_files(self.root, name):
+                    p.unlink()
+            (self.root / META_NAME).unlink(missing_ok=True)
+            for p in self.root.glob("*.tmp"):
+                p.unlink(missing_ok=True)
 
     # -- API
 
@@ -422,11 +517,12 @@ class CacheWriter:
         ids = [v for v in video_ids if v in self._entries]
         if not ids:
             return
-        self._retracted.update({v: self._next for v in ids})
-        with self._faults(f"write {RETRACTED_NAME}"):
-            atomic_write_text(self.root / RETRACTED_NAME, json.dumps(self._retracted, indent=1, sort_keys=True))
         for v in ids:
-            del self._entries[v]
+            self._retracted.setdefault(v, set()).add(self._entries.pop(v).shard)
+        path = self._own(RETRACTED_NAME)
+        with self._faults(f"write {path.name}"):
+            atomic_write_text(path, json.dumps({v: sorted(n) for v, n in self._retracted.items()}, indent=1,
+                                               sort_keys=True))
 
     def add(self, clip: ClipFeatures) -> None:
         """Buffer one whole clip (see :meth:`begin`, :meth:`append`, :meth:`end` for the rules)."""
@@ -517,8 +613,8 @@ class CacheWriter:
         """
         row = {"path": str(path), "video_id": str(video_id), "stage": str(stage), "reason": str(reason)}
         self._failures.append(row)
-        path_csv = self.root / FAILURES_NAME
-        with self._faults(f"append to {FAILURES_NAME}"):
+        path_csv = self._own(FAILURES_NAME)
+        with self._faults(f"append to {path_csv.name}"):
             new = not path_csv.is_file() or path_csv.stat().st_size == 0
             with open(path_csv, "a", encoding="utf-8", newline="") as f:
                 w = csv.DictWriter(f, FAILURE_FIELDS)
@@ -539,8 +635,9 @@ class CacheWriter:
                 self._flush()
             if not self._broken:
                 rows = _latest_failures(self._earlier_failures + self._failures, self.done_ids())
-                with self._faults(f"write {FAILURES_NAME}"):
-                    atomic_write_text(self.root / FAILURES_NAME, _csv_text(rows))  # always present
+                path = self._own(FAILURES_NAME)
+                with self._faults(f"write {path.name}"):
+                    atomic_write_text(path, _csv_text(rows))  # always present
         finally:
             self._closed = True
             self._release_lock()
@@ -557,7 +654,7 @@ class CacheWriter:
         return _FaultGuard(self, what)
 
     def _fault_message(self, what: str, exc: OSError) -> str:
-        kept = sum(1 for _ in _shard_paths(self.root)) if self.root.is_dir() else 0
+        kept = len(_shard_paths(self.root))
         reason = exc.strerror or type(exc).__name__
         lost = f"; the {len(self._buf)} clips in flight will be extracted again" if self._buf else ""
         return (f"{self.root}: cannot {what}: {reason}. Kept {kept} complete shards ({len(self._entries)} clips)"
@@ -565,12 +662,12 @@ class CacheWriter:
 
     def _flush(self) -> None:
         clips = self._buf
-        final = self.root / f"shard-{self._next:05d}.h5"
+        final = self._own(f"shard-{self._next:05d}.h5")
         with self._faults(f"write {final.name}"):
             atomic_write(final, self._shard_bytes(clips))
         offset = 0
         for c in clips:
-            self._entries[c.video_id] = _Entry(self._next, offset, len(c.emb), c.has_stream, c.duration, c.source)
+            self._entries[c.video_id] = _Entry(final.name, offset, len(c.emb), c.has_stream, c.duration, c.source)
             offset += len(c.emb)
         self._next, self._buf = self._next + 1, []
 
@@ -675,10 +772,10 @@ class CacheReader(Mapping[str, np.ndarray]):
     def __init__(self, root: str | Path, modality: str | None = None) -> None:
         self.root = _resolve(root, modality)
         scan = _scan(self.root)
-        self._paths: dict[int, Path] = dict(scan.shards)
-        self.shards: list[Path] = list(self._paths.values())
+        self._paths: dict[str, Path] = {p.name: p for p in scan.shards}
+        self.shards: list[Path] = scan.shards
         self._index: dict[str, _Entry] = scan.entries
-        self._handles: dict[int, h5py.File] = {}
+        self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
         meta = scan.meta
         if meta is None:
@@ -750,8 +847,10 @@ class CacheReader(Mapping[str, np.ndarray]):
     # -- whole cache
 
     def failures(self) -> list[dict[str, str]]:
-        """Rows of ``failures.csv`` (path, video_id, stage, reason): the latest per id, cached ids dropped."""
-        return _latest_failures(_read_failures(self.root / FAILURES_NAME), self._index)
+        """Rows of every writer's ``failures.csv`` (path, video_id, stage, reason): the latest per id (by writer,
+        then time), cached ids dropped."""
+        rows = [row for path in _writers_files(self.root, FAILURES_NAME) for row in _read_failures(path)]
+        return _latest_failures(rows, self._index)
 
     def iter_rows(self, batch_rows: int = 65536) -> Iterator[np.ndarray]:
         """Stream the rows of every cached id in shard order as float32 blocks of at most ``batch_rows`` (B, D).
@@ -761,11 +860,11 @@ class CacheReader(Mapping[str, np.ndarray]):
         """
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-        spans: dict[int, list[tuple[int, int]]] = {}
+        spans: dict[str, list[tuple[int, int]]] = {}
         for e in self._index.values():
             if e.length:
                 spans.setdefault(e.shard, []).append((e.offset, e.offset + e.length))
-        for shard in sorted(spans):
+        for shard in (name for name in self._paths if name in spans):
             ds = self._file(shard)["emb"]
             runs: list[list[int]] = []
             for a, b in sorted(spans[shard]):  # merge adjacent clips into contiguous reads
@@ -787,7 +886,7 @@ class CacheReader(Mapping[str, np.ndarray]):
             if block:
                 yield np.concatenate(block).astype(np.float32)
 
-    def _file(self, shard: int) -> h5py.File:
+    def _file(self, shard: str) -> h5py.File:
         if self._pid != os.getpid():  # forked: HDF5 handles must not be shared across processes
             self._handles, self._pid = {}, os.getpid()
         f = self._handles.get(shard)

@@ -16,6 +16,12 @@ in the calling thread; rows of several clips share CNN batches.
 Each cached clip records its file's fingerprint (:mod:`cmmvt.features.fingerprint`): a file changed under the
 same path is retracted from the cache before anything else happens and extracted again.
 
+Several processes share the work as the ranks of a :class:`cmmvt.distributed.World` (torchrun, or
+``--shard i/N``): every rank gets the same item list, takes its share (:func:`share`: balanced by duration,
+deterministic) and writes its own shard files (``CacheWriter(writer=rank)``); the cache is read as one.
+Under ONNX Runtime (the default engine) each row is independent of its batch neighbours and of the thread
+count, so a run with N ranks caches the rows of a one-process run bit for bit (tests).
+
 Example (needs clips or caches on disk, so not run as a doctest)::
 
     from cmmvt import config, extract
@@ -40,8 +46,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from cmmvt import media
+from cmmvt import distributed, media
 from cmmvt.config import ExtractParams
+from cmmvt.distributed import World
 from cmmvt.features import backbones, cache, logmel
 from cmmvt.features.fingerprint import Fingerprint, fingerprint, is_current
 
@@ -101,6 +108,17 @@ class Summary:
     rows: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, parts: list[Summary]) -> Summary:
+        """The summary of a job from its ranks' summaries (in rank order); its time is the slowest rank's."""
+        out = cls(parts[0].modality)
+        for s in parts:
+            for key in ("succeeded", "failed", "cached", "no_stream", "stale", "rows"):
+                setattr(out, key, getattr(out, key) + getattr(s, key))
+            out.seconds = max(out.seconds, s.seconds)
+            out.failures += s.failures
+        return out
 
     def line(self) -> str:
         """One-line human summary."""
@@ -427,6 +445,37 @@ def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality
     drain(final=True)
 
 
+def share(items: list[Item], done: set[str], world: World) -> tuple[list[Item], int]:
+    """This rank's share of the clips not in ``done``, and the number of cached clips it accounts for.
+
+    Shares are balanced by the clips' declared durations (:func:`cmmvt.media.header_duration`, read from
+    the container headers, no decoding) with :func:`cmmvt.distributed.balanced_split`, so every rank computes
+    the same split from the same list. The ranks of a group agree on ``done`` (read from every writer's shards
+    before anyone writes) and split only the clips left, probing their durations together; after a crash or
+    with another number of ranks the remaining work is balanced again. Independent ranks (``--shard i/N``)
+    cannot agree on what is left, so each splits the whole list (probing every clip itself) and skips the
+    clips already done.
+
+    Args:
+        items: Every clip of the job, the same list on every rank.
+        done: Ids already cached (by any writer).
+        world: The ranks.
+
+    Returns:
+        The clips this rank extracts, in ``items`` order, and how many clips it counts as cached (in a group,
+        rank 0 counts them all).
+    """
+    todo = [it for it in items if it.video_id not in done]
+    if world.size == 1:
+        return todo, len(items) - len(todo)
+    pool = todo if world.group else items
+    weights = distributed.map_shared(world, media.header_duration, [it.path for it in pool])
+    mine = [pool[i] for i in distributed.balanced_split(weights, world.size)[world.rank]]
+    if world.group:
+        return mine, (len(items) - len(todo) if world.rank == 0 else 0)
+    return [it for it in mine if it.video_id not in done], sum(it.video_id in done for it in mine)
+
+
 def run_modality(
     items: list[Item],
     p: ExtractParams,
@@ -434,9 +483,14 @@ def run_modality(
     bb: backbones.Backbone,
     out: str | Path | None = None,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+    world: World = World(),
 ) -> Summary:
     """Extract one modality of ``items`` into ``out/<modality>``, skipping clips already cached.
+
+    With several ranks every rank calls this with the same ``items`` and extracts its :func:`share` into its
+    own shard files; rank 0 opens the folder first (checking the feature params, replacing the cache if
+    asked), and no rank writes before every rank has read the shards.
 
     Args:
         items: Videos to extract.
@@ -445,7 +499,11 @@ def run_modality(
         bb: The frozen backbone (shared between modalities).
         out: Features root (default ``p.out``); the modality's shards go to ``out/<modality>/``.
         overwrite: Replace a cache made with other feature params instead of refusing.
-        progress: Called with ``(videos_done, rows_done)`` after each clip.
+        progress: Called with ``(videos_done, rows_done, videos_to_do)`` before the first clip and after each.
+        world: This process among the ranks (default: one process).
+
+    Returns:
+        What this rank did.
 
     Raises:
         cache.ParamsMismatch: The folder holds features made with other params.
@@ -454,33 +512,41 @@ def run_modality(
     attrs = feature_attrs(p, modality, bb) | {"versions": library_versions(), "engine": bb.engine}
     summary = Summary(modality)
     start = time.perf_counter()
-    with cache.CacheWriter(root, modality, attrs, shard_size=p.shard_size, overwrite=overwrite) as writer:
+    with distributed.rank_zero_first(world):
+        writer = cache.CacheWriter(root, modality, attrs, shard_size=p.shard_size, overwrite=overwrite,
+                                   writer=world.rank)
+    with writer:
         sources = writer.sources()
-        changed = [it.video_id for it in items if it.video_id in sources
-                   and not is_current(it.path, sources[it.video_id])]
-        writer.retract(changed)  # before any work: their old rows are never served again
-        summary.stale = len(changed)
-        done = writer.done_ids()
-        todo = [it for it in items if it.video_id not in done]
-        summary.cached = len(items) - len(todo)
-        _extract(_prefetched(todo, modality, p), writer, modality, bb, p.batch_size, summary, progress)
+        changed = {it.video_id for it in items if it.video_id in sources
+                   and not is_current(it.path, sources[it.video_id])}
+        done = writer.done_ids() - changed
+        distributed.barrier(world)  # every rank has read the shards: from here on they change
+        todo, summary.cached = share(items, done, world)
+        stale = [it.video_id for it in todo if it.video_id in changed]
+        writer.retract(stale)  # before any work: their old rows are never served again
+        summary.stale = len(stale)
+        if progress:
+            progress(0, 0, len(todo))
+        tick = progress and (lambda videos, rows: progress(videos, rows, len(todo)))
+        _extract(_prefetched(todo, modality, p), writer, modality, bb, p.batch_size, summary, tick)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def set_threads(p: ExtractParams) -> int:
-    """Give the CNN ``extract.threads`` threads, or (0) one per core available to this process.
+def set_threads(p: ExtractParams, world: World = World()) -> int:
+    """Give the CNN ``extract.threads`` threads, or (0) this machine's cores shared by its ranks.
 
     Measured on 2 cores with one decoding thread (``benchmarks/extract.py``): the CNN at 2 threads beside
     the decoder ran 1.2× faster than at 1 thread, because decoding leaves its core idle most of the time
     (it is ~1/3 of the work), so "cores minus decoders" would waste it. Set ``threads`` where decoding
-    dominates, e.g. many decoding workers on a many-core machine.
+    dominates, e.g. many decoding workers on a many-core machine. With N ranks on one machine each gets
+    ``max(1, cores // N)`` (:func:`cmmvt.distributed.threads_per_rank`).
 
     Returns:
         The CNN's thread count (also what :class:`backbones.OnnxRunner` takes).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = p.threads or cores
+    threads = p.threads or distributed.threads_per_rank(world, cores)
     torch.set_num_threads(threads)
     return threads
 
@@ -492,8 +558,14 @@ def run(
     out: str | Path | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    world: World | None = None,
 ) -> list[Summary]:
     """Extract the requested modalities with one shared frozen backbone, with a progress bar.
+
+    Every rank of a job calls this with the same items (see :func:`run_modality`). A group's ranks join
+    their process group here and each returns the job's merged summaries, gathered once every rank has
+    published its shards; SIGTERM (torchrun stopping the ranks after one failed, SLURM's time limit) ends
+    the run like an error: complete clips in flight are published first.
 
     Args:
         items: Videos to extract (see :func:`discover`).
@@ -501,30 +573,35 @@ def run(
         modality: ``video``, ``audio`` or ``both``.
         out: Features root (default ``p.out``).
         overwrite: Replace caches made with other feature params.
-        show_progress: Draw a rich progress bar (videos/s and frames/s) on stderr.
+        show_progress: Draw a rich progress bar (videos/s and frames/s) on stderr (rank 0's, in a group).
+        world: This process among the ranks (default: torchrun's environment, else one process).
 
     Returns:
-        One :class:`Summary` per modality.
+        One :class:`Summary` per modality: the job's in a group, else this process's.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    set_threads(p)
-    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=p.device, engine=p.engine)
-    summaries = []
-    for mod in MODALITIES if modality == "both" else (modality,):
-        columns = (TextColumn(f"[bold]{mod}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                   TimeRemainingColumn())
-        with Progress(*columns, disable=not show_progress, transient=False) as bar:
-            task = bar.add_task(mod, total=len(items), rate="")
-            t0 = time.perf_counter()
+    world = world or distributed.from_env()
+    with distributed.joined(world), distributed.sigterm_as_exit():
+        set_threads(p, world)
+        bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=world.device(p.device),
+                              engine=p.engine)
+        summaries = []
+        for mod in MODALITIES if modality == "both" else (modality,):
+            label = f"{mod} ({world.label()})" if world.label() else mod
+            columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+            with Progress(*columns, disable=not (show_progress and world.lead), transient=False) as bar:
+                task = bar.add_task(mod, total=None, rate="")
+                t0 = time.perf_counter()
 
-            def tick(videos: int, rows: int, task=task, t0=t0, bar=bar) -> None:
-                dt = max(time.perf_counter() - t0, 1e-9)
-                bar.update(task, completed=videos, rate=f"{videos / dt:.1f} videos/s  {rows / dt:.0f} frames/s")
+                def tick(videos: int, rows: int, total: int, task=task, t0=t0, bar=bar) -> None:
+                    dt = max(time.perf_counter() - t0, 1e-9)
+                    bar.update(task, completed=videos, total=total,
+                               rate=f"{videos / dt:.1f} videos/s  {rows / dt:.0f} frames/s")
 
-            summary = run_modality(items, p, mod, bb, out=out, overwrite=overwrite, progress=tick)
-            bar.update(task, completed=len(items))
-        summaries.append(summary)
+                summary = run_modality(items, p, mod, bb, out=out, overwrite=overwrite, progress=tick, world=world)
+            summaries.append(Summary.merge(distributed.all_gather(world, summary)))
     return summaries
 
 
@@ -532,20 +609,28 @@ COMPLETE = ".complete"
 
 
 def run_stage(p: ExtractParams, manifest: str | Path, modality: Modality) -> Summary:
-    """The DVC ``extract@<modality>`` stage over a manifest.
+    """The DVC ``extract@<modality>`` stage over a manifest, in this process or as a rank of torchrun's.
 
     The output folder is ``persist``-ed, so an interrupted run resumes where it stopped. A folder holding
-    a *completed* run is wiped first: DVC reruns a completed stage only when its inputs (clips, code,
-    feature params) changed, and cached rows of changed inputs must not survive.
+    a *completed* run is wiped first (by rank 0, before the other ranks open it): DVC reruns a completed stage
+    only when its inputs (clips, code, feature params) changed, and cached rows of changed inputs must not
+    survive. Rank 0 marks the run complete once every rank has published its shards.
+
+    Returns:
+        The job's summary.
     """
     import shutil
 
     root = Path(p.out) / modality
-    if (root / COMPLETE).exists():
-        shutil.rmtree(root)
-    items, _ = discover(manifest)
-    summary = run(items, p, modality=modality, overwrite=True, show_progress=False)[0]
-    (root / COMPLETE).write_text(summary.line() + "\n")
+    world = distributed.from_env()
+    with distributed.joined(world):
+        with distributed.rank_zero_first(world):
+            if world.rank == 0 and (root / COMPLETE).exists():
+                shutil.rmtree(root)
+        items, _ = discover(manifest)
+        summary = run(items, p, modality=modality, overwrite=True, show_progress=False, world=world)[0]
+        if world.rank == 0:
+            (root / COMPLETE).write_text(summary.line() + "\n")
     return summary
 
 

@@ -6,6 +6,7 @@ from cmmvt.media.decode import (
     MediaError,
     VideoInfo,
     audio_chunks,
+    header_duration,
     iter_frames,
     load_audio,
     probe,
@@ -14,5 +15,5 @@ from cmmvt.media.decode import (
 )
 from cmmvt.media.encode import encode_clip
 
-__all__ = ["Audio", "Frames", "MediaError", "VideoInfo", "audio_chunks", "encode_clip", "iter_frames", "load_audio",
-           "probe", "read_frames", "sample_times"]
+__all__ = ["Audio", "Frames", "MediaError", "VideoInfo", "audio_chunks", "encode_clip", "header_duration",
+           "iter_frames", "load_audio", "probe", "read_frames", "sample_times"]
