@@ -40,7 +40,7 @@ class SynthParams(_Section):
     size: int = Field(128, ge=32)
     sample_rate: int = Field(16000, gt=0)
     # clips per class written without a label to ``<root>/unlabelled/`` (the pretraining pool)
-    unlabelled_clips_per_class: int = Field(0, ge=0)
+    unlabelled_clips_per_class: int = Field(24, ge=0)
 
 
 class SplitParams(_Section):

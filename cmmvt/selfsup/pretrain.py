@@ -48,9 +48,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cmmvt.checkpoints import feature_params
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
+from cmmvt.features.cache import CacheReader
 from cmmvt.models import Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps
 from cmmvt.train.dataset import ClipDataset, collate_views, per_clip_mean, splits
@@ -216,8 +216,8 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
     k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
     model = _model(p, ds.dims)
     heads = PretrainHeads(p.model.hidden, model.head_in, k)
-    fps = float(feature_params(features, ("video",))["video"]["fps"])
-    shift = max(1, math.ceil(p.pretrain.sync_shift * fps - 1e-9))  # rows
+    with CacheReader(features, "video") as r:
+        shift = max(1, math.ceil(p.pretrain.sync_shift * float(r.attrs["fps"]) - 1e-9))  # rows
     shifts = torch.Generator().manual_seed(p.seed)
     weights = {} if p.pretrain.objective == "none" else _weights(p)
     labels: dict[str, np.ndarray] = {}
