@@ -23,7 +23,8 @@ float16 rows (240 clips of 16 rows × 1280, the size of efficientnet_lite0's emb
 training clips),
 params.yaml's defaults otherwise (``model.*``, ``train.batch_size: 16``, the global batch): 9 optimiser steps
 an epoch, 6 epochs. ``steps_per_s`` is optimiser steps over the time rank 0 spends in them (validation and
-start-up excluded); one process uses torch's default threads, each of N ranks ``cores // N``.
+start-up excluded); one process uses torch's default threads, each of N ranks ``cores // N``; ``1x1`` is one
+process at one thread (``OMP_NUM_THREADS=1``), a control.
 
     python benchmarks/scale.py                 # N = 1, 2 and powers of two up to the cores → reports/bench/scale.json
     python benchmarks/scale.py --parts train   # training only: replaces "train" in an existing report
@@ -46,15 +47,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^(video|audio): (\d+) succeeded, (\d+) failed.*; (\d+) rows in ([\d.]+) s", re.M)
-TRAIN_LINE = re.compile(r"\((\d+) epochs run, (\d+) steps at ([\d.]+) steps/s\)")
+TRAIN_LINE = re.compile(r"\((\d+) epochs run, (\d+) steps at ([\d.e+]+) steps/s\)")
 
 
-def cmmvt(procs: int, out: Path, *args: str) -> tuple[str, float]:
-    """Run ``cmmvt ARGS`` as the user would with ``procs`` processes, in ``out``'s parent folder (no params.yaml
-    there: cmmvt's defaults); return its stderr and wall seconds."""
+def cmmvt(procs: int, out: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, float]:
+    """Run ``cmmvt ARGS`` as the user would with ``procs`` processes (and ``env`` added to the environment), in
+    ``out``'s parent folder (no params.yaml there: cmmvt's defaults); return its stderr and wall seconds."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
                 if procs > 1 else [sys.executable])
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200",
+           **(env or {})}
     t0 = time.perf_counter()
     proc = subprocess.run([*launcher, "-m", "cmmvt.cli", *args], capture_output=True, text=True, env=env,
                           cwd=out.parent)
@@ -74,10 +76,11 @@ def timed_run(procs: int, folder: Path, out: Path, image_size: int, clips: int) 
     return {"wall_s": wall, "extract_s": sum(float(s) for *_, s in lines), "rows": sum(int(r) for *_, r, _ in lines)}
 
 
-def timed_train(procs: int, cache: Path, out: Path, epochs: int) -> dict[str, float]:
+def timed_train(procs: int, cache: Path, out: Path, epochs: int, env: dict[str, str] | None = None
+                ) -> dict[str, float]:
     """One ``cmmvt train`` on the cache under ``cache`` by ``procs`` processes: wall seconds, steps, steps/s."""
     err, wall = cmmvt(procs, out, "train", "--out", str(out / "model.pt"), "-S", f"data.manifest={cache / 'manifest.csv'}",
-                      "-S", f"extract.out={cache / 'features'}", "-S", f"train.epochs={epochs}")
+                      "-S", f"extract.out={cache / 'features'}", "-S", f"train.epochs={epochs}", env=env)
     found = TRAIN_LINE.search(err)
     if found is None:
         raise RuntimeError(f"{procs} processes: no result line\n{err[-3000:]}")
@@ -125,23 +128,25 @@ def training(procs: list[int], repeats: int, quick: bool) -> dict:
     from train import make_tiny_cache  # benchmarks/train.py
 
     clips, rows, dim, epochs = (20, 16, 64, 1) if quick else (240, 16, 1280, 6)
+    # "1x1": one process at one thread, the control that tells the ranks' own gain from the cost of threads
+    configs = {str(n): (n, None) for n in procs} | ({} if quick else {"1x1": (1, {"OMP_NUM_THREADS": "1"})})
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         make_tiny_cache(Path(tmp), clips=clips, rows=rows, dim=dim)
-        runs: dict[int, list[dict[str, float]]] = {n: [] for n in procs}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
         for r in range(repeats):
-            for n in procs:
-                out = Path(tmp) / f"train-p{n}-{r}"
+            for name, (n, env) in configs.items():
+                out = Path(tmp) / f"train-{name}-{r}"
                 out.mkdir()
-                runs[n].append(timed_train(n, Path(tmp), out, epochs))
-                print(n, "processes, train:", json.dumps(runs[n][-1]), flush=True)
+                runs[name].append(timed_train(n, Path(tmp), out, epochs, env))
+                print(name, "processes, train:", json.dumps(runs[name][-1]), flush=True)
     results = {str(n): {"steps_per_s": max(x["steps_per_s"] for x in rs), "wall_s": round(min(x["wall_s"] for x in rs), 2),
                         "steps_per_s_runs": [x["steps_per_s"] for x in rs], "wall_s_runs": [round(x["wall_s"], 2) for x in rs]}
                for n, rs in runs.items()}
     one = results.get("1")
     return {
         "clips": clips, "train_clips": clips * 3 // 5, "rows": rows, "dim": dim, "epochs": epochs,
-        "steps": runs[procs[0]][0]["steps"], "batch_size": 16, "load_average_before": [round(x, 2) for x in load_before],
+        "steps": runs[str(procs[0])][0]["steps"], "batch_size": 16, "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()], "results": results,
         "speedup_over_1": {n: {"steps_per_s": round(r["steps_per_s"] / one["steps_per_s"], 3),
                                "whole_command": round(one["wall_s"] / r["wall_s"], 3)}

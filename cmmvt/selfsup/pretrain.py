@@ -62,6 +62,7 @@ from cmmvt.checkpoints import feature_params
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.distributed import World
+from cmmvt.io import atomic_path
 from cmmvt.models import Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps
 from cmmvt.train.dataset import ClipDataset, collate_views, per_clip_mean, splits
@@ -348,7 +349,8 @@ def save(path: str | Path, model: Classifier, heads: PretrainHeads, p: Params, d
     """Save the pretrained encoders (the classifier head is not part of pretraining)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    torch.save({"state_dict": state, "heads": heads.state_dict(), "params": p.model_dump(), "dims": dims,
-                "objective": p.pretrain.objective, "metrics": metrics}, path)
+    with atomic_path(path) as tmp:  # a run stopped while saving leaves the previous file
+        torch.save({"state_dict": state, "heads": heads.state_dict(), "params": p.model_dump(), "dims": dims,
+                    "objective": p.pretrain.objective, "metrics": metrics}, tmp)
 
 

@@ -59,7 +59,7 @@ class TrainResult:
     def line(self) -> str:
         """One line for the stage and the CLI."""
         return (f"best val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs run, "
-                f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.1f} steps/s)")
+                f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
 
 
 def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[str, Split], list[str]]:
