@@ -207,8 +207,9 @@ def average_gradients(world: World, params: Iterable[torch.nn.Parameter]) -> Non
 
     The averaging of ``DistributedDataParallel`` (Li et al. 2020), without its overlap with the backward
     pass, for a step that calls a model through several methods, which DDP's one-``forward`` wrapper cannot
-    follow. Parameters without a gradient are left alone: the graph must be the same on every rank, so they
-    lack it on all of them. Nothing for independent ranks.
+    follow. Unlike DDP it does not copy rank 0's parameters to the others first: the ranks must build the same
+    model (the same seed). Parameters without a gradient are left alone: the graph must be the same on every
+    rank, so they lack it on all of them. Nothing for independent ranks.
     """
     if not world.group:
         return

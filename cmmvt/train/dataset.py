@@ -2,7 +2,8 @@
 
 A training item is one random temporal crop of up to ``frames`` rows (``model.crop_frames``), padded to
 ``frames``; its start depends only on the seed, the epoch and the clip's index, so every process of a
-data-parallel job (and one process alone) crops a clip alike. An evaluation item is the **whole clip** in one view when it has at most ``frames`` rows
+data-parallel job (and one process alone) crops a clip alike. An evaluation item is the **whole clip** in one
+view when it has at most ``frames`` rows
 (``model.max_frames``, 1,024 by default: VTN's whole-video inference, Neimark et al. 2021), else
 ``views`` evenly spaced views of ``frames`` rows (by default as many as cover the clip); their logits
 are averaged. Evaluation items have their own lengths: :func:`collate_views` pads a batch to its longest

@@ -13,7 +13,9 @@ over the global batch, also for the last, smaller batch, whose parts may differ 
 is empty (a last batch of fewer clips than ranks) still steps, on a stand-in clip of weight 0: every rank
 must take part in each gradient all-reduce.
 
-Example:
+Example: 5 clips, a global batch of 4, 2 ranks: the batches are [2, 4, 3, 0] and [1]; rank 1 has no clip of
+the last one and steps on it as a stand-in, with weight 0.
+
     >>> from cmmvt.distributed import World
     >>> [[s.indices for s in GlobalBatches(5, 4, World(rank=r, size=2, group=True), seed=0).epoch(0)]
     ...  for r in range(2)]
