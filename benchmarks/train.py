@@ -1,8 +1,8 @@
 """Benchmark: training throughput (clips/s) and the share of step time spent waiting for data.
 
-(a) cmmvt's default training loop: ClipDataset over the HDF5 caches, the DataLoader of cmmvt.train.loop
-    (params.yaml's train.batch_size, shuffled), the classifier of params.yaml's model section, AdamW,
-    label-smoothed cross-entropy, gradient clipping; each step is timed as the wait in ``next(iter)``
+(a) cmmvt's default training loop: ClipDataset over the HDF5 caches, the global batches of cmmvt.train.loop
+    (params.yaml's train.batch_size, shuffled; one process), the classifier of params.yaml's model section,
+    AdamW, label-smoothed cross-entropy, gradient clipping; each step is timed as the wait in ``next(iter)``
     plus the compute (forward, backward, optimiser step);
 (b) baseline in the same run: the same loop on batches pre-loaded into memory (no data wait).
 Reports clips/s of both, (a)/(b), and the data-wait share of (a)'s step time (target ≤ 10 %).
@@ -18,6 +18,7 @@ import json
 import platform
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ from cmmvt import runtime
 from cmmvt.train import loop
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.features.cache import CacheWriter, ClipFeatures
+from cmmvt.distributed import World
 from cmmvt.train.dataset import ClipDataset
+from cmmvt.train.sampler import GlobalBatches
 from cmmvt.models import MODALITIES, build_model
 
 
@@ -52,15 +55,16 @@ def make_tiny_cache(root: Path, clips: int = 24, rows: int = 16, dim: int = 1280
     return path
 
 
-def run_loop(model: nn.Module, batches, steps: int, p: config.Params) -> dict[str, float]:
-    """``steps`` training steps over the iterable ``batches`` (re-iterated as needed); times wait and compute."""
+def run_loop(model: nn.Module, batches: Callable[[], Iterator[dict[str, torch.Tensor]]], steps: int,
+             p: config.Params) -> dict[str, float]:
+    """``steps`` training steps over the iterators ``batches()`` (called again as needed); times wait and compute."""
     opt = torch.optim.AdamW(model.parameters(), lr=p.train.lr, weight_decay=p.train.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
     model.train()
     wait = total = 0.0
     clips = done = 0
     while done < steps:
-        it = iter(batches)
+        it = batches()
         while done < steps:
             t0 = time.perf_counter()
             try:
@@ -97,22 +101,26 @@ def main() -> None:
         features = Path(p.extract.out)
         mods = MODALITIES[p.model.modalities]
         sp, names = loop._datasets(p, features, manifest_mod.read(p.data.manifest))
-        ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True)
-        loader = loop._loader(ds, p.train.batch_size, shuffle=True, seed=p.seed)
-        steps = epochs * len(loader)
+        ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True,
+                         seed=p.seed)
+        sampler = GlobalBatches(len(ds), p.train.batch_size, World(), p.seed)
+        steps = epochs * len(sampler)
+
+        def loader() -> Iterator[dict[str, torch.Tensor]]:
+            return (batch for _, batch in sampler.batches(ds, 0))
 
         def fresh_model() -> nn.Module:
             torch.manual_seed(p.seed)
             return build_model(p.model, ds.dims, len(names))
 
-        run_loop(fresh_model(), loader, min(2, len(loader)), p)  # warm-up (file handles, allocator)
+        run_loop(fresh_model(), loader, min(2, len(sampler)), p)  # warm-up (file handles, allocator)
         cmmvt = run_loop(fresh_model(), loader, steps, p)
-        in_memory = list(loader)  # one epoch of batches, pre-loaded
-        run_loop(fresh_model(), in_memory, min(2, len(in_memory)), p)
-        baseline = run_loop(fresh_model(), in_memory, steps, p)
+        in_memory = list(loader())  # one epoch of batches, pre-loaded
+        run_loop(fresh_model(), lambda: iter(in_memory), min(2, len(in_memory)), p)
+        baseline = run_loop(fresh_model(), lambda: iter(in_memory), steps, p)
     report = {
         "quick": args.quick, "train_clips": len(ds), "batch_size": p.train.batch_size, "steps": steps,
-        "num_workers": loader.num_workers, "modalities": list(mods), "dims": ds.dims,
+        "modalities": list(mods), "dims": ds.dims,
         "crop_frames": p.model.crop_frames, "encoder": p.model.encoder, "attention": p.model.attention,
         "threads": torch.get_num_threads(), "machine": platform.machine(),
         "clips_per_s": {"cmmvt": round(cmmvt["clips_per_s"], 2), "in_memory": round(baseline["clips_per_s"], 2)},

@@ -1,7 +1,8 @@
 """Checkpoints: the classifier's (weights + everything needed to rebuild and use it) and loading pretrained encoders.
 
 Everything is saved as tensors and plain types and loaded with ``torch.load(weights_only=True)``: no pickled
-code is ever executed, so a checkpoint from anywhere is safe to load.
+code is ever executed, so a checkpoint from anywhere is safe to load. A checkpoint is replaced atomically: a
+run stopped while saving (torchrun stopping rank 0 because another rank failed) leaves the previous one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from cmmvt.config import Params
 from cmmvt.features.cache import CacheReader
+from cmmvt.io import atomic_path
 from cmmvt.models import Classifier, build_model
 
 CHECKPOINT_VERSION = 1
@@ -31,8 +33,9 @@ def save_checkpoint(path: str | Path, model: Classifier, p: Params, names: list[
                     features: dict[str, dict[str, Any]]) -> None:
     """Save weights + everything needed to rebuild and use the model (only tensors and plain types)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"version": CHECKPOINT_VERSION, "state_dict": model.state_dict(), "params": p.model_dump(),
-                "labels": names, "dims": dims, "features": features}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"version": CHECKPOINT_VERSION, "state_dict": model.state_dict(), "params": p.model_dump(),
+                    "labels": names, "dims": dims, "features": features}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:

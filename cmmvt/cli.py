@@ -170,14 +170,9 @@ def extract(
         torchrun --standalone --nproc_per_node 4 $(which cmmvt) extract --videos ~/clips
         cmmvt extract --videos ~/clips --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     """
-    from cmmvt import distributed
     from cmmvt.features import extract as extract_mod
 
-    try:
-        world = distributed.from_env(shard)
-    except ValueError as exc:
-        _fail(str(exc))
-    _state["who"] = world.label()
+    world = _world(shard)
     if modality not in ("video", "audio", "both"):
         _fail(f"--modality = {modality!r} is not one of: video, audio, both")
     if (videos is None) == (manifest_ is None):
@@ -262,15 +257,20 @@ def pretrain(
 ) -> None:
     """Cross-modal self-supervised pretraining of the encoders, without labels (the `pretrain` stage).
 
+    Under torchrun the processes share each batch of pretrain.batch_size clips; rank 0 writes and reports.
+
     Examples:
         cmmvt pretrain --objective sync
         cmmvt pretrain --objective combined -S pretrain.weights.xdc=0.5 -S pretrain.epochs=50
+        torchrun --standalone --nproc_per_node 4 $(which cmmvt) pretrain --objective infonce
     """
     from cmmvt.selfsup import pretrain as pretrain_mod
 
+    world = _world()
     p = _params(params, set_, {"pretrain.objective": objective})
-    r = _run(lambda: pretrain_mod.pretrain(p, out, prototypes_, live_dir=None))
-    console.print(pretrain_mod.describe(r))
+    r = _run(lambda: pretrain_mod.pretrain(p, out, prototypes_, live_dir=None, world=world))
+    if world.lead:
+        console.print(pretrain_mod.describe(r))
 
 
 @app.command()
@@ -282,15 +282,21 @@ def train(
 ) -> None:
     """Train the temporal classifier on cached features (the `train` stage).
 
+    Under torchrun the processes train one model data-parallel (DDP): train.batch_size stays the global
+    batch, split over them; rank 0 writes the checkpoint and reports.
+
     Examples:
         cmmvt train
         cmmvt train -S model.attention=global -S model.modalities=video --out /tmp/video.pt
+        torchrun --standalone --nproc_per_node 4 $(which cmmvt) train
     """
     from cmmvt.train import loop
 
+    world = _world()
     p = _params(params, set_)
-    r = _run(lambda: loop.train(p, out, live_dir=None))  # DVCLive curves belong to the train stage
-    console.print(f"best val top-1 {r.best_val_top1:.3f} at epoch {r.best_epoch}; saved {out or p.paths.classifier}")
+    r = _run(lambda: loop.train(p, out, live_dir=None, world=world))  # DVCLive curves belong to the train stage
+    if world.lead:
+        console.print(f"{r.line()}; saved {out or p.paths.classifier}", highlight=False)
 
 
 @app.command()
@@ -302,15 +308,20 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint on the test split: metrics.json, per-class CSV, confusion matrix.
 
+    Under torchrun the processes share the clips (each counted once); rank 0 writes and reports.
+
     Examples:
         cmmvt evaluate
         cmmvt evaluate --model /tmp/video.pt --out /tmp/eval -S evaluate.views=3
+        torchrun --standalone --nproc_per_node 4 $(which cmmvt) evaluate
     """
     from cmmvt.eval import evaluate as evaluate_mod
 
+    world = _world()
     p = _params(params, set_)
-    m = _run(lambda: evaluate_mod.evaluate(p, model, out))
-    console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    m = _run(lambda: evaluate_mod.evaluate(p, model, out, world=world))
+    if world.lead:
+        console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
 
 
 @app.command()
@@ -444,6 +455,19 @@ def report(
                   f"result" + (f", {r.problems} missing or failed (listed there)" if r.problems else "")
                   + (f"; grid wall time {report_mod.duration(r.wall_s)}" if r.wall_s is not None else "")
                   + ("; README.md updated" if readme else ""), highlight=False)
+
+
+def _world(shard: str | None = None) -> Any:  # cmmvt.distributed.World, imported lazily (torch)
+    """This process among torchrun's, or rank i of N by ``--shard i/N``, else one process; its errors name its
+    rank from here on."""
+    from cmmvt import distributed
+
+    try:
+        world = distributed.from_env(shard)
+    except ValueError as exc:
+        _fail(str(exc))
+    _state["who"] = world.label()
+    return world
 
 
 def _fail(message: str) -> None:

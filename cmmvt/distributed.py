@@ -8,7 +8,10 @@ never talk (a SLURM job array whose tasks must not wait for each other): the sam
 group, where every collective of this module is local.
 
 Extraction exchanges only small Python objects (clip durations, summaries), so the group always uses the
-gloo backend, on GPU ranks too; NCCL pays off for tensors on GPUs, i.e. for training.
+gloo backend, on GPU ranks too; NCCL pays off for tensors on GPUs. Training is data-parallel (Li et al. 2020,
+"PyTorch Distributed: Experiences on Accelerating Data Parallel Training"): every rank holds the model and
+steps with its part of each global batch; :func:`average_gradients` and :func:`cat_ranks` are what the
+pretraining objectives need beyond ``DistributedDataParallel``; :func:`shared_rows` splits evaluation.
 
 This module sits at the bottom of the package (it imports only torch), so a stage can depend on it without
 depending on the training code.
@@ -28,13 +31,16 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -143,18 +149,76 @@ def all_gather(world: World, obj: T) -> list[T]:
     return out
 
 
-def map_shared(world: World, fn: Callable[[T], R], xs: Sequence[T]) -> list[R]:
-    """``[fn(x) for x in xs]`` on every rank, each rank of a group computing every ``size``-th element.
+def shared_rows(world: World, fn: Callable[[list[int]], Sequence[R]], n: int) -> list[R]:
+    """``fn(range(n))`` on every rank, each rank of a group computing the rows of every ``size``-th index.
 
-    Independent ranks cannot share the work: each computes all of it.
+    Rank r calls ``fn`` on indices ``r, r + size, …`` (never on an empty list) and every rank gets all ``n``
+    rows in index order: each index is computed once, unlike PyTorch's ``DistributedSampler``, which pads the
+    shares to equal length with repeated indices. Independent ranks cannot share the work: each computes all.
+
+    Args:
+        world: The ranks.
+        fn: Maps a list of indices to one row (any picklable object) per index, in that order.
+        n: Number of indices.
     """
     if not world.group:
-        return [fn(x) for x in xs]
-    parts = all_gather(world, [fn(x) for x in xs[world.rank :: world.size]])  # parts[r] = results of xs[r::size]
-    out: list[Any] = [None] * len(xs)
+        return list(fn(list(range(n)))) if n else []
+    mine = list(range(world.rank, n, world.size))
+    parts = all_gather(world, list(fn(mine)) if mine else [])  # parts[r] = rows of r, r + size, …
+    out: list[Any] = [None] * n
     for r, part in enumerate(parts):
         out[r :: world.size] = part
     return out
+
+
+def map_shared(world: World, fn: Callable[[T], R], xs: Sequence[T]) -> list[R]:
+    """``[fn(x) for x in xs]`` on every rank, each rank of a group computing every ``size``-th element."""
+    return shared_rows(world, lambda idx: [fn(xs[i]) for i in idx], len(xs))
+
+
+def cat_ranks(world: World, x: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of ``x`` concatenated in rank order, on every rank, with gradients.
+
+    Each rank may hold its own number of rows (they are padded for the all-gather and cut again). The backward
+    pass sums, into each rank's own rows, the gradients that every rank's loss sends them
+    (``torch.distributed.nn.functional.all_gather``): a loss computed identically on every rank from the
+    gathered rows, e.g. a contrastive loss whose negatives are the whole global batch (SimCLR, Chen et al.
+    2020), then gets the gradient of one process holding the global batch once the ranks' gradients are
+    averaged. Independent ranks: ``x`` itself.
+
+    Args:
+        x: (B_r, ...) this rank's rows.
+
+    Returns:
+        (ΣB_r, ...).
+    """
+    if not world.group:
+        return x
+    sizes = all_gather(world, x.shape[0])
+    padded = torch.cat([x, x.new_zeros(max(sizes) - x.shape[0], *x.shape[1:])])  # (max B_r, ...)
+    with warnings.catch_warnings():  # deprecated for torch.distributed._functional_collectives, a private module
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = dist_nn.all_gather(padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def average_gradients(world: World, params: Iterable[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over the ranks, in one all-reduce of all of them, flattened.
+
+    The averaging of ``DistributedDataParallel`` (Li et al. 2020), without its overlap with the backward
+    pass, for a step that calls a model through several methods, which DDP's one-``forward`` wrapper cannot
+    follow. Unlike DDP it does not copy rank 0's parameters to the others first: the ranks must build the same
+    model (the same seed). Parameters without a gradient are left alone: the graph must be the same on every
+    rank, so they lack it on all of them. Nothing for independent ranks.
+    """
+    if not world.group:
+        return
+    grads = [q.grad for q in params if q.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (Σ numel,)
+    dist.all_reduce(flat)
+    flat /= world.size
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
 
 
 def balanced_split(weights: Sequence[float], n: int) -> list[list[int]]:
@@ -183,6 +247,16 @@ def balanced_split(weights: Sequence[float], n: int) -> list[list[int]]:
 def threads_per_rank(world: World, cores: int) -> int:
     """The CPU threads of one rank: this machine's ``cores`` shared by its ``local_size`` ranks (at least 1)."""
     return max(1, cores // world.local_size)
+
+
+def share_cores(world: World) -> None:
+    """Give a rank of a group its share of this machine's cores as torch threads (torchrun sets 1 per process).
+
+    One process keeps torch's default, or ``OMP_NUM_THREADS`` (which ``cmmvt ablate -j`` sets).
+    """
+    if world.group:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(threads_per_rank(world, cores))
 
 
 @contextmanager

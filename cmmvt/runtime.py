@@ -40,11 +40,12 @@ def live_logger(live_dir: str | Path | None):  # noqa: ANN201 - dvclive.Live | N
     return Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
-def steps(label: str, n: int) -> Iterable[int]:
-    """``range(n)`` with a rich progress bar on stderr while a loop runs, shown only on a terminal (never in logs)."""
+def steps(label: str, n: int, show: bool = True) -> Iterable[int]:
+    """``range(n)`` with a rich progress bar on stderr while a loop runs, shown only on a terminal (never in logs)
+    and only where ``show`` (rank 0 of several)."""
     from rich.console import Console
     from rich.progress import track
 
     console = Console(stderr=True)
     return track(range(n), description=label, total=n, console=console, transient=True,
-                 disable=not console.is_terminal)
+                 disable=not (show and console.is_terminal))

@@ -105,3 +105,6 @@ def test_scale_benchmark_quick(tmp_path):
     assert set(report["results"]) == {"1", "2"} and report["clips"] == 2
     assert all(r["clips_per_s"] > 0 and r["clips_per_s_extracting"] > 0 for r in report["results"].values())
     assert set(report["speedup_over_1"]) == {"1", "2"}
+    train = report["train"]
+    assert set(train["results"]) == {"1", "2"} and train["steps"] == 1
+    assert all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in train["results"].values())

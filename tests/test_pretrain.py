@@ -64,7 +64,7 @@ def test_retrieval_recall_on_hand_made_embeddings():
 def test_train_loads_every_pretrained_encoder_tensor(tiny, fusion):
     p = params(tiny, "combined", 2)
     p.model.fusion = fusion
-    pt.pretrain(p, tiny / "enc.pt", live_dir=tiny / "live")
+    pt.pretrain(p, tiny / "enc.pt", tiny / "prototypes.h5", live_dir=tiny / "live")
     assert (tiny / "live/metrics.json").exists()
     saved = torch.load(tiny / "enc.pt", weights_only=True)["state_dict"]
     model = build_model(p.model, {"video": 12, "audio": 12}, 3)

@@ -14,6 +14,9 @@ inference, Neimark et al. 2021); a longer clip from evenly spaced views with ave
 (``16``: the 4-s centre crop that earlier versions evaluated on). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
 the synthetic classes that differ from a partner only in the temporal order of one modality
 (:func:`cmmvt.data.synth.order_only_pairs`): where an order-blind model must fail.
+
+Under torchrun the ranks classify every N-th clip each and gather the logits (each clip once, no padding);
+rank 0 writes the reports.
 """
 
 from __future__ import annotations
@@ -24,18 +27,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cmmvt import distributed
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.eval import metrics
 from cmmvt.data import synth
 from cmmvt.config import Params
-from cmmvt.train.dataset import ClipDataset, splits
+from cmmvt.distributed import World
+from cmmvt.train.dataset import ClipDataset, Split, splits
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.checkpoints import load_checkpoint
 
 
 def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | None = None,
-             features: str | Path | None = None, split: str = "test") -> dict[str, float]:
-    """Evaluate the checkpoint at ``model_path`` on ``split`` and write the reports.
+             features: str | Path | None = None, split: str = "test", world: World | None = None) -> dict[str, float]:
+    """Evaluate the checkpoint at ``model_path`` on ``split`` and write the reports (rank 0 of several).
 
     Args:
         p: Params (``data.manifest``, ``extract.out``, ``evaluate.*``).
@@ -43,11 +48,25 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
         out: Report folder (default ``<paths.reports>/eval``).
         features: Features root (default ``p.extract.out``).
         split: Which split to evaluate.
+        world: This process among the ranks (default: torchrun's environment, else one process).
 
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json``, on every rank.
     """
-    model_path, out = model_path or p.paths.classifier, out or f"{p.paths.reports}/eval"
+    world = world or distributed.from_env()
+    with distributed.joined(world), distributed.sigterm_as_exit():
+        distributed.share_cores(world)
+        logits, s, names = _logits(p, model_path or p.paths.classifier, features, split, world)
+        result = _metrics(logits, np.asarray(s.labels), names)
+        if world.lead:
+            _write(Path(out or f"{p.paths.reports}/eval"), result, logits, s, names)
+        distributed.barrier(world)  # the reports are written
+    return result
+
+
+def _logits(p: Params, model_path: str | Path, features: str | Path | None, split: str, world: World
+            ) -> tuple[np.ndarray, Split, list[str]]:
+    """The (N, C) logits of the clips of ``split``, the split and the class names."""
     model, ckpt = load_checkpoint(model_path)
     features = Path(features or p.extract.out)
     names: list[str] = ckpt["labels"]
@@ -60,13 +79,21 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
     trained = Params.model_validate(ckpt["params"])
     frames = eval_frames(trained.model_copy(update={"evaluate": p.evaluate}))
     ds = ClipDataset(features, s.ids, s.labels, model.modalities, frames, views=p.evaluate.views)
-    logits = predict(model, ds)  # (N, C)
-    labels = np.asarray(s.labels)
-    result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(s.ids)}
+    return predict(model, ds, world=world), s, names  # (N, C)
+
+
+def _metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
+    """metrics.json's content for (N, C) ``logits`` of clips with (N,) ``labels``."""
+    result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(labels)}
     pair_classes = [names.index(c) for pair in synth.order_only_pairs() if set(pair) <= set(names) for c in pair]
     if np.isin(labels, pair_classes).any():
         result["order_pairs_top1"] = metrics.subset_accuracy(logits, labels, pair_classes)
-    out = Path(out)
+    return result
+
+
+def _write(out: Path, result: dict[str, float], logits: np.ndarray, s: Split, names: list[str]) -> None:
+    """Write metrics.json, per_class.csv, predictions.csv and confusion.png into ``out``."""
+    labels = np.asarray(s.labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     pd.DataFrame(metrics.per_class(logits, labels, names)).to_csv(out / "per_class.csv", index=False,
@@ -75,7 +102,6 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
     pd.DataFrame({"video_id": s.ids, "actual": [names[i] for i in labels],
                   "predicted": [names[i] for i in pred]}).to_csv(out / "predictions.csv", index=False)
     plot_confusion(metrics.confusion(logits, labels, len(names)), names, out / "confusion.png")
-    return result
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path) -> None:

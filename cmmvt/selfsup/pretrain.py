@@ -34,6 +34,15 @@ audio at another at least ``ceil(sync_shift · fps)`` rows away; both are contig
 audio alone never reveals the shift (no seam), only its timing against the video does.
 
 Clips missing a modality are left out of every cross-modal loss, never zero-filled.
+
+**Data-parallel under torchrun.** ``pretrain.batch_size`` is the global batch; each rank steps with its part
+(:class:`~cmmvt.train.sampler.GlobalBatches`) and the ranks' gradients are averaged
+(:func:`cmmvt.distributed.average_gradients`: the objectives call the model through ``embed``, ``represent``
+and the heads, which ``DistributedDataParallel``'s single ``forward`` cannot follow). InfoNCE takes its
+negatives from the whole global batch (:func:`cmmvt.distributed.cat_ranks`), so N ranks optimise the loss of
+one process; the per-clip objectives (xdc, protonce, sync) average within each rank's part, weighted by its
+size, which equals the global mean when every clip has both modalities; sync's shifts are drawn per rank.
+Prototypes, re-clustering and retrieval embed the clips split over the ranks and gathered. Rank 0 writes.
 """
 
 from __future__ import annotations
@@ -46,14 +55,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from cmmvt import distributed
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
+from cmmvt.distributed import World
 from cmmvt.features.cache import CacheReader
+from cmmvt.io import atomic_path
 from cmmvt.models import Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps
 from cmmvt.train.dataset import ClipDataset, collate_views, per_clip_mean, splits
+from cmmvt.train.sampler import GlobalBatches
 from cmmvt.selfsup import losses
 from cmmvt.selfsup import prototypes as protos
 
@@ -134,14 +147,29 @@ def _model(p: Params, dims: dict[str, int]) -> Classifier:
     return build_model(p.model.model_copy(update={"modalities": "av"}), dims, num_classes=1)
 
 
-@torch.inference_mode()
-def embed_all(model: Classifier, heads: PretrainHeads, ds: ClipDataset, batch_size: int = 64
+def embed_all(model: Classifier, heads: PretrainHeads, ds: ClipDataset, batch_size: int = 64, world: World = World()
               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """Encoder embeddings, projected embeddings and 'has both modalities' for every clip of ``ds``.
 
+    The ranks of a group each embed every ``size``-th clip and gather (:func:`cmmvt.distributed.shared_rows`).
+
     Returns:
-        ``({m: (N, H)}, {m: (N, H)}, valid (N,) bool)``.
+        ``({m: (N, H)}, {m: (N, H)}, valid (N,) bool)``, on every rank.
     """
+
+    def rows(idx: list[int]) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray], bool]]:
+        z, g, valid = _embed(model, heads, Subset(ds, idx), batch_size)
+        return [({m: z[m][i] for m in MODALITIES}, {m: g[m][i] for m in MODALITIES}, valid[i]) for i in range(len(idx))]
+
+    out = distributed.shared_rows(world, rows, len(ds))
+    stack = lambda k: {m: np.stack([r[k][m] for r in out]) for m in MODALITIES}  # noqa: E731
+    return stack(0), stack(1), np.array([r[2] for r in out], bool)
+
+
+@torch.inference_mode()
+def _embed(model: Classifier, heads: PretrainHeads, ds: ClipDataset | Subset, batch_size: int
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """:func:`embed_all` in this process."""
     model.eval()
     heads.eval()
     z: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
@@ -187,7 +215,8 @@ def _cluster(emb: dict[str, np.ndarray], present: np.ndarray, k: dict[str, int],
 
 
 def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Path | None = None,
-             live_dir: str | Path | None = None, features: str | Path | None = None) -> PretrainResult:
+             live_dir: str | Path | None = None, features: str | Path | None = None,
+             world: World | None = None) -> PretrainResult:
     """Pretrain the encoders on the clips of ``pretrain.splits`` (labels unused) and save them to ``out``.
 
     The test split is held out by default: an encoder that learns to predict (or match) the other modality of
@@ -202,38 +231,50 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
         prototypes_path: k-means prototypes from the ``prototypes`` stage (default ``paths.prototypes``).
         live_dir: DVCLive folder for the loss curve and ``metrics.json`` (test-split retrieval recall); None: none.
         features: Features root (default ``p.extract.out``).
+        world: This process among the ranks (default: torchrun's environment, else one process); every rank
+            returns once rank 0 has saved the encoders.
     """
+    world = world or distributed.from_env()
+    with distributed.joined(world), distributed.sigterm_as_exit():
+        distributed.share_cores(world)
+        result = _pretrain(p, out or p.paths.pretrained, prototypes_path or p.paths.prototypes, live_dir,
+                           Path(features or p.extract.out), world)
+        distributed.barrier(world)  # rank 0's checkpoint is written
+    return result
+
+
+def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir: str | Path | None, features: Path,
+              world: World) -> PretrainResult:
     seed_everything(p.seed)
-    out, prototypes_path = out or p.paths.pretrained, prototypes_path or p.paths.prototypes
-    features = Path(features or p.extract.out)
     df = manifest_mod.read(p.data.manifest)
     sp, _ = splits(df, features, MODALITIES)
     ids = [i for s in p.pretrain.splits for i in sp[s].ids]  # no labels are used
     if not ids:
         raise ValueError(f"pretrain.splits = {p.pretrain.splits}: no clips with both caches in those splits")
-    ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.crop_frames, train=True)
+    ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.crop_frames, train=True, seed=p.seed)
     eval_ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames)
     k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
     model = _model(p, ds.dims)
     heads = PretrainHeads(p.model.hidden, model.head_in, k)
     with CacheReader(features, "video") as r:
         shift = max(1, math.ceil(p.pretrain.sync_shift * float(r.attrs["fps"]) - 1e-9))  # rows
-    shifts = torch.Generator().manual_seed(p.seed)
+    shifts = torch.Generator().manual_seed(p.seed + world.rank)  # each rank its own
     weights = {} if p.pretrain.objective == "none" else _weights(p)
     labels: dict[str, np.ndarray] = {}
     if weights.get("xdc") or weights.get("protonce"):
         pro = protos.read(prototypes_path)
         labels = {m: pro[m].labels_for(ids) for m in MODALITIES}
     params = list(model.parameters()) + list(heads.parameters())
+    torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks (the model is the same on all)
     opt = torch.optim.AdamW(params, lr=p.pretrain.lr, weight_decay=p.pretrain.weight_decay)
-    live = live_logger(live_dir)
+    live = live_logger(live_dir) if world.lead else None
     loss_value, epochs = float("nan"), p.pretrain.epochs if weights else 0
-    loader = DataLoader(ds, batch_size=p.pretrain.batch_size, shuffle=True, drop_last=len(ds) > p.pretrain.batch_size,
-                        generator=torch.Generator().manual_seed(p.seed))
-    for epoch in steps("pretrain", epochs):
+    batches = GlobalBatches(len(ds), p.pretrain.batch_size, world, p.seed, drop_last=len(ds) > p.pretrain.batch_size,
+                            key="pretrain.batch_size")
+    for epoch in steps("pretrain", epochs, show=world.lead):
         prototypes_now: dict[str, torch.Tensor] = {}
         if weights.get("protonce") or (p.pretrain.recluster_every and epoch and epoch % p.pretrain.recluster_every == 0):
-            z, g, present = embed_all(model, heads, eval_ds)
+            z, g, present = embed_all(model, heads, eval_ds, world=world)
             if p.pretrain.recluster_every and epoch and epoch % p.pretrain.recluster_every == 0:
                 labels = _cluster(z, present, k, p.seed + epoch)
             if weights.get("protonce"):
@@ -244,15 +285,16 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
         model.train()
         heads.train()
         total = []
-        for batch in loader:
+        for share, batch in batches.batches(ds, epoch):
             idx = batch.pop("label").numpy()
             emb = model.embed(batch)  # {m: (B, H)}
             valid = batch["video_mask"].any(1) & batch["audio_mask"].any(1)  # (B,)
             proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
             loss = emb["video"].sum() * 0
-            if weights.get("infonce"):
-                loss = loss + weights["infonce"] * losses.nt_xent(proj["video"], proj["audio"], p.pretrain.temperature,
-                                                                  valid=valid)
+            if weights.get("infonce"):  # negatives from the global batch: every rank's part (a stand-in clip left out)
+                z_v, z_a, pairs = (distributed.cat_ranks(world, x[: share.clips])
+                                   for x in (proj["video"], proj["audio"], valid.float()))
+                loss = loss + weights["infonce"] * losses.nt_xent(z_v, z_a, p.pretrain.temperature, valid=pairs.bool())
             if weights.get("sync"):
                 in_sync, shifted, room = sync_pairs(batch, shift, shifts)
                 both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
@@ -266,16 +308,18 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
                 if weights.get("protonce"):
                     loss = loss + weights["protonce"] * 0.5 * losses.prototype_nce(
                         proj[m], prototypes_now[OTHER[m]], target, p.pretrain.temperature, valid=valid)
+            loss = loss * share.weight  # this rank's part of the global batch's mean
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(world, params)
             nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             total.append(loss.item())
-        loss_value = float(np.mean(total))
+        loss_value = float(np.mean(np.sum(distributed.all_gather(world, total), axis=0))) / world.size
         if live is not None:
             live.log_metric("pretrain/loss", loss_value)
             live.next_step()
-    metrics = _retrieval(model, heads, features, sp["test"].ids, p)
+    metrics = _retrieval(model, heads, features, sp["test"].ids, p, world)
     if live is not None:
         for name, value in metrics.items():
             live.summary[name] = value
@@ -284,16 +328,18 @@ def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Pa
             curve = Path(live_dir) / "plots" / "metrics" / "pretrain" / "loss.tsv"
             curve.parent.mkdir(parents=True, exist_ok=True)
             curve.write_text("step\tloss\n")
-    save(out, model, heads, p, ds.dims, metrics)
+    if world.lead:
+        save(out, model, heads, p, ds.dims, metrics)
     return PretrainResult(p.pretrain.objective, epochs, loss_value, len(ids))
 
 
-def _retrieval(model: Classifier, heads: PretrainHeads, features: Path, test_ids: list[str], p: Params) -> dict[str, float]:
+def _retrieval(model: Classifier, heads: PretrainHeads, features: Path, test_ids: list[str], p: Params,
+               world: World) -> dict[str, float]:
     """Video→audio retrieval recall@1/5 among the test clips that have both modalities."""
     if not test_ids:
         return {}
     ds = ClipDataset(features, test_ids, list(range(len(test_ids))), MODALITIES, p.model.max_frames)
-    _, g, present = embed_all(model, heads, ds)
+    _, g, present = embed_all(model, heads, ds, world=world)
     result = retrieval_recall(g["video"][present], g["audio"][present])
     return {"retrieval/" + k: v for k, v in result.items()} | {"retrieval/chance@1": 1.0 / max(1, int(present.sum()))}
 
@@ -303,7 +349,8 @@ def save(path: str | Path, model: Classifier, heads: PretrainHeads, p: Params, d
     """Save the pretrained encoders (the classifier head is not part of pretraining)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    torch.save({"state_dict": state, "heads": heads.state_dict(), "params": p.model_dump(), "dims": dims,
-                "objective": p.pretrain.objective, "metrics": metrics}, path)
+    with atomic_path(path) as tmp:  # a run stopped while saving leaves the previous file
+        torch.save({"state_dict": state, "heads": heads.state_dict(), "params": p.model_dump(), "dims": dims,
+                    "objective": p.pretrain.objective, "metrics": metrics}, tmp)
 
 

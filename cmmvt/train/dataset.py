@@ -1,7 +1,9 @@
 """Clips of cached per-frame features for the temporal models: crops, views, padding masks, labels, splits.
 
 A training item is one random temporal crop of up to ``frames`` rows (``model.crop_frames``), padded to
-``frames``. An evaluation item is the **whole clip** in one view when it has at most ``frames`` rows
+``frames``; its start depends only on the seed, the epoch and the clip's index, so every process of a
+data-parallel job (and one process alone) crops a clip alike. An evaluation item is the **whole clip** in one
+view when it has at most ``frames`` rows
 (``model.max_frames``, 1,024 by default: VTN's whole-video inference, Neimark et al. 2021), else
 ``views`` evenly spaced views of ``frames`` rows (by default as many as cover the clip); their logits
 are averaged. Evaluation items have their own lengths: :func:`collate_views` pads a batch to its longest
@@ -174,6 +176,7 @@ class ClipDataset(Dataset):
         frames: Training crop length (``model.crop_frames``), or the evaluation view cap (``model.max_frames``).
         train: One random crop per item (training) or the evaluation views (:func:`clip_views`).
         views: Evaluation views for clips longer than ``frames`` (``None``: enough to cover the clip).
+        seed: Seeds the training crops, with the epoch (:meth:`set_epoch`) and the item's index.
 
     Training items are ``<m>`` (T, D) float32, ``<m>_mask`` (T,) bool and ``label``; evaluation items are
     ``<m>`` (V, T_i, D) and ``<m>_mask`` (V, T_i) with their own length: batch them with :func:`collate_views`.
@@ -181,9 +184,10 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, features: str | Path, ids: Sequence[str], labels: Sequence[int], modalities: Sequence[str],
-                 frames: int, train: bool = False, views: int | None = None) -> None:
+                 frames: int, train: bool = False, views: int | None = None, seed: int = 0) -> None:
         self.features, self.ids, self.labels = Path(features), list(ids), list(labels)
         self.modalities, self.frames, self.train, self.views = tuple(modalities), frames, train, views
+        self.seed, self.epoch = seed, 0
         self._readers: dict[str, CacheReader] | None = None
         self.dims = {m: self._reader(m).dim for m in self.modalities}
         rows = sum(self._reader(m).n_rows * self.dims[m] for m in self.modalities)
@@ -200,6 +204,10 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the training crops of epoch ``epoch``."""
+        self.epoch = epoch
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         vid = self.ids[i]
         rows = {m: self._memory[m][vid] if self._memory else self._reader(m)[vid] for m in self.modalities}  # (T_m, D_m)
@@ -207,7 +215,7 @@ class ClipDataset(Dataset):
         if not self.train:
             return item | clip_views(rows, self.frames, self.views)
         length = max(len(r) for r in rows.values())
-        start = int(torch.randint(0, max(length - self.frames, 0) + 1, ()).item())
+        start = int(np.random.default_rng([self.seed, self.epoch, i]).integers(max(length - self.frames, 0) + 1))
         for m, r in rows.items():
             x, mask = crops(r, [start], self.frames)  # (1, T, D), (1, T)
             item[m], item[f"{m}_mask"] = x[0], mask[0]

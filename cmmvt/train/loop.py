@@ -1,9 +1,18 @@
-"""Supervised training of the temporal classifier on cached features.
+"""Supervised training of the temporal classifier on cached features, in one process or data-parallel.
 
 AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, label smoothing (Szegedy et al.
 2016), gradient-norm clipping and early stopping on validation top-1. The best checkpoint is saved
 with its resolved params, label names and the feature params of the caches it was trained on, and is
 loaded back with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+
+Under torchrun the processes train one model with ``DistributedDataParallel`` (Li et al. 2020, "PyTorch
+Distributed: Experiences on Accelerating Data Parallel Training"). ``train.batch_size`` stays the global
+batch: each rank steps with its part of the same batches a single process would take
+(:class:`~cmmvt.train.sampler.GlobalBatches`), crops a clip as that process would, and its gradients are
+averaged into the gradient of the global batch's mean loss, so the weights after each step are those of one
+process up to float rounding (with ``model.dropout: 0``; dropout masks are drawn per rank). Validation is
+split over the ranks and gathered, so all of them take the same early-stopping decisions; only rank 0
+writes the checkpoint and the DVCLive logs.
 
 Example (needs clips or caches on disk, so not run as a doctest)::
 
@@ -14,6 +23,7 @@ Example (needs clips or caches on disk, so not run as a doctest)::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +31,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
 
+from cmmvt import distributed
 from cmmvt.checkpoints import feature_params, load_into, save_checkpoint
 from cmmvt.config import Params
 from cmmvt.data import manifest as manifest_mod
+from cmmvt.distributed import World
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps, warmup_cosine
 from cmmvt.train.dataset import ClipDataset, Split, per_class_subset, splits
-
-
-def _loader(ds: ClipDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+from cmmvt.train.sampler import GlobalBatches
 
 
 @dataclass
@@ -44,6 +53,13 @@ class TrainResult:
     best_val_top1: float
     epochs_run: int
     train_clips: int
+    steps: int  #: optimiser steps taken (global batches)
+    step_seconds: float  #: time in those steps on this rank (validation excluded)
+
+    def line(self) -> str:
+        """One line for the stage and the CLI."""
+        return (f"best val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs run, "
+                f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
 
 
 def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[str, Split], list[str]]:
@@ -55,16 +71,21 @@ def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[s
 
 
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-               loss_fn: nn.Module, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+               loss_fn: nn.Module, grad_clip: float, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a labelled batch (gradient-norm clipping at ``grad_clip``).
 
+    Args:
+        model: The model, or its ``DistributedDataParallel`` wrapper (which averages the ranks' gradients).
+        weight: The factor of the mean loss in the backward pass: this rank's
+            :attr:`~cmmvt.train.sampler.Share.weight` (1 for one process).
+
     Returns:
-        The loss and the (B, C) logits.
+        The (unweighted) mean loss and the (B, C) logits.
     """
     logits = model(batch)  # (B, C)
     loss = loss_fn(logits, batch["label"])
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight).backward()
     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return loss, logits
@@ -91,8 +112,12 @@ def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
 
 
 def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None = None,
-          features: str | Path | None = None, pretrained: str | Path | None = None) -> TrainResult:
+          features: str | Path | None = None, pretrained: str | Path | None = None,
+          world: World | None = None) -> TrainResult:
     """Train the classifier described by ``p`` and save the best checkpoint to ``out``.
+
+    Every rank of a torchrun job calls this with the same arguments; it joins the job's process group
+    (gloo) for the call, and returns on every rank once rank 0 has saved the checkpoint.
 
     Args:
         p: All params (``model``, ``train``, ``data.manifest``, ``extract.out``, ``seed``).
@@ -100,51 +125,70 @@ def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None 
         live_dir: DVCLive folder for loss/accuracy curves (None: no logging).
         features: Features root (default ``p.extract.out``).
         pretrained: Encoders from the ``pretrain`` stage, used per ``train.init`` (default ``paths.pretrained``).
+        world: This process among the ranks (default: torchrun's environment, else one process).
 
     Returns:
-        Best epoch and validation top-1.
+        Best epoch and validation top-1, the same on every rank.
     """
+    world = world or distributed.from_env()
+    with distributed.joined(world), distributed.sigterm_as_exit():
+        distributed.share_cores(world)
+        result = _train(p, Path(out or p.paths.classifier), live_dir, Path(features or p.extract.out),
+                        pretrained or p.paths.pretrained, world)
+        distributed.barrier(world)  # rank 0's checkpoint is written
+    return result
+
+
+def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pretrained: str | Path,
+           world: World) -> TrainResult:
     seed_everything(p.seed)
-    out, pretrained = out or p.paths.classifier, pretrained or p.paths.pretrained
-    features = Path(features or p.extract.out)
     mods = MODALITIES[p.model.modalities]
     sp, names = _datasets(p, features, manifest_mod.read(p.data.manifest))
-    train_ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True)
+    train_ds = ClipDataset(features, sp["train"].ids, sp["train"].labels, mods, p.model.crop_frames, train=True,
+                           seed=p.seed)
     val_split = sp["val"] if sp["val"].ids else sp["train"]
     val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, eval_frames(p), views=p.evaluate.views)
+    batches = GlobalBatches(len(train_ds), p.train.batch_size, world, p.seed)
     model = build_model(p.model, train_ds.dims, len(names))
     _init(model, p, pretrained)
+    # the same model on every rank; the wrapper averages gradients in the backward pass (static graph: the
+    # encoders' unused token-embedding tables stay without gradients, as in one process)
+    net = DistributedDataParallel(model, static_graph=True) if world.group else model
+    torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.train.lr, weight_decay=p.train.weight_decay)
-    loader = _loader(train_ds, p.train.batch_size, shuffle=True, seed=p.seed)
-    sched = warmup_cosine(opt, p.train.warmup_epochs * len(loader), p.train.epochs * len(loader))
+    sched = warmup_cosine(opt, p.train.warmup_epochs * len(batches), p.train.epochs * len(batches))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
-    live = live_logger(live_dir)
+    live = live_logger(live_dir) if world.lead else None
     provenance = feature_params(features, mods)
     best = (-1.0, -1)
-    epoch = 0
-    for epoch in steps("train", p.train.epochs):
-        model.train()
-        losses, correct = [], 0
-        for batch in loader:
-            loss, logits = train_step(model, batch, opt, loss_fn, p.train.grad_clip)
+    epoch, seconds = 0, 0.0
+    for epoch in steps("train", p.train.epochs, show=world.lead):
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0  # over this rank's clips
+        t0 = time.perf_counter()
+        for share, batch in batches.batches(train_ds, epoch):
+            loss, logits = train_step(net, batch, opt, loss_fn, p.train.grad_clip, share.weight)
             sched.step()
-            losses.append(loss.item())
-            correct += int((logits.argmax(1) == batch["label"]).sum())
-        val_logits = predict(model, val_ds)
+            loss_sum += loss.item() * share.clips
+            correct += int((logits[: share.clips].argmax(1) == batch["label"][: share.clips]).sum())
+            seen += share.clips
+        seconds += time.perf_counter() - t0
+        loss_sum, correct, seen = (sum(x) for x in zip(*distributed.all_gather(world, (loss_sum, correct, seen))))
+        val_logits = predict(model, val_ds, world=world)  # (N_val, C), on every rank
         val_top1 = float((val_logits.argmax(1) == np.asarray(val_split.labels)).mean())
         if live is not None:
-            live.log_metric("train/loss", float(np.mean(losses)))
-            live.log_metric("train/top1", correct / len(train_ds))
+            live.log_metric("train/loss", loss_sum / seen)
+            live.log_metric("train/top1", correct / seen)
             live.log_metric("val/top1", val_top1)
             live.log_metric("lr", sched.get_last_lr()[0])
             live.next_step()
         if val_top1 > best[0]:
             best = (val_top1, epoch)
-            save_checkpoint(out, model, p, names, train_ds.dims, provenance)
+            if world.lead:
+                save_checkpoint(out, model, p, names, train_ds.dims, provenance)
         elif epoch - best[1] >= p.train.patience:
             break
     if live is not None:
         live.end()
-    return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds))
-
-
+    return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds),
+                       steps=(epoch + 1) * len(batches), step_seconds=seconds)
