@@ -172,14 +172,15 @@ def table(report: dict) -> str:
         for proto, by_n in by_proto.items():
             name = "scratch" if objective == "none" else objective
             lines.append(f"| {name} | {proto} | " + " | ".join(_cell(by_n[n]) for n in labels) + " |")
-    lines += ["", "| objective | R@1 | R@5 | chance@1 | pretraining (s) |", "|---|---|---|---|---|"]
+    lines += ["", "| objective | seeds | R@1 | R@5 | chance@1 | pretraining (s) |", "|---|---|---|---|---|---|"]
     for objective, runs in report["retrieval"].items():
         get = lambda k: [r.get(k, np.nan) for r in runs]  # noqa: E731
-        lines.append(f"| {'scratch (untrained)' if objective == 'none' else objective} | {_cell(get('retrieval/recall@1'))}"
+        lines.append(f"| {'scratch (untrained)' if objective == 'none' else objective} | {len(runs)}"
+                     f" | {_cell(get('retrieval/recall@1'))}"
                      f" | {_cell(get('retrieval/recall@5'))} | {np.mean(get('retrieval/chance@1')):.3f}"
                      f" | {np.mean(get('seconds')):.0f} |")
-    return "\n".join(lines) + (f"\n\nTest top-1 and test-clip retrieval, mean ± std over {report['seeds']} seeds "
-                               f"({report['data']}).\n")
+    return "\n".join(lines) + (f"\n\nTest top-1 and test-clip video→audio retrieval ({report['data']}), mean ± std over "
+                               "each objective's seeds (second table).\n")
 
 
 if __name__ == "__main__":
