@@ -2,7 +2,7 @@
 
 For every objective and seed, the encoders are pretrained once without labels on ``pretrain.splits`` (train,
 val and the unlabelled pool; test held out), then the classifier is trained with 1, 2, 5 and all labels per
-class (the same nested, seeded draw for every objective; ≥ 200 optimiser steps each, :data:`SCHEDULE`) under
+class (the same nested, seeded draw for every objective; scheduled for ≥ 200 optimiser steps, :data:`SCHEDULE`) under
 two protocols:
 
 * **fine-tune**: every weight trained from the pretrained init (``train.init: pretrained``);

@@ -180,7 +180,7 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
             seconds = float(rng.uniform(*durations))
             voice = rng.choice(ACCENTS) + rng.choice(VARIANTS["train" if split == "unlabelled" else split])
             webm = rng.random() < 0.25
-            name = f"clip_{len(rows):04d}" if split == "unlabelled" else f"{word}_{i:03d}"  # no class in the name
+            name = f"clip_{len(rows):04d}" if split == "unlabelled" else f"{word}_{i:03d}"  # no word in the name
             path = out / "clips" / split / f"{name}.{'webm' if webm else 'mp4'}"
             path.parent.mkdir(parents=True, exist_ok=True)
             frames = render_video(rng, word, width, height, int(seconds * fps))

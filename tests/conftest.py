@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Traced CNNs go to a temporary folder shared by the session (and its subprocesses), never to ~/.cache.
 os.environ["CMMVT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmmvt-test-cache-")
 TINY = {
-    "data": {"synth": {"classes": 3, "clips_per_class": 4, "duration": 1.5, "size": 64}},
+    "data": {"synth": {"classes": 3, "clips_per_class": 4, "duration": 1.5, "size": 64, "unlabelled_clips_per_class": 2}},
     "extract": {"backbone": "none", "image_size": 64, "fps": 4.0, "batch_size": 16},
     "prototypes": {"k_video": 3, "k_audio": 3},
     "pretrain": {"epochs": 2},

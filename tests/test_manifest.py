@@ -204,12 +204,13 @@ def test_kinetics_conflicting_labels_and_bad_rows(tmp_path: Path):
     root = tmp_path / "k"
     touch(root / "abc_000010_000020.mp4")
     csv = kinetics_csv(tmp_path / "k.csv", ["x,abc,10,20,train", "y,abc,10,20,train", ",def,1,2,train",
-                                            "x,ghi,soon,2,train"])
+                                            "x,ghi,soon,2,train", ",jkl,1,2,"])
     report = manifest.from_kinetics(csv, root)
     assert list(report.manifest["label"]) == ["x"]
     assert "with label 'y' (kept 'x')" in report.duplicates[0][1]
-    assert [r for _, r in report.skipped] == ["bad time_start/time_end 'soon', '2'"]
-    assert report.missing == ["def_000001_000002"]  # no label: an unlabelled clip, here not on disk
+    assert [r for _, r in report.skipped] == ["clip def_000001_000002: empty label in split train",
+                                              "bad time_start/time_end 'soon', '2'"]
+    assert report.missing == ["jkl_000001_000002"]  # no label, no split: an unlabelled clip, here not on disk
 
 
 # ------------------------------------------------------------------------------------------ plain csv
@@ -435,7 +436,7 @@ def test_unlabelled_pool_from_folder_csv_and_kinetics(tmp_path: Path, synth_tree
     assert rows.loc["clips/c", ["label", "split"]].tolist() == ["", "unlabelled"]
     # Kinetics: rows without a label (its test CSVs) are the pool, not skipped
     touch(tmp_path / "k" / "abc_000001_000011.mp4")
-    k = kinetics_csv(tmp_path / "k.csv", [",abc,1,11,test"])
+    k = kinetics_csv(tmp_path / "k.csv", [",abc,1,11,"])
     rep = manifest.from_kinetics(k, tmp_path / "k")
     assert rep.manifest[["label", "split"]].values.tolist() == [["", "unlabelled"]] and not rep.skipped
 

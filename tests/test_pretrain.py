@@ -49,6 +49,11 @@ def test_test_split_is_held_out_unless_asked_for(tiny):
         pt.pretrain(params(tiny, "infonce", 1, splits=["val"]), tiny / "none.pt", tiny / "prototypes.h5", live_dir=None)
 
 
+def test_sync_shift_longer_than_the_crops_allow_is_refused(tiny):
+    with pytest.raises(ValueError, match=r"pretrain.sync_shift = 1.0 s is 4 rows.*12 rows, model.crop_frames = 8"):
+        pt.pretrain(params(tiny, "sync", 1, sync_shift=1.0), tiny / "s.pt", tiny / "prototypes.h5", live_dir=None)
+
+
 def test_xdc_recluster_runs(tiny):
     r = pt.pretrain(params(tiny, "xdc", 3, recluster_every=1), tiny / "re.pt", tiny / "prototypes.h5", live_dir=None)
     assert r.epochs == 3 and r.final_loss == r.final_loss  # not NaN

@@ -26,7 +26,8 @@ from cmmvt.data.synth import (
     render_video,
 )
 
-TINY = SynthParams(classes=10, clips_per_class=1, duration=1.0, fps=25, size=64, sample_rate=16000)
+TINY = SynthParams(classes=10, clips_per_class=1, duration=1.0, fps=25, size=64, sample_rate=16000,
+                   unlabelled_clips_per_class=1)
 FOUR = TINY.model_copy(update={"duration": 4.0})  # the default clip length: room for 2-5 events
 REVERSED_VISUAL = {"disk_lr": "disk_rl"}
 REVERSED_SOUND = {"chirp_up": "chirp_down"}
@@ -300,7 +301,9 @@ def test_layout_is_folder_per_class(dataset):
     out, paths = dataset
     assert len(paths) == 10
     assert paths == [out / c.name / f"{c.name}_000.mp4" for c in CLASSES]
-    assert sorted(d.name for d in out.iterdir()) == sorted(c.name for c in CLASSES)
+    pool = sorted(f.name for f in (out / "unlabelled").iterdir())  # TINY's unlabelled_clips_per_class (the default)
+    assert pool == [f"clip_{j:04d}.mp4" for j in range(10 * TINY.unlabelled_clips_per_class)]
+    assert sorted(d.name for d in out.iterdir()) == sorted([c.name for c in CLASSES] + ["unlabelled"])
     for c in CLASSES:
         assert [f.name for f in (out / c.name).iterdir()] == [f"{c.name}_000.mp4"]  # no temp files left
 

@@ -28,7 +28,8 @@ Columns:
   :func:`assign_splits` (deterministic, stratified per class); or ``unlabelled``.
 
 **Unlabelled pool.** Clips without a label — files under ``root/unlabelled/``, CSV or Kinetics rows with an
-empty label or the split ``unlabelled`` (``unlabeled``) — get split ``unlabelled`` and an empty label. Only
+empty label and no split, or the split ``unlabelled`` (``unlabeled``) — get split ``unlabelled`` and an empty
+label (a row with an empty label in train, val or test is a data error: skipped and listed). Only
 the self-supervised stages read them (``prototypes``, ``pretrain`` via ``pretrain.splits``); they are never
 in train/val/test, never a class and never counted as labelled.
 
@@ -367,6 +368,9 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
             skipped.append((where, "empty youtube_id"))
             continue
         split = _norm_split(rec.split, where) if has_split else None
+        if not label and split in SPLITS:
+            skipped.append((where, f"clip {clip}: empty label in split {split}"))
+            continue
         if not label or split == UNLABELLED:
             label, split = "", UNLABELLED
         if clip in first:
@@ -437,6 +441,9 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
         path = given if given.is_absolute() else base / given
         shown = _posix(path)
         split = _norm_split(rec.split, where) if has_split else None
+        if not rec.label and split in SPLITS:
+            skipped.append((shown, f"empty label in split {split} at {where}"))
+            continue
         label = "" if not rec.label or split == UNLABELLED else rec.label
         split = UNLABELLED if not label else split
         absolute = os.path.normcase(os.path.abspath(path))

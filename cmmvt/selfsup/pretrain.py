@@ -260,6 +260,9 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
         shift = max(1, math.ceil(p.pretrain.sync_shift * float(r.attrs["fps"]) - 1e-9))  # rows
     shifts = torch.Generator().manual_seed(p.seed + world.rank)  # each rank its own
     weights = {} if p.pretrain.objective == "none" else _weights(p)
+    if weights.get("sync") and 3 * shift > p.model.crop_frames:  # sync_pairs needs windows of ≥ shift rows
+        raise ValueError(f"pretrain.sync_shift = {p.pretrain.sync_shift} s is {shift} rows: the sync objective needs "
+                         f"crops of at least {3 * shift} rows, model.crop_frames = {p.model.crop_frames}")
     labels: dict[str, np.ndarray] = {}
     if weights.get("xdc") or weights.get("protonce"):
         pro = protos.read(prototypes_path)

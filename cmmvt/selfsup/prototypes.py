@@ -415,8 +415,9 @@ def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None
     metrics = {}
     for m, proto in result.items():
         labelled = [j for j, i in enumerate(proto.ids) if label_of[i]]  # the unlabelled pool has no class to agree with
-        quality = cluster_quality(proto.assignments[labelled], [label_of[proto.ids[j]] for j in labelled])
-        metrics |= {f"{m}/{k}": v for k, v in quality.items()}
+        if labelled:  # none when pretrain.splits is the pool alone
+            quality = cluster_quality(proto.assignments[labelled], [label_of[proto.ids[j]] for j in labelled])
+            metrics |= {f"{m}/{k}": v for k, v in quality.items()}
     if metrics_path is not None:
         Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
