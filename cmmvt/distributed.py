@@ -244,6 +244,11 @@ def balanced_split(weights: Sequence[float], n: int) -> list[list[int]]:
     return [sorted(p) for p in parts]
 
 
+def cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def threads_per_rank(world: World, cores: int) -> int:
     """The CPU threads of one rank: this machine's ``cores`` shared by its ``local_size`` ranks (at least 1)."""
     return max(1, cores // world.local_size)
@@ -255,8 +260,7 @@ def share_cores(world: World) -> None:
     One process keeps torch's default, or ``OMP_NUM_THREADS`` (which ``cmmvt ablate -j`` sets).
     """
     if world.group:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(threads_per_rank(world, cores))
+        torch.set_num_threads(threads_per_rank(world, cores()))
 
 
 @contextmanager

@@ -65,7 +65,7 @@ def test_plan_skips_done_and_pending_requeues_failed():
 
 
 def test_worker_env_splits_the_cores(monkeypatch):
-    monkeypatch.setattr(ablate, "cpus", lambda: 4)
+    monkeypatch.setattr(ablate, "cores", lambda: 4)
     env, threads = ablate.worker_env(2, base={"PATH": "/bin"})
     assert threads == 2 and env["OMP_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
     assert env["HDF5_USE_FILE_LOCKING"] == "FALSE"

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from cmmvt.config import PathParams
+from cmmvt.distributed import cores
 from cmmvt.io import atomic_write_text
 
 # Modality variant → overrides. Single-modality models cannot load an early-fusion pretrained checkpoint,
@@ -223,21 +224,16 @@ def check_upstream(root: Path) -> None:
                           f"rerun them: run `dvc repro extract` first (and commit dvc.lock)")
 
 
-def cpus() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def worker_env(jobs: int, base: dict[str, str] | None = None) -> tuple[dict[str, str], int | None]:
     """The environment for ``dvc queue start -j jobs`` and the torch threads per experiment.
 
     With one job the environment is left as it is (threads ``None``: torch's default). With more, each
-    experiment gets ``cpus() // jobs`` threads (at least 1) so parallel runs do not oversubscribe the cores.
+    experiment gets ``cores() // jobs`` threads (at least 1) so parallel runs do not oversubscribe the cores.
     """
     env = dict(os.environ if base is None else base) | {"HDF5_USE_FILE_LOCKING": "FALSE"}
     if jobs <= 1:
         return env, None
-    threads = max(1, cpus() // jobs)
+    threads = max(1, cores() // jobs)
     return env | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}, threads
 
 
@@ -463,7 +459,7 @@ def run_grid(root: Path, grid: Grid, jobs: int = 1, force: bool = False, say: Ca
     env, threads = worker_env(jobs)
     run: dict[str, Any] = {
         "started": started, "finished": None, "wall_s": None, "queue_s": round(queued_s, 1),
-        "jobs": jobs, "threads_per_job": threads, "cpus": cpus(),
+        "jobs": jobs, "threads_per_job": threads, "cpus": cores(),
         "queued": [q.name for q in p.queue], "waited_for": [q.name for q in p.pending],
         "skipped": [q.name for q in p.done],
     }

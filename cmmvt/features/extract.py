@@ -31,7 +31,6 @@ Example (needs clips or caches on disk, so not run as a doctest)::
 
 from __future__ import annotations
 
-import os
 import platform
 import queue
 import threading
@@ -545,8 +544,7 @@ def set_threads(p: ExtractParams, world: World = World()) -> int:
     Returns:
         The CNN's thread count (also what :class:`backbones.OnnxRunner` takes).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = p.threads or distributed.threads_per_rank(world, cores)
+    threads = p.threads or distributed.threads_per_rank(world, distributed.cores())
     torch.set_num_threads(threads)
     return threads
 
