@@ -7,8 +7,12 @@
 (c) cmmvt end to end (decoding thread + batched CNN + HDF5 cache), default engine;
 (d) naive baseline: video: decode every frame full size to numpy, pick the frames, CNN at batch 1;
     audio: the whole waveform in memory, one log-mel, CNN at batch 1; torch engine.
-Decoding and the CNN each use every core, so back to back they bound (c): ``1 / (1/a + 1/b)``. Reported:
-(c)/bound, (c)/(d), (b) onnxruntime/torch, and for video the same with ``extract.fast_decode``.
+Decoding and the CNN each use every core, so back to back they bound (c): ``1 / (1/a + 1/b)``. Overlap can
+beat that bound where either leaves cores idle, but not the **work bound**: every core busy with nothing but
+decoding and the CNN, each at the least CPU time per row it took alone, ``cores / (cpu_a + cpu_b)`` (CPU
+time of all the process's threads). Reported: (c)/bound, (c)/(d), the work bound over (d) (what (c)/(d) could
+reach at best), (b) onnxruntime/torch (best and median runs), CPU ms per row of each, and for video the same
+with ``extract.fast_decode``. Where ``openvino`` is installed, (b) also for the same graph under OpenVINO.
 Each measurement is repeated (``--repeats``, interleaved so background load hits all alike) and the best
 rate kept: on a shared 2-core machine single timings of the same work varied by ±30 %.
 
@@ -32,6 +36,7 @@ must not grow with a video's length (target: the hour within +200 MB of the 10 s
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import tempfile
@@ -42,16 +47,34 @@ import av
 import numpy as np
 import torch
 
-from cmmvt import media
+from cmmvt import distributed, media
 from cmmvt.features import backbones, extract, logmel
 from cmmvt.data import synth
 from cmmvt.config import ExtractParams, SynthParams
 
 
-def _timed(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
+def _timed(fn) -> tuple[float, float, object]:
+    """Wall seconds, CPU seconds of this process (all its threads) and the result of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+class _OpenVino:
+    """The same ONNX graph compiled by OpenVINO for the CPU (a comparison made by
+    ``benchmarks/extract.py`` only, measured when ``openvino`` is installed: slower than ONNX Runtime on
+    this project's AMD EPYC, so not one of cmmvt's engines)."""
+
+    def __init__(self, onnx: Path, threads: int) -> None:
+        import openvino as ov
+
+        model = ov.convert_model(str(onnx))
+        self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                "INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.request.infer({0: x.contiguous().numpy()})[0].copy())
 
 
 def naive(paths: list[Path], p: ExtractParams, bb: backbones.Backbone) -> int:
@@ -202,8 +225,14 @@ def speed(args: argparse.Namespace) -> None:
         items = [extract.Item(f"c{i}", path) for i, path in enumerate(paths)]
         bbs = {e: backbones.create(p.backbone, p.weights, image_size=p.image_size, engine=e) for e in engines}
         bb = bbs[p.engine]
+        try:  # the same graph under OpenVINO, for comparison only
+            bbs["openvino"] = copy.copy(bbs["onnxruntime"])
+            bbs["openvino"].runner = _OpenVino(bbs["onnxruntime"].runner.path, torch.get_num_threads())
+        except ImportError:
+            bbs.pop("openvino")
+        cores = distributed.cores()
         report: dict[str, object] = {
-            "preset": args.preset, "clips": [f"{x.name}" for x in paths], "backbone": p.backbone,
+            "preset": args.preset, "cores": cores, "clips": [f"{x.name}" for x in paths], "backbone": p.backbone,
             "image_size": p.image_size, "batch_size": p.batch_size, "threads": torch.get_num_threads(),
             "decode_workers": p.workers, "engine": p.engine, "machine": platform.machine(), "repeats": repeats}
         for modality in ("video", "audio"):
@@ -212,38 +241,56 @@ def speed(args: argparse.Namespace) -> None:
             for b in bbs.values():  # warm-up
                 embed(b, _inputs(items[:1], p, modality)[0][: p.batch_size])
             runs: dict[str, list[float]] = {"decode_only": [], "cmmvt": [], "naive": [],
-                                            **{f"cnn_only_{e}": [] for e in engines}}
+                                            **{f"cnn_only_{e}": [] for e in bbs}}
             if modality == "video":
                 runs |= {"decode_only_fast": [], "cmmvt_fast": []}
+            cpu: dict[str, list[float]] = {k: [] for k in runs}  # CPU ms per row, all threads
+
+            def record(kind: str, rows: int, wall: float, cpu_s: float) -> None:
+                runs[kind].append(rows / wall)
+                cpu[kind].append(1000 * cpu_s / rows)
+
             for r in range(repeats):
-                t, blocks = _timed(lambda: _inputs(items, p, modality))
+                t, c, blocks = _timed(lambda: _inputs(items, p, modality))
                 x = torch.cat(blocks)  # (n, ...) every row the CNN sees
                 n = len(x)
-                runs["decode_only"].append(n / t)
+                record("decode_only", n, t, c)
                 for e, b in bbs.items():
-                    t, _ = _timed(lambda b=b: [embed(b, x[i : i + p.batch_size]) for i in range(0, n, p.batch_size)])
-                    runs[f"cnn_only_{e}"].append(n / t)
-                t, s = _timed(lambda: extract.run_modality(items, p, modality, bb, out=Path(tmp) / f"f{modality}{r}"))
+                    t, c, _ = _timed(lambda b=b: [embed(b, x[i : i + p.batch_size]) for i in range(0, n, p.batch_size)])
+                    record(f"cnn_only_{e}", n, t, c)
+                t, c, s = _timed(lambda: extract.run_modality(items, p, modality, bb, out=Path(tmp) / f"f{modality}{r}"))
                 assert s.rows == n and not s.failed, (s.rows, n, s.failures)
-                runs["cmmvt"].append(n / t)
-                t, n_naive = _timed(lambda: _naive(paths, p, bbs["torch"], modality))
-                runs["naive"].append(n_naive / t)
+                record("cmmvt", n, t, c)
+                t, c, n_naive = _timed(lambda: _naive(paths, p, bbs["torch"], modality))
+                record("naive", n_naive, t, c)
                 if modality == "video":  # extract.fast_decode: non-reference frames skipped
-                    t, _ = _timed(lambda: _inputs(items, fast, modality))
-                    runs["decode_only_fast"].append(n / t)
-                    t, _ = _timed(lambda: extract.run_modality(items, fast, modality, bb, out=Path(tmp) / f"fast{r}"))
-                    runs["cmmvt_fast"].append(n / t)
+                    t, c, _ = _timed(lambda: _inputs(items, fast, modality))
+                    record("decode_only_fast", n, t, c)
+                    t, c, _ = _timed(lambda: extract.run_modality(items, fast, modality, bb, out=Path(tmp) / f"fast{r}"))
+                    record("cmmvt_fast", n, t, c)
             best = {k: max(v) for k, v in runs.items()}
+            least = {k: min(v) for k, v in cpu.items()}
             # Decoding (a) and the CNN (b) each use every core, so running them back to back bounds (c):
             # (c) <= 1 / (1/a + 1/b). Overlap can only beat it where they leave cores idle.
             bound = 1 / (1 / best["decode_only"] + 1 / best[f"cnn_only_{p.engine}"])
+            # The work bound: every core busy with nothing but decoding and the CNN, each at the least CPU
+            # time per row it took alone; no scheduling of the same work on these cores can beat it.
+            work = {k: least["decode_only" + k] + least[f"cnn_only_{p.engine}"] for k in ("", "_fast")
+                    if "decode_only" + k in least}
             report[modality] = {
                 "rows": n, "rows_per_s": {k: round(v, 2) for k, v in best.items()},
                 "torch_bound": round(1 / (1 / best["decode_only"] + 1 / best["cnn_only_torch"]), 2),
                 "rows_per_s_runs": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
+                "cpu_ms_per_row": {k: round(v, 2) for k, v in least.items()},
+                "cmmvt_cores_busy": round(least["cmmvt"] * best["cmmvt"] / 1000, 2),
+                "work_bound": round(1000 * cores / work[""], 2),
+                **({"work_bound_fast": round(1000 * cores / work["_fast"], 2)} if "_fast" in work else {}),
                 "bound": round(bound, 2), "cmmvt_over_bound": round(best["cmmvt"] / bound, 3),
                 "cmmvt_over_naive": round(best["cmmvt"] / best["naive"], 3),
+                "work_bound_over_naive": round(1000 * cores / work[""] / best["naive"], 3),
                 "cnn_onnxruntime_over_torch": round(best["cnn_only_onnxruntime"] / best["cnn_only_torch"], 3),
+                "cnn_onnxruntime_over_torch_median": round(float(np.median(runs["cnn_only_onnxruntime"]))
+                                                           / float(np.median(runs["cnn_only_torch"])), 3),
             }
             print(modality, json.dumps(report[modality]), flush=True)
     report["targets"] = {"cnn_onnxruntime_over_torch": 1.7, "cmmvt_over_bound": 0.9, "cmmvt_over_naive": 2.5}

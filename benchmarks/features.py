@@ -9,7 +9,9 @@ with cmmvt at several settings of one modality at a time (the other at the defau
   on val from 0.01–10), top-1 on val and on test, for the modality alone;
 * then, for the setting chosen on **val** per modality (the cheapest within one standard error of the best:
   :func:`choose`) and for the settings of earlier versions, the linear probe on video + audio and the
-  **default cmmvt classifier** (params.yaml's model and training, 3 seeds).
+  **default cmmvt classifier** (params.yaml's model and training, 3 seeds);
+* last, on the chosen features, the classifier with each clip embedding and input regularisation of
+  :data:`MODELS` (3 seeds each): val top-1 chose ``model.pool``'s default, test is reported.
 
 Test is never used to choose; ± on a single probe is the binomial standard error of its test top-1.
 
@@ -61,6 +63,12 @@ SETTINGS = {  # modality → name → overrides of params.yaml (the other modali
     },
 }
 CS = (0.01, 0.1, 1.0, 10.0)
+MODELS = {  # the cmmvt classifier's clip embedding and input regularisation, on the chosen features
+    "[CLS] (before)": ["model.pool=cls"],
+    "[CLS], input LayerNorm + dropout 0.3": ["model.pool=cls", "model.input_norm=true", "model.input_dropout=0.3"],
+    "mean of frames": ["model.pool=mean"],
+    "[CLS] + mean of frames": ["model.pool=both"],
+}
 
 
 def slug(mod: str, name: str) -> str:
@@ -103,6 +111,19 @@ def linear_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str
             best = (val, c, float((clf.predict(x["test"]) == y["test"]).mean()))
     val, c, test = best
     return {"val": val, "test": test, "test_se": float(np.sqrt(test * (1 - test) / len(y["test"]))), "C": c}
+
+
+def classifier(overrides: list[str], seeds: range, features: Path, work: Path) -> tuple[list[float], list[float]]:
+    """Train and test the cmmvt classifier of ``params.yaml`` + ``overrides`` once per seed: best val top-1
+    (the checkpoint kept) and test top-1 of each."""
+    val, top1 = [], []
+    work.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        ps = config.load("params.yaml", overrides + [f"seed={seed}"])
+        model = work / f"model-{seed}.pt"
+        val.append(loop.train(ps, model, live_dir=None, features=features).best_val_top1)
+        top1.append(evaluate.evaluate(ps, model, work / f"eval-{seed}", features=features)["top1"])
+    return val, top1
 
 
 def choose(results: dict[str, dict[str, float]], n_val: int) -> str:
@@ -172,14 +193,17 @@ def main() -> None:
                 x[k] = np.concatenate([clip_means(root / "video", v), clip_means(root / "audio", v)], axis=1)
             probe = linear_probe(x, y)
             overrides = base + SETTINGS["video"][pick["video"]] + SETTINGS["audio"][pick["audio"]]
-            top1 = []
-            for seed in seeds:
-                ps = config.load("params.yaml", overrides + [f"seed={seed}"])
-                model = Path(tmp) / f"model-{label}-{seed}.pt"
-                loop.train(ps, model, live_dir=None, features=root)
-                top1.append(evaluate.evaluate(ps, model, Path(tmp) / f"eval-{label}-{seed}", features=root)["top1"])
-            results["combined"][label] = {"settings": pick, "probe": probe, "classifier_test": top1}
+            val, top1 = classifier(overrides, seeds, root, Path(tmp) / label)
+            results["combined"][label] = {"settings": pick, "probe": probe, "classifier_val": val,
+                                          "classifier_test": top1}
             print(label, results["combined"][label], flush=True)
+        root = Path(tmp) / "combo-chosen" if (Path(tmp) / "combo-chosen").exists() else Path(tmp) / "combo-before"
+        results["models"] = {}
+        for name, model_overrides in (list(MODELS.items())[-1:] if quick else MODELS.items()):
+            overrides = base + SETTINGS["video"][chosen["video"]] + SETTINGS["audio"][chosen["audio"]] + model_overrides
+            val, top1 = classifier(overrides, seeds, root, Path(tmp) / slug("model", name))
+            results["models"][name] = {"overrides": model_overrides, "val": val, "test": top1}
+            print(name, results["models"][name], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     md = report(results)
@@ -199,11 +223,17 @@ def report(r: dict) -> str:
             shown = f"**{name}**" if name == r["chosen"][mod] else name
             lines.append(f"| {shown} | {v['ms_per_row']:.1f} | {v['val']:.3f} | {v['test']:.3f} ± {v['test_se']:.3f} |")
         lines.append("")
-    lines += ["| features (video / audio) | probe av test top-1 | cmmvt classifier av test top-1 |", "|---|---|---|"]
+    lines += ["| features (video / audio) | probe av val / test top-1 | cmmvt classifier av val / test top-1 |",
+              "|---|---|---|"]
     for label, c in r["combined"].items():
-        t = np.array(c["classifier_test"])
-        lines.append(f"| {label}: {c['settings']['video']} / {c['settings']['audio']} | {c['probe']['test']:.3f} ± "
-                     f"{c['probe']['test_se']:.3f} | {t.mean():.3f} ± {t.std():.3f} ({len(t)} seeds) |")
+        t, v = np.array(c["classifier_test"]), np.array(c["classifier_val"])
+        lines.append(f"| {label}: {c['settings']['video']} / {c['settings']['audio']} | {c['probe']['val']:.3f} / "
+                     f"{c['probe']['test']:.3f} ± {c['probe']['test_se']:.3f} | {v.mean():.3f} / {t.mean():.3f} ± "
+                     f"{t.std():.3f} ({len(t)} seeds) |")
+    lines += ["", "| cmmvt classifier on the chosen features | val top-1 | test top-1 |", "|---|---|---|"]
+    for name, m in r.get("models", {}).items():
+        v, t = np.array(m["val"]), np.array(m["test"])
+        lines.append(f"| {name} | {v.mean():.3f} ± {v.std():.3f} | {t.mean():.3f} ± {t.std():.3f} |")
     return "\n".join(lines) + "\n"
 
 

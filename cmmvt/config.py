@@ -154,6 +154,9 @@ class ModelParams(_Section):
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    pool: Literal["cls", "mean", "both"] = "both"  # clip embedding: [CLS] | mean of the frames' outputs | their average
+    input_norm: bool = False  # LayerNorm over each row's CNN features before the projection
+    input_dropout: float = Field(0.0, ge=0, lt=1)  # dropout on the (normalised) CNN features
 
 
 class TrainParams(_Section):

@@ -25,6 +25,8 @@ def test_extract_benchmark_quick(tmp_path):
         r = report[modality]
         assert r["rows"] > 0 and r["bound"] > 0 and r["cmmvt_over_naive"] > 0
         assert {"decode_only", "cmmvt", "naive", "cnn_only_onnxruntime", "cnn_only_torch"} <= set(r["rows_per_s"])
+        assert set(r["cpu_ms_per_row"]) == set(r["rows_per_s"]) and all(v > 0 for v in r["cpu_ms_per_row"].values())
+        assert r["work_bound"] > 0 and r["work_bound_over_naive"] > 0 and r["cmmvt_cores_busy"] > 0
     assert {"decode_only_fast", "cmmvt_fast"} <= set(report["video"]["rows_per_s"])
 
 
@@ -75,7 +77,8 @@ def test_wholeclip_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_features_benchmark_quick(tmp_path):
-    """Real-content clips (espeak-ng speech, scikit-learn digits and photos) → settings → probes and classifier."""
+    """Real-content clips (espeak-ng speech, scikit-image photographs over scikit-learn's) → settings → probes and
+    classifier."""
     report = run_quick("features", tmp_path)
     assert report["clips"] == 20
     for mod in ("video", "audio"):
@@ -83,7 +86,9 @@ def test_features_benchmark_quick(tmp_path):
         for r in report[mod].values():
             assert r["ms_per_row"] > 0 and 0 <= r["val"] <= 1 and 0 <= r["test"] <= 1
     before = report["combined"]["before"]
-    assert len(before["classifier_test"]) == 1 and 0 <= before["probe"]["test"] <= 1
+    assert len(before["classifier_test"]) == len(before["classifier_val"]) == 1 and 0 <= before["probe"]["test"] <= 1
+    (model,) = report["models"].values()  # quick: the default clip embedding only
+    assert model["overrides"] == ["model.pool=both"] and len(model["val"]) == len(model["test"]) == 1
 
 
 @pytest.mark.slow

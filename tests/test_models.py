@@ -67,10 +67,12 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(enc, att, mod, fus):
     assert all(e.shape == (4, TINY["hidden"]) and torch.isfinite(e).all() for e in emb.values())
 
 
+@pytest.mark.parametrize("pool", ["cls", "both"])
+@pytest.mark.parametrize("norm", [False, True], ids=["raw", "input_norm"])
 @pytest.mark.parametrize("enc,att,mod,fus", COMBOS)
-def test_padding_and_missing_audio_do_not_change_logits(enc, att, mod, fus):
+def test_padding_and_missing_audio_do_not_change_logits(enc, att, mod, fus, norm, pool):
     torch.manual_seed(0)
-    model = build_model(_params(enc, att, mod, fus), DIMS, C).eval()
+    model = build_model(_params(enc, att, mod, fus, input_norm=norm, pool=pool), DIMS, C).eval()
     batch = _batch(T=12, lengths=(12, 9, 3, 7), no_audio=(1,))
     with torch.no_grad():
         ref = model(batch)
@@ -80,6 +82,46 @@ def test_padding_and_missing_audio_do_not_change_logits(enc, att, mod, fus):
                 pad = ~noisy[f"{m}_mask"]  # padded steps and the whole audio of clip 1
                 noisy[m][pad] = 100 * fill(int(pad.sum()), noisy[m].shape[-1])
             assert torch.allclose(model(noisy), ref, atol=1e-6), "masked features leaked"
+
+
+@pytest.mark.parametrize("fus", ["late", "early"])
+def test_input_norm_makes_logits_blind_to_each_rows_gain_and_offset(fus):
+    """``model.input_norm``: a LayerNorm per row, so a row's scale and offset (loudness, exposure, a setting's
+    range) cannot reach the encoders; without it they do. ``model.input_dropout`` acts only while training."""
+    batch = _batch()
+    gain = torch.rand(*batch["video"].shape[:2], 1, generator=torch.Generator().manual_seed(1)) * 10 + 0.1
+    moved = {**batch, "video": batch["video"] * gain - 3.0, "audio": batch["audio"] * 0.2 + 1.0}
+    torch.manual_seed(0)
+    plain = build_model(_params(fus=fus, dropout=0.0), DIMS, C).eval()
+    torch.manual_seed(0)
+    model = build_model(_params(fus=fus, dropout=0.0, input_norm=True, input_dropout=0.5), DIMS, C).eval()
+    with torch.no_grad():  # what the head reads (the logits of an untrained head are all ~0)
+        assert (model.represent(moved) - model.represent(batch)).abs().max() < 1e-4  # up to LayerNorm's eps
+        assert (plain.represent(moved) - plain.represent(batch)).abs().max() > 1e-3
+        assert torch.equal(model(batch), model(batch))  # eval: no dropout
+        model.train()
+        assert not torch.allclose(model(batch), model(batch))  # training: inputs dropped out
+
+
+@pytest.mark.parametrize("att", ["local", "global"])
+def test_mean_pool_is_the_mean_of_the_real_frames_outputs(att):
+    """``model.pool: mean``: the clip embedding averages the encoder's outputs at real frames only; a clip
+    without frames falls back to its [CLS] output. ``both``: the average of that and the [CLS] output."""
+    x = torch.randn(3, 6, 8)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [False] * 6])
+    out = {}
+    for pool in ("cls", "mean", "both"):
+        torch.manual_seed(0)  # the same weights for every pool
+        enc = TemporalEncoder(8, _params(att=att, layers=1, dropout=0.0, pool=pool)).eval()
+        with torch.no_grad():
+            out[pool], tokens = enc(x, mask, return_tokens=True)  # (3, hidden), (3, 6, hidden)
+    mean = out["mean"]
+    assert torch.allclose(mean[0], tokens[0].mean(0), atol=1e-6)
+    assert torch.allclose(mean[1], tokens[1, :4].mean(0), atol=1e-6)
+    assert not torch.allclose(mean[1], tokens[1].mean(0), atol=1e-4)  # the padded frames are left out
+    assert torch.allclose(mean[2], out["cls"][2], atol=1e-6)  # no frames: the [CLS] output
+    assert not torch.allclose(mean[:2], out["cls"][:2], atol=1e-4)
+    assert torch.allclose(out["both"], (mean + out["cls"]) / 2, atol=1e-6)
 
 
 def test_missing_audio_uses_the_learned_missing_vector():

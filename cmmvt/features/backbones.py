@@ -428,6 +428,7 @@ class OnnxRunner:
         # code in the same process) needs; measured 2× slower torch CNN beside a spinning session.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.path = Path(path)
 
     CHUNK = 32  #: images per run: every run has the same shape per image size
 

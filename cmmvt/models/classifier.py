@@ -49,6 +49,8 @@ class Classifier(nn.Module):
             encoders can be loaded into it.
         missing: Learned per-modality ``missing`` vectors (B-independent, (hidden,)); late fusion
             and single-modality models only (early fusion keeps its own, per step).
+        inputs: Per modality, what the CNN features go through first: ``LayerNorm`` (``model.input_norm``)
+            and ``Dropout(model.input_dropout)``.
         fusion: The :class:`EarlyFusion` module, or ``None``.
         head: LayerNorm → Linear(→hidden) → GELU → Dropout → Linear(→num_classes), on
             :meth:`represent`.
@@ -62,6 +64,12 @@ class Classifier(nn.Module):
         if absent:
             raise ValueError(f"model.modalities = {p.modalities!r} needs feature dims for {absent}")
         self.dims = {m: int(dims[m]) for m in self.modalities}
+        # per-row LayerNorm (Ba et al. 2016) of the frozen CNN's features, then dropout on them
+        # (Srivastava et al. 2014): the features' scale varies by modality and setting, and the encoders
+        # see a few hundred clips; no parameters at all when both are off
+        self.inputs = nn.ModuleDict({
+            m: nn.Sequential(nn.LayerNorm(d) if p.input_norm else nn.Identity(), nn.Dropout(p.input_dropout))
+            for m, d in self.dims.items()})
         self.early = len(self.modalities) > 1 and p.fusion == "early"
         make = TemporalEncoder if p.encoder == "longformer" else MeanPoolEncoder
         if self.early:
@@ -87,7 +95,8 @@ class Classifier(nn.Module):
         self.head.apply(init_weights)
 
     def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
-        """Check and unpack ``{modality: (x (B, T, D), mask (B, T) bool)}`` from a batch."""
+        """Check and unpack ``{modality: (x (B, T, D), mask (B, T) bool)}`` from a batch, ``x`` through
+        :attr:`inputs`."""
         out = {}
         for m in self.modalities:
             if m not in batch or f"{m}_mask" not in batch:
@@ -98,6 +107,7 @@ class Classifier(nn.Module):
                     f"batch['{m}'] {tuple(x.shape)} / batch['{m}_mask'] {tuple(mask.shape)}: "
                     f"expected (B, T, {self.dims[m]}) / (B, T)"
                 )
+            x = self.inputs[m](x.masked_fill(~mask[..., None], 0.0))  # (B, T, D); padding zeroed first
             out[m] = (x, mask)
         if self.early and len({x.shape[:2] for x, _ in out.values()}) > 1:
             raise ValueError("early fusion needs time-aligned modalities of equal (B, T)")

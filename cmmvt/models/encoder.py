@@ -1,8 +1,9 @@
-"""Temporal encoder over per-frame embeddings: a [CLS] token summarises a clip.
+"""Temporal encoder over per-frame embeddings: a [CLS] token and the frames' mean summarise a clip.
 
 After VTN (Neimark et al., "Video Transformer Network", 2021): frozen per-frame CNN features are
 projected, given learned position embeddings, prefixed with a learned [CLS] token and passed through
-a transformer encoder whose [CLS] output is the clip embedding. ``model.attention`` picks the
+a transformer encoder whose [CLS] output, the mean of its frame outputs, or their average
+(``model.pool``) is the clip embedding. ``model.attention`` picks the
 attention pattern of an otherwise identical BERT-style (post-LN) encoder:
 
 * ``local``: Longformer sliding-window attention (Beltagy et al., "Longformer: The Long-Document
@@ -138,10 +139,14 @@ class GlobalAttention(nn.Module):
 
 
 class TemporalEncoder(nn.Module):
-    """Frames → [CLS] clip embedding (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020).
+    """Frames → clip embedding (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020).
 
     Linear(in_dim → hidden) → prepend learned [CLS] → + position embedding → local or global attention
-    encoder, over clips of any length up to ``model.max_frames`` in one pass.
+    encoder, over clips of any length up to ``model.max_frames`` in one pass. The clip embedding
+    (``model.pool``) is the [CLS] output (``cls``), the mean of the real frames' outputs (``mean``: global
+    average pooling, which ViT found as good as a class token once tuned: Dosovitskiy et al. 2021,
+    appendix D.3), or the average of the two (``both``). With local attention each frame's output still
+    carries its neighbours in order, so the mean keeps local order.
 
     Positions: a learned table of ``crop_frames`` frame positions (plus one for [CLS]) used as is for
     clips of up to ``crop_frames`` rows — the training crops — and linearly interpolated to the clip's
@@ -166,6 +171,7 @@ class TemporalEncoder(nn.Module):
         super().__init__()
         check_params(p)
         self.max_frames = p.max_frames
+        self.pool = p.pool
         self.proj = nn.Linear(in_dim, p.hidden) if in_dim is not None else nn.Identity()
         self.cls = nn.Parameter(torch.empty(1, 1, p.hidden))
         self.pos = nn.Parameter(torch.empty(1, p.crop_frames + 1, p.hidden))  # [CLS] at 0, then frame positions
@@ -198,7 +204,8 @@ class TemporalEncoder(nn.Module):
             return_tokens: Also return the frame tokens.
 
         Returns:
-            (B, hidden) [CLS] output, or ``(cls, tokens)`` with tokens (B, T, hidden).
+            (B, hidden) clip embeddings (``model.pool``: the [CLS] output, the mean of the real frames'
+            outputs, or the average of both), or ``(embedding, tokens)`` with tokens (B, T, hidden).
         """
         B, T, _ = x.shape
         if T > self.max_frames:
@@ -209,4 +216,13 @@ class TemporalEncoder(nn.Module):
         x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.positions(T)  # (B, T+1, D)
         mask = F.pad(mask, (1, 0), value=True)  # (B, T+1), [CLS] is always real
         h = self.backbone(x, mask)  # (B, T+1, D)
-        return (h[:, 0], h[:, 1:]) if return_tokens else h[:, 0]
+        if self.pool == "cls":
+            emb = h[:, 0]
+        else:
+            real = mask[:, 1:, None]  # (B, T, 1)
+            count = real.sum(1)  # (B, 1)
+            mean = h[:, 1:].masked_fill(~real, 0.0).sum(1) / count.clamp(min=1)  # (B, D)
+            emb = torch.where(count > 0, mean, h[:, 0])  # a clip without frames: its [CLS] alone
+            if self.pool == "both":
+                emb = (emb + h[:, 0]) / 2
+        return (emb, h[:, 1:]) if return_tokens else emb
