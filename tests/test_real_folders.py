@@ -324,10 +324,18 @@ def test_positions_beyond_training_length_and_padding_invariance():
         torch.testing.assert_close(pos[0, -1], enc.pos[0, -1])
         assert torch.equal(enc.positions(5), enc.pos[:, :6])
         x = torch.randn(1, 40, 12)
-        alone = model({"video": x, "video_mask": torch.ones(1, 40, dtype=torch.bool)})
-        padded = model({"video": torch.cat([x, torch.randn(1, 9, 12)], 1),
-                        "video_mask": torch.arange(49)[None] < 40})
+        alone = model.represent({"video": x, "video_mask": torch.ones(1, 40, dtype=torch.bool)})  # (1, D)
+        padded = model.represent({"video": torch.cat([x, torch.randn(1, 9, 12)], 1),
+                                  "video_mask": torch.arange(49)[None] < 40})
         torch.testing.assert_close(alone, padded, atol=1e-5, rtol=0)
+        # clips of several lengths (in and beyond the table) in one batch: each as it is alone, so a clip's
+        # positions never depend on how far its batchmates pad it
+        lengths = [40, 12, 6, 25]
+        batch = {"video": torch.randn(4, 40, 12), "video_mask": torch.arange(40)[None] < torch.tensor(lengths)[:, None]}
+        together = model.represent(batch)  # (4, D)
+        for i, n in enumerate(lengths):
+            one = model.represent({"video": batch["video"][i : i + 1, :n], "video_mask": torch.ones(1, n, dtype=torch.bool)})
+            torch.testing.assert_close(together[i : i + 1], one, atol=1e-5, rtol=0)
         with pytest.raises(ValueError, match="model.max_frames"):
             model({"video": torch.randn(1, 65, 12), "video_mask": torch.ones(1, 65, dtype=torch.bool)})
 

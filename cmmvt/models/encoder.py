@@ -183,14 +183,33 @@ class TemporalEncoder(nn.Module):
         else:
             self.backbone = GlobalAttention(p)
 
-    def positions(self, T: int) -> torch.Tensor:
-        """Position embeddings of [CLS] and ``T`` frames → (1, T + 1, hidden): the table's first rows for
-        ``T`` up to its size, else its frame rows linearly interpolated to ``T`` (first and last kept)."""
-        if T + 1 <= self.pos.shape[1]:
-            return self.pos[:, : T + 1]
-        frames = self.pos[:, 1:].transpose(1, 2)  # (1, D, P)
-        stretched = F.interpolate(frames, size=T, mode="linear", align_corners=True).transpose(1, 2)  # (1, T, D)
-        return torch.cat([self.pos[:, :1], stretched], dim=1)
+    def positions(self, T: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Position embeddings of [CLS] and ``T`` frames, per clip of its own length.
+
+        A clip of ``L`` real frames takes the table's first ``L`` rows when ``L`` fits the table, else its
+        frame rows linearly interpolated to ``L`` (first and last kept, as ``F.interpolate(...,
+        align_corners=True)``), so a clip's positions never depend on how far its batch is padded.
+
+        Args:
+            T: Frames per clip in the batch (padded length).
+            lengths: (B,) real frames per clip; ``None``: every clip has ``T``.
+
+        Returns:
+            (B, T + 1, hidden) ((1, T + 1, hidden) without ``lengths``); rows past a clip's length are
+            filler (padding, masked).
+        """
+        P = self.pos.shape[1] - 1  # frame rows of the table
+        frames = self.pos[0, 1:]  # (P, D)
+        L = torch.full((1,), T, device=frames.device) if lengths is None else lengths.to(frames.device)
+        L = L.to(frames.dtype)[:, None]  # (B, 1)
+        t = torch.arange(T, device=frames.device, dtype=frames.dtype)[None]  # (1, T)
+        scale = torch.where(L > P, (P - 1) / (L - 1).clamp(min=1), torch.ones_like(L))  # (B, 1)
+        src = (t * scale).clamp(max=P - 1)  # (B, T) fractional table row of each frame
+        lo = src.floor().long()  # (B, T)
+        hi = (lo + 1).clamp(max=P - 1)
+        w = (src - lo.to(src.dtype))[..., None]  # (B, T, 1); 0 where the table row is taken as is
+        pe = frames[lo] * (1 - w) + frames[hi] * w  # (B, T, D)
+        return torch.cat([self.pos[:, :1].expand(len(pe), -1, -1), pe], dim=1)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, return_tokens: bool = False
@@ -213,7 +232,7 @@ class TemporalEncoder(nn.Module):
         mask = mask.bool()
         x = x.masked_fill(~mask[..., None], 0.0)  # padding never leaks, even NaN/garbage
         x = self.proj(x)  # (B, T, D)
-        x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.positions(T)  # (B, T+1, D)
+        x = torch.cat([self.cls.expand(B, -1, -1), x], dim=1) + self.positions(T, mask.sum(1))  # (B, T+1, D)
         mask = F.pad(mask, (1, 0), value=True)  # (B, T+1), [CLS] is always real
         h = self.backbone(x, mask)  # (B, T+1, D)
         if self.pool == "cls":
