@@ -8,11 +8,12 @@
 (d) naive baseline: video: decode every frame full size to numpy, pick the frames, CNN at batch 1;
     audio: the whole waveform in memory, one log-mel, CNN at batch 1; torch engine.
 Decoding and the CNN each use every core, so back to back they bound (c): ``1 / (1/a + 1/b)``. Overlap can
-beat that bound where either leaves cores idle, but not the **work bound**: every core busy with nothing but
-decoding and the CNN, each at the least CPU time per row it took alone, ``cores / (cpu_a + cpu_b)`` (CPU
-time of all the process's threads). Reported: (c)/bound, (c)/(d), the work bound over (d) (what (c)/(d) could
-reach at best), (b) onnxruntime/torch (best and median runs), CPU ms per row of each, and for video the same
-with ``extract.fast_decode``. Where ``openvino`` is installed, (b) also for the same graph under OpenVINO.
+beat that bound where either leaves cores idle. The **work bound** has every core busy with nothing but
+decoding and the CNN, each at the least CPU time per row it took alone: ``cores / (cpu_a + cpu_b)`` (CPU time
+of all the process's threads; an estimate from parts timed alone, not a strict ceiling). Reported:
+(c)/bound, (c)/(d), the work bound over (d) (about what (c)/(d) could reach), (b) onnxruntime/torch (best and
+median runs), CPU ms per row of each, and for video the same with ``extract.fast_decode``. Where
+``openvino`` is installed, (b) also for the same graph under OpenVINO.
 Each measurement is repeated (``--repeats``, interleaved so background load hits all alike) and the best
 rate kept: on a shared 2-core machine single timings of the same work varied by ±30 %.
 
@@ -62,7 +63,7 @@ def _timed(fn) -> tuple[float, float, object]:
 
 class _OpenVino:
     """The same ONNX graph compiled by OpenVINO for the CPU (a comparison made by
-    ``benchmarks/extract.py`` only, measured when ``openvino`` is installed: slower than ONNX Runtime on
+    ``benchmarks/extract.py`` only, measured when ``openvino`` is installed: no faster than ONNX Runtime on
     this project's AMD EPYC, so not one of cmmvt's engines)."""
 
     def __init__(self, onnx: Path, threads: int) -> None:
@@ -274,7 +275,8 @@ def speed(args: argparse.Namespace) -> None:
             # (c) <= 1 / (1/a + 1/b). Overlap can only beat it where they leave cores idle.
             bound = 1 / (1 / best["decode_only"] + 1 / best[f"cnn_only_{p.engine}"])
             # The work bound: every core busy with nothing but decoding and the CNN, each at the least CPU
-            # time per row it took alone; no scheduling of the same work on these cores can beat it.
+            # time per row it took alone. An estimate from parts timed alone, not a strict ceiling: a part may
+            # burn less CPU per row beside the other (audio (c) came out 5 % above it once).
             work = {k: least["decode_only" + k] + least[f"cnn_only_{p.engine}"] for k in ("", "_fast")
                     if "decode_only" + k in least}
             report[modality] = {

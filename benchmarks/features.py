@@ -197,7 +197,7 @@ def main() -> None:
             results["combined"][label] = {"settings": pick, "probe": probe, "classifier_val": val,
                                           "classifier_test": top1}
             print(label, results["combined"][label], flush=True)
-        root = Path(tmp) / "combo-chosen" if (Path(tmp) / "combo-chosen").exists() else Path(tmp) / "combo-before"
+        root = Path(tmp) / ("combo-before" if chosen == BEFORE else "combo-chosen")  # the chosen features
         results["models"] = {}
         for name, model_overrides in (list(MODELS.items())[-1:] if quick else MODELS.items()):
             overrides = base + SETTINGS["video"][chosen["video"]] + SETTINGS["audio"][chosen["audio"]] + model_overrides
