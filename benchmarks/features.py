@@ -147,7 +147,7 @@ def main() -> None:
     quick = args.quick
     settings = {m: dict(list(s.items())[:2]) for m, s in SETTINGS.items()} if quick else SETTINGS
     seeds = range(1 if quick else args.seeds)
-    extra = ["extract.image_size=64", "train.epochs=2"] if quick else []
+    extra = ["extract.image_size=64", "train.epochs=2", "train.min_steps=0"] if quick else []
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp) / "data"
         csv = data / "clips.csv"

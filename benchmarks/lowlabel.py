@@ -1,67 +1,109 @@
-"""Low-label study: does cross-modal pretraining pay off when labels are few?
+"""Low-label study: does cross-modal pretraining pay off when labels are few, with test sets that can see 5 points?
 
-For every objective and seed, the encoders are pretrained once without labels on ``pretrain.splits`` (train,
-val and the unlabelled pool; test held out), then the classifier is trained with 1, 2, 5 and all labels per
-class (the same nested, seeded draw for every objective; scheduled for ≥ 200 optimiser steps, :data:`SCHEDULE`) under
-two protocols:
+Datasets (each with an unlabelled pool for pretraining; the test split is never pretrained on):
 
-* **fine-tune**: every weight trained from the pretrained init (``train.init: pretrained``);
-* **linear probe**: the pretrained graph frozen, only the head trained (``train.freeze_encoder: true``);
+* ``synth-240`` / ``synth-1200``: the synthetic set at a benchmark size — 90 labelled clips per class split
+  18 / 18 / 54 (train / val / test: **540 test clips**) — with a pool of 240 or 1,200 unlabelled clips (the
+  240 are a seeded subset of the 1,200; same features);
+* ``realav``: the real-content set of ``benchmarks/realav.py`` (objects shown and their names spoken), 20 / 10
+  / 30 labelled clips per class (**300 test clips**, voices held out) and a pool of 1,200.
 
-and scored on the test split (never pretrained on); scratch (no pretraining) is fine-tuned from a random init.
-Each pretrained model also reports video→audio retrieval recall@1/5 among the test clips, against chance.
+Protocol, the same for every method (**paired**): 1, 2, 5 and all labels per class; for 1, 2 and 5, ``--draws``
+label draws (``train.label_draw``) × ``--seeds`` model seeds, every method seeing the same labelled clips and
+the same test clips; validation inside training keeps as many labels per class as training
+(:func:`cmmvt.train.loop._datasets`). The full val split only scores the finished models, to choose defaults
+on; the test split only reports. Methods:
 
-Two datasets, both with an unlabelled pool:
+* frozen CNN clip-mean features (SimpleShot's CL2N, :mod:`cmmvt.eval.baselines`): nearest-centroid, kNN
+  (k = 5, or the labels there are), logistic-regression probe (C = 1);
+* the transformer (the product's defaults, ``params.yaml``) from scratch and from each pretraining objective,
+  transferred by ``finetune``, ``lp_ft`` and ``probe`` (``train.transfer``); pretraining runs once per objective
+  and seed, on train + val + the pool, labels unused.
 
-* ``synth``: the default synthetic set (``params.yaml``; needs ``dvc repro prototypes``);
-* ``realav``: the real-content set of ``benchmarks/realav.py`` (objects and their spoken names), generated,
-  extracted with the default features and clustered here, with ``--pool`` unlabelled clips per class.
+Every comparison is a paired bootstrap over runs and test clips (:mod:`cmmvt.eval.intervals`) with its 95 %
+interval; order-only pairs of the synthetic set (where a bag of frames must fail) are reported apart.
 
-    python benchmarks/lowlabel.py                      # synth → reports/bench/lowlabel-synth.{json,md}
-    python benchmarks/lowlabel.py --data realav        # → reports/bench/lowlabel-realav.{json,md}
-    python benchmarks/lowlabel.py --quick              # 1 seed, 2 objectives, short schedules (CI)
+    python benchmarks/lowlabel.py --data synth           # → reports/bench/lowlabel-synth.{json,md} (both pools)
+    python benchmarks/lowlabel.py --data realav          # → reports/bench/lowlabel-realav.{json,md}
+    python benchmarks/lowlabel.py --quick                # tiny real-content set, 1 seed, 2 draws (CI)
+    python benchmarks/lowlabel.py --table reports/bench/lowlabel-synth.json   # only rewrite the Markdown
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from cmmvt import config
-from cmmvt.data import manifest
-from cmmvt.eval import evaluate
+from cmmvt.checkpoints import load_checkpoint
+from cmmvt.data import manifest, synth
+from cmmvt.eval import baselines, intervals
+from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.features import extract
 from cmmvt.selfsup import pretrain as pt
 from cmmvt.selfsup import prototypes as protos
 from cmmvt.train import loop
+from cmmvt.train.dataset import ClipDataset, Split, per_class_subset, splits
 
-OBJECTIVES = ["none", "xdc", "infonce", "protonce", "sync", "combined"]
 LABELS = ["1", "2", "5", "all"]  # labels per class
-# ~200 optimiser steps or more whatever the labels (batch 16): the default 40 epochs are 40 steps at 1 label per
-# class, where every init is still improving when training stops (best epochs 30–70 of 200 measured)
-SCHEDULE = {"1": ["train.epochs=200", "train.patience=50"], "2": ["train.epochs=100", "train.patience=25"],
-            "5": ["train.epochs=60", "train.patience=20"], "all": []}
-PROTOCOLS = {"finetune": ["train.freeze_encoder=false"], "probe": ["train.freeze_encoder=true"]}
+TRANSFERS = ["finetune", "lp_ft", "probe"]
+FROZEN = {"nearest-centroid": lambda x, y, q: baselines.nearest_centroid(x, y, q),
+          "kNN": lambda x, y, q: baselines.knn(x, y, q, k=5),
+          "logistic probe": lambda x, y, q: baselines.linear_probe(x, y, q, C=1.0)}
+SYNTH = ["data.source=synth", "data.synth.clips_per_class=90", "data.synth.unlabelled_clips_per_class=120",
+         "data.splits.train=0.2", "data.splits.val=0.2", "data.splits.test=0.6"]
+SYNTH_QUICK = ["data.source=synth", "data.synth.classes=4", "data.synth.clips_per_class=6",
+               "data.synth.unlabelled_clips_per_class=3", "data.synth.duration=2.0", "data.synth.size=64",
+               "data.splits.train=0.34", "data.splits.val=0.33", "data.splits.test=0.33", "extract.image_size=64"]
+QUICK = ["pretrain.epochs=2", "train.epochs=2", "train.min_steps=0", "train.lp_steps=2"]
 
 
-def realav_data(work: Path, per_class: int, pool: int, quick: bool) -> list[str]:
-    """Generate (or reuse) the real-content clips with an unlabelled pool, extract them and fit prototypes.
+def _pool_manifest(full: Path, pool: int, out: Path) -> None:
+    """``full`` with only ``pool`` of its unlabelled clips (a seeded choice: a subset of the bigger pool)."""
+    df = manifest.read(full)
+    unlabelled = np.flatnonzero((df["split"] == manifest.UNLABELLED).to_numpy())
+    drop = np.random.default_rng(0).permutation(unlabelled)[pool:]
+    df.drop(index=df.index[drop]).to_csv(out, index=False)
+
+
+def prepare_synth(work: Path, quick: bool) -> dict[str, list[str]]:
+    """Generate, extract and cluster the benchmark-size synthetic set (reused when ``work`` has it).
 
     Returns:
-        The params overrides that point every stage at them.
+        ``{dataset name: params overrides}`` for the pool sizes.
     """
-    import realav
+    root = work / "clips"
+    base = (SYNTH_QUICK if quick else SYNTH) + [f"data.root={root}", f"paths.synth={root}",
+                                                f"data.manifest={work}/manifest.csv", f"extract.out={work}/features"]
+    p = config.load("params.yaml", base)
+    if not (work / "manifest.csv").is_file():
+        synth.make_dataset(root, p.data.synth, seed=p.data.seed, progress=True)
+        manifest.prepare(p.data, seed=p.data.seed)
+    items, _ = extract.discover(p.data.manifest)
+    extract.run(items, p.extract, "both", show_progress=False)
+    pools = [p.data.synth.unlabelled_clips_per_class * p.data.synth.classes] if quick else [240, 1200]
+    out = {}
+    for pool in pools:
+        _pool_manifest(work / "manifest.csv", pool, work / f"manifest-{pool}.csv")
+        out[f"synth-{pool}"] = base + [f"data.manifest={work}/manifest-{pool}.csv",
+                                       f"paths.prototypes={work}/prototypes-{pool}.h5"]
+    return out
+
+
+def prepare_realav(work: Path, quick: bool) -> dict[str, list[str]]:
+    """Generate (or reuse), extract and cluster the real-content set with its pool."""
+    import realav  # benchmarks/realav.py: this folder is on sys.path when a benchmark runs as a script
 
     csv = work / "clips.csv"
     if not csv.is_file():
-        realav.make(work, per_class=per_class, unlabelled=pool, classes=4 if quick else 10,
-                    durations=(2.0, 3.0) if quick else (3.0, 5.0))
+        realav.make(work, classes=4 if quick else 10, unlabelled=3 if quick else 120,
+                    counts=(2, 2, 3) if quick else (20, 10, 30), durations=(2.0, 3.0) if quick else (3.0, 5.0))
     base = ["data.source=csv", f"data.csv={csv}", f"data.root={work}", f"data.manifest={work}/manifest.csv",
             f"extract.out={work}/features", f"paths.prototypes={work}/prototypes.h5",
             *(["extract.image_size=64"] if quick else [])]
@@ -69,118 +111,199 @@ def realav_data(work: Path, per_class: int, pool: int, quick: bool) -> list[str]
     manifest.prepare(p.data, seed=p.data.seed)
     items, _ = extract.discover(p.data.manifest)
     extract.run(items, p.extract, "both", show_progress=False)
-    protos.build(p, metrics_path=work / "prototypes.json")
-    return base
+    return {"realav": base}
 
 
-def study(base: list[str], objectives: list[str], labels: list[str], seeds: list[int], work: Path,
-          schedule: dict[str, list[str]]) -> dict:
-    """Pretrain, then train and test every (objective, seed, labels per class, protocol), with the training
-    schedule of each labels-per-class count (``schedule``)."""
-    test: dict[str, dict[str, dict[str, list[float]]]] = {}
-    retrieval: dict[str, list[dict[str, float]]] = {o: [] for o in objectives}
-    for objective in objectives:
-        protocols = ["finetune"] if objective == "none" else list(PROTOCOLS)
-        test[objective] = {proto: {n: [] for n in labels} for proto in protocols}
+def _bits(correct: np.ndarray) -> str:
+    return "".join("1" if c else "0" for c in correct)
+
+
+def _scores(p: config.Params, model_path: Path, s: Split) -> str:
+    """Per-clip right (1) / wrong (0) of a checkpoint on the clips of ``s``, whole clips as ``evaluate`` reads them."""
+    model, _ = load_checkpoint(model_path)
+    ds = ClipDataset(p.extract.out, s.ids, s.labels, model.modalities, eval_frames(p), views=p.evaluate.views)
+    return _bits(predict(model, ds).argmax(1) == np.asarray(s.labels))
+
+
+def _draws(n: str, draws: int) -> list[int]:
+    return [0] if n == "all" else list(range(draws))
+
+
+def frozen_runs(p: config.Params, sp: dict[str, Split], labels: list[str], draws: int) -> list[dict]:
+    """The frozen-feature baselines for every (labels per class, draw): deterministic, so no seeds."""
+    mods = ("video", "audio")
+    means = {s: baselines.clip_means(p.extract.out, sp[s].ids, mods) for s in ("train", "val", "test")}
+    x = {s: baselines.cl2n(means[s], means["train"]) for s in means}  # centred on the training split (no labels)
+    runs = []
+    for n in labels:
+        for d in _draws(n, draws):
+            keep = per_class_subset(sp["train"], None if n == "all" else int(n), d)
+            rows = [sp["train"].ids.index(v) for v in keep.ids]
+            for name, fit in FROZEN.items():
+                pred = {s: fit(x["train"][rows], np.asarray(keep.labels), x[s]) for s in ("val", "test")}
+                runs.append({"method": name, "labels": n, "draw": d, "seed": None,
+                             **{s: _bits(pred[s] == np.asarray(sp[s].labels)) for s in ("val", "test")}})
+    return runs
+
+
+def study(name: str, base: list[str], objectives: list[str], transfers: list[str], labels: list[str], draws: int,
+          seeds: list[int], work: Path) -> dict:
+    """Pretrain each objective per seed, then train and score every method, labels count, draw and seed."""
+    p0 = config.load("params.yaml", base)
+    sp, names = splits(manifest.read(p0.data.manifest), p0.extract.out, ("video", "audio"))
+    protos.build(p0, metrics_path=work / f"prototypes-{name}.json")
+    report = {"dataset": name, "overrides": base, "labels": labels, "draws": draws, "seeds": seeds, "classes": names,
+              "test_labels": sp["test"].labels, "val_labels": sp["val"].labels,
+              "sizes": {s: len(sp[s].ids) for s in sp}, "pretraining": {}, "runs": frozen_runs(p0, sp, labels, draws)}
+    order = {c for pair in synth.order_only_pairs() for c in pair}
+    report["order_pair_clips"] = [i for i, y in enumerate(sp["test"].labels) if names[y] in order]
+    encoders = {}
+    for objective in [o for o in objectives if o != "none"]:
         for seed in seeds:
-            common = base + [f"pretrain.objective={objective}", f"seed={seed}"]
-            enc = work / f"enc-{objective}-{seed}.pt"
+            enc = work / f"enc-{name}-{objective}-{seed}.pt"
             t0 = time.perf_counter()
-            pt.pretrain(config.load("params.yaml", common), enc, live_dir=None)
-            retrieval[objective].append(torch.load(enc, weights_only=True)["metrics"] |
-                                        {"seconds": time.perf_counter() - t0})
-            for proto in protocols:
-                for n in labels:
-                    p = config.load("params.yaml", common + PROTOCOLS[proto] + schedule.get(n, []) +
-                                    [f"train.labels_per_class={'null' if n == 'all' else n}"])
-                    loop.train(p, work / "model.pt", live_dir=None, pretrained=enc)
-                    test[objective][proto][n].append(evaluate.evaluate(p, work / "model.pt", work / "eval")["top1"])
-                print(objective, seed, proto, {n: v[-1] for n, v in test[objective][proto].items()}, flush=True)
-            print(objective, seed, retrieval[objective][-1], flush=True)
-    return {"top1": test, "retrieval": retrieval, "labels": labels, "seeds": len(seeds), "seed_list": seeds}
+            result = pt.pretrain(config.load("params.yaml", base + [f"pretrain.objective={objective}", f"seed={seed}"]),
+                                 enc, live_dir=None)
+            report["pretraining"].setdefault(objective, []).append(
+                torch.load(enc, weights_only=True)["metrics"] | {"seed": seed, "seconds": time.perf_counter() - t0,
+                                                                "final_loss": result.final_loss})
+            encoders[objective, seed] = enc
+            print(name, objective, seed, report["pretraining"][objective][-1], flush=True)
+    for n in labels:
+        for d in _draws(n, draws):
+            for seed in seeds:
+                for objective in objectives:
+                    for transfer in transfers:
+                        t0 = time.perf_counter()
+                        p = config.load("params.yaml", base + [
+                            f"pretrain.objective={objective}", f"seed={seed}", f"train.transfer={transfer}",
+                            f"train.labels_per_class={'null' if n == 'all' else n}", f"train.label_draw={d}"])
+                        r = loop.train(p, work / "model.pt", live_dir=None, pretrained=encoders.get((objective, seed)))
+                        run = {"method": f"{'scratch' if objective == 'none' else objective} · {transfer}",
+                               "labels": n, "draw": d, "seed": seed, "seconds": time.perf_counter() - t0,
+                               "selection_val_top1": r.best_val_top1, "best_epoch": r.best_epoch,
+                               **{s: _scores(p, work / "model.pt", sp[s]) for s in ("val", "test")}}
+                        report["runs"].append(run)
+                        print(name, n, d, seed, run["method"], f"test {np.mean([c == '1' for c in run['test']]):.3f}",
+                              f"val {np.mean([c == '1' for c in run['val']]):.3f}", f"{run['seconds']:.0f} s", flush=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def matrix(report: dict, method: str, n: str, split: str = "test") -> np.ndarray:
+    """(R, N) per-clip scores of ``method`` at ``n`` labels per class, runs ordered by (draw, seed); a frozen
+    baseline (no seed) is repeated over the seeds so that it pairs with every transformer run."""
+    runs = {(r["draw"], r["seed"]): r[split] for r in report["runs"] if r["method"] == method and r["labels"] == n}
+    keys = sorted({(d, s) for r in report["runs"] if r["labels"] == n and r["seed"] is not None
+                   for d, s in [(r["draw"], r["seed"])]})
+    rows = [runs.get(k, runs.get((k[0], None))) for k in keys]
+    return np.array([[c == "1" for c in row] for row in rows], np.float64)
+
+
+def methods(report: dict) -> list[str]:
+    return list(dict.fromkeys(r["method"] for r in report["runs"]))
+
+
+def chosen(report: dict, n: str) -> str:
+    """The pretrained method with the best mean full-val top-1 at ``n`` labels per class (test never looked at)."""
+    pre = [m for m in methods(report) if "·" in m and not m.startswith("scratch")]
+    return max(pre, key=lambda m: matrix(report, m, n, "val").mean()) if pre else ""
+
+
+def table(report: dict) -> str:
+    """Markdown: test top-1 [95 % CI] per method and labels count; paired differences; order-only pairs."""
+    labels, names = report["labels"], methods(report)
+    sizes = report["sizes"]
+    head = (f"**{report['dataset']}**: {sizes['test']} test clips, {sizes['val']} val clips, "
+            f"{sizes['unlabelled']} unlabelled, {report['draws']} label draws × {len(report['seeds'])} seeds "
+            "(paired; 'all': seeds only). Test top-1, mean over runs [95 % bootstrap interval over runs and clips]; "
+            "val = the full val split, used to choose.\n")
+    cols = " | ".join(f"{n} / class" for n in labels)
+    out = [head, f"| method | {cols} |", "|---|" + "---|" * len(labels)]
+    for m in names:
+        cells = []
+        for n in labels:
+            x = matrix(report, m, n)
+            cells.append(f"{intervals.bootstrap(x)} (val {matrix(report, m, n, 'val').mean():.3f})" if x.size else "–")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    out += ["", "Paired differences of test top-1 (pretrained method chosen on val at each count − reference):", "",
+            f"| comparison | {cols} |", "|---|" + "---|" * len(labels)]
+    refs = [("scratch, same transfer", lambda m: "scratch · " + m.split(" · ")[1]),
+            ("nearest-centroid", lambda m: "nearest-centroid"), ("scratch · finetune", lambda m: "scratch · finetune")]
+    for what, ref in refs:
+        cells = []
+        for n in labels:
+            m = chosen(report, n)
+            if not m or ref(m) not in names:
+                cells.append("–")
+                continue
+            d = intervals.bootstrap(matrix(report, m, n), matrix(report, ref(m), n))
+            verdict = "" if d.excludes_zero else " (no difference)"
+            cells.append(f"{m}: {d.signed()}{verdict}")
+        out.append(f"| vs {what} | " + " | ".join(cells) + " |")
+    if report.get("order_pair_clips"):
+        idx = report["order_pair_clips"]
+        out += ["", f"Order-only pairs ({len(idx)} test clips whose class differs from another only in temporal "
+                    "order), test top-1:", "", f"| method | {cols} |", "|---|" + "---|" * len(labels)]
+        for m in names:
+            out.append(f"| {m} | " + " | ".join(str(intervals.bootstrap(matrix(report, m, n)[:, idx]))
+                                                for n in labels) + " |")
+    pre = report.get("pretraining", {})
+    if pre:
+        out += ["", "| objective | seeds | video→audio R@1 (test clips) | chance@1 | final loss | pretraining (s) |",
+                "|---|---|---|---|---|---|"]
+        for objective, runs in pre.items():
+            out.append(f"| {objective} | {len(runs)} | {np.mean([r.get('retrieval/recall@1', np.nan) for r in runs]):.3f}"
+                       f" | {np.mean([r.get('retrieval/chance@1', np.nan) for r in runs]):.3f}"
+                       f" | {np.mean([r['final_loss'] for r in runs]):.3f} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def write(reports: list[dict], out: Path) -> None:
+    """The reports as JSON and their tables as Markdown beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(reports, indent=1) + "\n")
+    text = "\n".join(table(r) for r in reports)
+    out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", choices=["synth", "realav"], default="synth")
-    ap.add_argument("--quick", action="store_true", help="1 seed, scratch and one objective, short schedules")
+    ap.add_argument("--quick", action="store_true", help="tiny set, 1 seed, 2 draws, 1 and all labels (CI)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--objectives", nargs="+", default=OBJECTIVES, choices=OBJECTIVES)
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--objectives", nargs="+", default=["none", "mask"], help="none = scratch")
+    ap.add_argument("--transfers", nargs="+", default=TRANSFERS, choices=TRANSFERS)
     ap.add_argument("--labels", nargs="+", default=LABELS)
-    ap.add_argument("--per-class", type=int, default=30, help="realav: labelled clips per class")
-    ap.add_argument("--pool", type=int, default=30, help="realav: unlabelled clips per class")
-    ap.add_argument("--work", type=Path, help="realav: keep clips, features and prototypes here (reused)")
+    ap.add_argument("--pools", nargs="+", help="synth: which datasets (synth-240, synth-1200)")
+    ap.add_argument("--work", type=Path, help="keep clips, features and encoders here (reused)")
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], help="extra params, key=value")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (two studies side by side: 1 each)")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--merge", type=Path, nargs="+", help="only merge these reports (runs split over seeds or "
-                                                          "objectives) into --out")
+    ap.add_argument("--table", type=Path, help="only rewrite the Markdown of this JSON report")
+    ap.add_argument("--prepare", action="store_true", help="only generate and extract the data (into --work)")
     args = ap.parse_args()
+    if args.table:
+        return write(json.loads(args.table.read_text()), args.table)
     out = args.out or Path(f"reports/bench/lowlabel-{args.data}.json")
-    if args.merge:
-        return write(merge([json.loads(f.read_text()) for f in args.merge]), out)
     torch.set_num_threads(args.threads)
-    objectives = ["none", "combined"] if args.quick else args.objectives
-    labels = ["1", "all"] if args.quick else args.labels
-    short = ["pretrain.epochs=2", "train.epochs=2"] if args.quick else []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        base = []
-        if args.data == "realav":
-            data = args.work or work / "realav"
-            data.mkdir(parents=True, exist_ok=True)
-            base = realav_data(data, 3 if args.quick else args.per_class, 2 if args.quick else args.pool, args.quick)
-        report = study(base + short + args.overrides, objectives, labels, [0] if args.quick else args.seeds, work,
-                       {} if args.quick else SCHEDULE)
-    write(report | {"data": args.data, "overrides": args.overrides}, out)
-
-
-def write(report: dict, out: Path) -> None:
-    """The report as JSON and its table as Markdown beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table(report))
-    print(table(report))
-
-
-def merge(reports: list[dict]) -> dict:
-    """One report from several of one dataset (e.g. seeds or objectives run apart): results concatenated."""
-    if len({(r["data"], tuple(r["overrides"]), tuple(r["labels"])) for r in reports}) > 1:
-        raise ValueError("lowlabel --merge: the reports differ in data, overrides or labels")
-    out = {k: reports[0][k] for k in ("data", "overrides", "labels")} | {"top1": {}, "retrieval": {}}
-    for r in reports:
-        for objective, by_proto in r["top1"].items():
-            for proto, by_n in by_proto.items():
-                for n, values in by_n.items():
-                    out["top1"].setdefault(objective, {}).setdefault(proto, {}).setdefault(n, []).extend(values)
-            out["retrieval"].setdefault(objective, []).extend(r["retrieval"][objective])
-    out["seeds"] = min(len(v) for v in out["retrieval"].values())
-    return out
-
-
-def _cell(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
-def table(report: dict) -> str:
-    """Markdown: one row per objective and protocol, one column per labels-per-class count, mean ± std over seeds;
-    then video→audio retrieval R@1/R@5 on the test clips against chance."""
-    labels = report["labels"]
-    lines = ["| objective | protocol | " + " | ".join(f"{n} / class" for n in labels) + " |",
-             "|---|---|" + "---|" * len(labels)]
-    for objective, by_proto in report["top1"].items():
-        for proto, by_n in by_proto.items():
-            name = "scratch" if objective == "none" else objective
-            lines.append(f"| {name} | {proto} | " + " | ".join(_cell(by_n[n]) for n in labels) + " |")
-    lines += ["", "| objective | seeds | R@1 | R@5 | chance@1 | pretraining (s) |", "|---|---|---|---|---|---|"]
-    for objective, runs in report["retrieval"].items():
-        get = lambda k: [r.get(k, np.nan) for r in runs]  # noqa: E731
-        lines.append(f"| {'scratch (untrained)' if objective == 'none' else objective} | {len(runs)}"
-                     f" | {_cell(get('retrieval/recall@1'))}"
-                     f" | {_cell(get('retrieval/recall@5'))} | {np.mean(get('retrieval/chance@1')):.3f}"
-                     f" | {np.mean(get('seconds')):.0f} |")
-    return "\n".join(lines) + (f"\n\nTest top-1 and test-clip video→audio retrieval ({report['data']}), mean ± std over "
-                               "each objective's seeds (second table).\n")
+    work = args.work or Path("data/bench") / f"lowlabel-{args.data}{'-quick' if args.quick else ''}"
+    work.mkdir(parents=True, exist_ok=True)
+    data = (prepare_synth if args.data == "synth" else prepare_realav)(work, args.quick)
+    if args.prepare:
+        return None
+    reports = []
+    for name, base in data.items():
+        if args.pools and name not in args.pools:
+            continue
+        reports.append(study(name, base + (QUICK if args.quick else []) + args.overrides, args.objectives,
+                             args.transfers, ["1", "all"] if args.quick else args.labels, 2 if args.quick else args.draws,
+                             [0] if args.quick else args.seeds, work))
+    write(reports, out)
 
 
 if __name__ == "__main__":

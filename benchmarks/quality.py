@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     variants = dict(list(VARIANTS.items())[:2]) if args.quick else VARIANTS
-    extra = ["train.epochs=2"] if args.quick else []
+    extra = ["train.epochs=2", "train.min_steps=0"] if args.quick else []
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in variants.items():

@@ -152,7 +152,7 @@ def render_audio(rng: np.random.Generator, speaker: Speaker, word: str, voice: s
 
 
 def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[float, float] = (3.0, 5.0),
-         classes: int = 10, unlabelled: int = 0) -> Path:
+         classes: int = 10, unlabelled: int = 0, counts: tuple[int, int, int] | None = None) -> Path:
     """Write the clips and ``clips.csv`` (``path,label,split``).
 
     Args:
@@ -163,6 +163,7 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
         seed: Everything random (sizes, images, voices, timing) follows from it.
         durations: Range of clip lengths in seconds.
         classes: The first ``classes`` objects.
+        counts: Labelled clips per class as ``(train, val, test)``, instead of ``per_class`` split 60 / 20 / 20.
 
     Returns:
         The CSV's path.
@@ -171,7 +172,8 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
     rng = np.random.default_rng(seed)
     speaker = Speaker()
     n_val = max(1, round(per_class * 0.2))
-    plan = ["train"] * (per_class - 2 * n_val) + ["val"] * n_val + ["test"] * n_val + ["unlabelled"] * unlabelled
+    n_train, n_val, n_test = counts or (per_class - 2 * n_val, n_val, n_val)
+    plan = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test + ["unlabelled"] * unlabelled
     rows = []
     for word in WORDS[:classes]:
         for i, split in enumerate(plan):

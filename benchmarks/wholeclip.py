@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = range(1 if args.quick else args.seeds)
     extra = (["data.synth.classes=3", "data.synth.clips_per_class=4", "data.synth.size=64", "extract.backbone=none",
-              "extract.image_size=64", "train.epochs=2"] if args.quick else [])
+              "extract.image_size=64", "train.epochs=2", "train.min_steps=0"] if args.quick else [])
     durations = [2.0, 5.0] if args.quick else args.durations
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

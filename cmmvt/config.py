@@ -110,6 +110,7 @@ class PrototypeParams(_Section):
     k_audio: int = Field(10, ge=2)
     frame_level: bool = False  # cluster every row (clip = majority vote of its rows) instead of clip means
     minibatch_threshold: int = Field(20000, ge=1)  # points above which MiniBatchKMeans (streamed if frame-level)
+    k_rows: int = Field(32, ge=2)  # clusters of single rows per modality: the per-row targets of pretrain.objective mask
 
 
 class ObjectiveWeights(_Section):
@@ -119,12 +120,13 @@ class ObjectiveWeights(_Section):
     infonce: float = Field(1.0, ge=0)
     protonce: float = Field(1.0, ge=0)
     sync: float = Field(1.0, ge=0)
+    mask: float = Field(1.0, ge=0)
 
 
 class PretrainParams(_Section):
     """Cross-modal self-supervised pretraining (no labels)."""
 
-    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "combined"] = "none"
+    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "mask", "combined"] = "none"
     weights: ObjectiveWeights = ObjectiveWeights()  # for objective: combined
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(32, ge=2)
@@ -133,6 +135,8 @@ class PretrainParams(_Section):
     temperature: float = Field(0.1, gt=0)
     recluster_every: int = Field(0, ge=0)  # XDC's iterative form: re-cluster encoder outputs every N epochs
     sync_shift: float = Field(0.5, gt=0)  # sync: the audio of a negative is shifted by at least this many seconds
+    mask_ratio: float = Field(0.5, gt=0, lt=1)  # mask: share of a clip's rows of one modality hidden (in spans)
+    mask_span: int = Field(3, ge=1)  # mask: rows per hidden span
     # Clips pretrained on (labels are never used) and clustered by `prototypes`. The test split is held out
     # by default: cross-modal targets memorised on a test clip would hand its other modality to a
     # single-modality model.
@@ -169,10 +173,17 @@ class TrainParams(_Section):
     warmup_epochs: int = Field(2, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
-    patience: int = Field(15, ge=1)
-    labels_per_class: int | None = Field(None, ge=1)  # training labels kept per class (seeded); None: all
+    patience: int = Field(15, ge=1)  # select best: stop after this many epochs without a better val top-1
+    min_steps: int = Field(200, ge=0)  # at least this many optimiser steps: epochs are raised where labels are few
+    select: Literal["best", "last"] = "best"  # the checkpoint kept: best val top-1 (early stopping) | the last one
+    # training labels kept per class (None: all); validation keeps as many per class, never more than training has
+    labels_per_class: int | None = Field(None, ge=1)
+    label_draw: int = 0  # seed of the labelled clips drawn by labels_per_class (apart from `seed`: paired comparisons)
     init: Literal["auto", "scratch", "pretrained"] = "auto"  # auto: pretrained unless pretrain.objective is none
-    freeze_encoder: bool = False  # train only the head on pretrained encoders: a linear probe
+    # finetune: every weight | probe: the head only, encoders frozen | lp_ft: the head alone for lp_steps, then finetune
+    transfer: Literal["finetune", "lp_ft", "probe"] = "finetune"
+    lp_steps: int = Field(100, ge=1)  # lp_ft: optimiser steps of the head alone before every weight is trained
+    encoder_lr: float = Field(1.0, gt=0)  # learning rate of everything but the head, as a multiple of train.lr
 
 
 class EvaluateParams(_Section):

@@ -50,7 +50,7 @@ def params_dict(root: Path, batch_size: int = 6) -> dict:
         "prototypes": {"k_video": 2, "k_audio": 3},
         "pretrain": {"objective": "infonce", "epochs": 2, "batch_size": 4, "lr": 3e-3},
         "model": {"hidden": 32, "heads": 2, "layers": 1, "crop_frames": 8, "window": 4, "dropout": 0.0},
-        "train": {"epochs": EPOCHS, "batch_size": batch_size, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
+        "train": {"epochs": EPOCHS, "min_steps": 0, "batch_size": batch_size, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
                   "init": "scratch"},
         "paths": {"classifier": "models/classifier.pt", "classifier_params": "models/classifier.params.yaml",
                   "pretrained": str(root / "pretrain.pt"), "prototypes": str(root / "prototypes.h5"),
@@ -73,7 +73,7 @@ def rank_threads():
 def tiny(tmp_path_factory, make_cache) -> Path:
     """The cache, prototypes and a params.yaml in ``work/`` (where the commands run)."""
     root = make_cache(tmp_path_factory.mktemp("ddp"))
-    protos.write(root / "prototypes.h5", protos.fit(root / "features", k_video=2, k_audio=3, seed=0))
+    protos.write(root / "prototypes.h5", protos.fit(root / "features", k_video=2, k_audio=3, seed=0, k_rows=6))
     (root / "work").mkdir()
     (root / "work" / "params.yaml").write_text(yaml.safe_dump(params_dict(root)))
     return root

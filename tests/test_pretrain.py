@@ -1,5 +1,8 @@
 """Cross-modal pretraining on a tiny hand-made cache: losses fall, retrieval is measured, train loads it."""
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -21,19 +24,19 @@ def params(root, objective, epochs, **extra):
         "prototypes": {"k_video": 2, "k_audio": 3},
         "pretrain": {"objective": objective, "epochs": epochs, "batch_size": 4, "lr": 3e-3, **extra},
         "model": {"hidden": 32, "heads": 2, "layers": 1, "crop_frames": 8, "window": 4, "dropout": 0.0},
-        "train": {"epochs": 2, "batch_size": 4},
+        "train": {"epochs": 2, "batch_size": 4, "min_steps": 0},
     })
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, make_cache):
     root = make_cache(tmp_path_factory.mktemp("pre"))
-    result = protos.fit(root / "features", k_video=2, k_audio=3, seed=0)
+    result = protos.fit(root / "features", k_video=2, k_audio=3, seed=0, k_rows=6)
     protos.write(root / "prototypes.h5", result)
     return root
 
 
-@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "sync", "combined"])
+@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "sync", "mask", "combined"])
 def test_loss_decreases_and_missing_audio_is_tolerated(tiny, objective):
     first = pt.pretrain(params(tiny, objective, 1), tiny / f"{objective}1.pt", tiny / "prototypes.h5", live_dir=None)
     later = pt.pretrain(params(tiny, objective, 12), tiny / f"{objective}.pt", tiny / "prototypes.h5", live_dir=None)
@@ -79,7 +82,7 @@ def test_train_loads_every_pretrained_encoder_tensor(tiny, fusion):
     loop._init(model, p, tiny / "enc.pt")  # train.init: auto → pretrained, since the objective is not none
     own = model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in saved.items())
-    probe = p.model_copy(update={"train": p.train.model_copy(update={"freeze_encoder": True})})
+    probe = p.model_copy(update={"train": p.train.model_copy(update={"transfer": "probe"})})
     loop._init(model, probe, tiny / "enc.pt")
     assert {n.split(".")[0] for n, q in model.named_parameters() if q.requires_grad} == {"head"}
 
@@ -97,7 +100,7 @@ def test_unlabelled_clips_reach_pretraining_only(tmp_path, make_cache):
     pool = df["video_id"].isin(["c0_1", "c1_1", "c2_1"])  # three train clips become the unlabelled pool
     df.loc[pool, ["label", "split"]] = ["", "unlabelled"]
     df.to_csv(root / "manifest.csv", index=False)
-    protos.write(root / "prototypes.h5", protos.fit(root / "features", k_video=2, k_audio=3, seed=0))
+    protos.write(root / "prototypes.h5", protos.fit(root / "features", k_video=2, k_audio=3, seed=0, k_rows=6))
     sp, names = splits(manifest.read(root / "manifest.csv"), root / "features", ("video", "audio"))
     assert names == ["left", "right", "up"]
     assert sorted(sp["unlabelled"].ids) == ["c0_1", "c1_1", "c2_1"] and sp["unlabelled"].labels == [-1] * 3
@@ -107,3 +110,55 @@ def test_unlabelled_clips_reach_pretraining_only(tmp_path, make_cache):
     labelled_only = params(root, "infonce", 1, splits=["train"])
     assert pt.pretrain(labelled_only, root / "enc.pt", root / "prototypes.h5", live_dir=None).clips == 6
     assert loop.train(p, root / "model.pt", live_dir=None, pretrained=root / "enc.pt").train_clips == 6
+
+
+def test_mask_spans_respect_lengths_padding_and_hide_one_modality():
+    g = torch.Generator().manual_seed(0)
+    T = 16
+    lengths = torch.tensor([16, 9, 3, 16])
+    real = torch.arange(T)[None] < lengths[:, None]  # (B, T): real rows first, padding after
+    masks = {"video": real, "audio": real & torch.tensor([True, True, True, False])[:, None]}  # clip 3: no audio
+    for _ in range(50):
+        hide = pt.mask_spans(masks, ratio=0.5, span=3, generator=g)
+        assert not (hide["video"] & hide["audio"]).any(1).any()  # one modality per clip
+        assert (hide["video"] | hide["audio"]).any(1).all()  # every clip hides something
+        assert not (hide["video"] & ~masks["video"]).any() and not (hide["audio"] & ~masks["audio"]).any()
+        assert not hide["audio"][3].any()  # a clip without audio hides its video
+        assert hide["video"][0].sum() + hide["audio"][0].sum() <= 9  # at most 3 spans of 3 rows in 16
+    shares = [pt.mask_spans(masks, 0.5, 3, g) for _ in range(200)]
+    picked_video = np.mean([float(h["video"][0].any()) for h in shares])
+    assert 0.35 < picked_video < 0.65  # both modalities get hidden, about equally often
+
+
+def test_hidden_rows_never_reach_the_encoder_as_themselves():
+    """The encoder's outputs do not change whatever the hidden rows held; they do when a shown row changes."""
+    torch.manual_seed(0)
+    p = params(Path("."), "mask", 1).model
+    for fusion in ("early", "late"):
+        model = build_model(p.model_copy(update={"fusion": fusion}), {"video": 12, "audio": 12}, 3).eval()
+        B, T = 2, 8
+        batch = {"video": torch.randn(B, T, 12), "audio": torch.randn(B, T, 12),
+                 "video_mask": torch.ones(B, T, dtype=torch.bool), "audio_mask": torch.ones(B, T, dtype=torch.bool)}
+        rows = torch.zeros(B, T, dtype=torch.bool)
+        rows[:, 2:5] = True
+        token = torch.randn(12)
+        hide = {"video": (rows, token)}
+        out = model.tokens(batch, hide)
+        assert out["video"].shape == (B, T, p.hidden) and out["audio"].shape == (B, T, p.hidden)
+        changed = dict(batch, video=torch.where(rows[..., None], torch.randn(B, T, 12) * 100, batch["video"]))
+        again = model.tokens(changed, hide)
+        assert all(torch.allclose(out[m], again[m]) for m in out)
+        shown = dict(batch, video=batch["video"].clone())
+        shown["video"][:, 6] += 1.0  # a row that is not hidden
+        assert not torch.allclose(model.tokens(shown, hide)["video"], out["video"])
+
+
+def test_row_targets_are_per_row_nearest_centroids(tiny):
+    pro = protos.read(tiny / "prototypes.h5")
+    c = pro["video"].row_centroids  # (k_rows, 12)
+    assert c.shape == (6, 12)
+    rows = np.stack([c[[2, 0, 5]] + 1e-3, c[[1, 1, 4]]])  # (2, 3, 12)
+    assert pro["video"].row_targets(rows).tolist() == [[2, 0, 5], [1, 1, 4]]
+    old = protos.Prototypes("video", c, [], np.zeros(0, np.int64), 0.0, 2)  # a file from before row clusters
+    with pytest.raises(ValueError, match="no row clusters.*dvc repro prototypes"):
+        old.row_targets(rows)

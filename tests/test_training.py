@@ -19,7 +19,7 @@ def tiny_params(root, **model):
         "data": {"manifest": str(root / "manifest.csv")},
         "extract": {"out": str(root / "features")},
         "model": {"hidden": 32, "heads": 2, "layers": 2, "crop_frames": 8, "window": 4, "dropout": 0.0} | model,
-        "train": {"epochs": 60, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
+        "train": {"epochs": 60, "min_steps": 0, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
                   "label_smoothing": 0.0},
     })
 
@@ -109,3 +109,91 @@ def test_cli_train_writes_only_what_it_is_told(tmp_path, make_cache, monkeypatch
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["params.yaml"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.pt"]
+
+
+def _pretrained(root, p):
+    """Encoders to start from: the untrained graph of ``p`` saved as the pretrain stage would."""
+    from cmmvt.models import build_model
+    from cmmvt.selfsup import pretrain as pt
+
+    torch.manual_seed(1)
+    model = build_model(p.model.model_copy(update={"modalities": "av"}), {"video": 12, "audio": 12}, 1)
+    heads = pt.PretrainHeads(p.model.hidden, model.head_in, {"video": 2, "audio": 2}, {"video": 2, "audio": 2},
+                             {"video": 12, "audio": 12})
+    pt.save(root / "enc.pt", model, heads, p, {"video": 12, "audio": 12}, {})
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+
+@pytest.mark.parametrize("transfer", ["lp_ft", "probe", "finetune"])
+def test_transfer_trains_the_head_first_then_everything(tmp_path, make_cache, monkeypatch, transfer):
+    """Every optimiser step is watched: which weights it changed."""
+    make_cache(tmp_path)
+    p = tiny_params(tmp_path, modalities="av", fusion="early")
+    p.train = p.train.model_copy(update={"epochs": 2, "transfer": transfer, "lp_steps": 4, "init": "pretrained",
+                                         "select": "last"})
+    p.pretrain.objective = "mask"
+    start = _pretrained(tmp_path, p)
+    changed: list[set[str]] = []
+    real_step = loop.train_step
+
+    def watched(model, *args, **kw):
+        before = {n: q.detach().clone() for n, q in model.named_parameters()}
+        out = real_step(model, *args, **kw)
+        changed.append({n.split(".")[0] for n, q in model.named_parameters() if not torch.equal(before[n], q)})
+        return out
+
+    monkeypatch.setattr(loop, "train_step", watched)
+    result = loop.train(p, tmp_path / "m.pt", live_dir=None, pretrained=tmp_path / "enc.pt")
+    per_epoch = 3  # 9 training clips, batches of 4
+    head_steps = {"lp_ft": 4, "probe": 2 * per_epoch, "finetune": 0}[transfer]
+    assert result.steps == len(changed) == head_steps + (0 if transfer == "probe" else 2 * per_epoch)
+    assert all(c == {"head"} for c in changed[:head_steps])  # the encoders do not move while the head is fit
+    assert all({"head", "encoders", "fusion"} <= c for c in changed[head_steps:])  # then everything does
+    final = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    same = all(torch.equal(final[k], v) for k, v in start.items())
+    assert same == (transfer == "probe")  # a probe never changes the encoder
+
+
+def test_encoder_learning_rate_is_a_multiple_of_the_heads(tmp_path, make_cache):
+    from cmmvt.models import build_model
+
+    p = tiny_params(tmp_path, modalities="av")
+    model = build_model(p.model, {"video": 12, "audio": 12}, 3)
+    opt, _ = loop._optimiser(model, p.train.model_copy(update={"encoder_lr": 0.1}), "all", 10, 0)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(3e-3), pytest.approx(3e-4)]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len([q for q in model.parameters() if q.requires_grad])
+    opt, _ = loop._optimiser(model, p.train, "head", 10, 0)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(list(model.head.parameters()))]
+
+
+def test_labelled_clips_are_drawn_alike_for_every_method_and_val_keeps_as_many(tmp_path):
+    rows = [{"video_id": f"{s}{c}_{i}", "path": "x.mp4", "label": f"class{c}", "split": s}
+            for s, n in (("train", 8), ("val", 6), ("test", 3)) for c in range(3) for i in range(n)]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    from cmmvt.features.cache import CacheWriter, ClipFeatures
+
+    for m in ("video", "audio"):
+        with CacheWriter(tmp_path / "features" / m, m, {"backbone": "none", "dim": 4, "fps": 4.0}) as w:
+            for r in rows:
+                w.add(ClipFeatures(r["video_id"], np.ones((4, 4)), np.arange(4, dtype=np.float32), True, 1.0))
+    df = pd.read_csv(tmp_path / "manifest.csv")
+    draws = []
+    for seed, transfer, objective in ((0, "finetune", "none"), (2, "lp_ft", "mask"), (1, "probe", "sync")):
+        p = tiny_params(tmp_path, modalities="av")
+        p.seed, p.pretrain.objective = seed, objective
+        p.train = p.train.model_copy(update={"labels_per_class": 2, "transfer": transfer, "label_draw": 3})
+        sp, _ = loop._datasets(p, tmp_path / "features", df)
+        draws.append((sp["train"], sp["val"]))
+    assert draws[0] == draws[1] == draws[2]  # paired: the same clips whatever the method and the seed
+    train, val = draws[0]
+    assert sorted(train.labels) == sorted(val.labels) == [0, 0, 1, 1, 2, 2]  # never more val labels than train
+    p.train.label_draw = 4
+    other, _ = loop._datasets(p, tmp_path / "features", df)
+    assert other["train"] != train  # another draw, other clips
+
+
+def test_summary_says_when_nearest_centroid_does_better():
+    r = loop.TrainResult(best_epoch=3, best_val_top1=0.4, epochs_run=10, train_clips=10, steps=10, step_seconds=1.0,
+                         baseline_val_top1=0.6)
+    assert "nearest-centroid" in r.line() and "0.600" in r.line()
+    assert "nearest-centroid" not in loop.TrainResult(3, 0.7, 10, 10, 10, 1.0, baseline_val_top1=0.6).line()

@@ -94,9 +94,11 @@ class Classifier(nn.Module):
         )
         self.head.apply(init_weights)
 
-    def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, ...]]:
+    def _inputs(self, batch: dict[str, torch.Tensor], hide: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+                ) -> dict[str, tuple[torch.Tensor, ...]]:
         """Check and unpack ``{modality: (x (B, T, D), mask (B, T) bool)}`` from a batch, ``x`` through
-        :attr:`inputs`."""
+        :attr:`inputs`; with ``hide[m] = (rows (B, T) bool, token (D,))`` those rows are replaced by the token
+        first."""
         out = {}
         for m in self.modalities:
             if m not in batch or f"{m}_mask" not in batch:
@@ -107,8 +109,11 @@ class Classifier(nn.Module):
                     f"batch['{m}'] {tuple(x.shape)} / batch['{m}_mask'] {tuple(mask.shape)}: "
                     f"expected (B, T, {self.dims[m]}) / (B, T)"
                 )
-            x = self.inputs[m](x.masked_fill(~mask[..., None], 0.0))  # (B, T, D); padding zeroed first
-            out[m] = (x, mask)
+            x = x.masked_fill(~mask[..., None], 0.0)  # (B, T, D); padding zeroed first
+            if hide is not None and m in hide:  # hidden rows never reach the encoder as themselves
+                rows, token = hide[m]
+                x = torch.where(rows[..., None], token.to(x.dtype), x)
+            out[m] = (self.inputs[m](x), mask)
         if self.early and len({x.shape[:2] for x, _ in out.values()}) > 1:
             raise ValueError("early fusion needs time-aligned modalities of equal (B, T)")
         return out
@@ -136,6 +141,35 @@ class Classifier(nn.Module):
             present = mask.any(1, keepdim=True)  # (B, 1)
             out[m] = torch.where(present, h, self.missing[m])
         return out
+
+    def tokens(self, batch: dict[str, torch.Tensor], hide: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Per-row outputs of the encoder(s), with the rows in ``hide`` replaced by a mask token at the input.
+
+        Masked audio-visual prediction (AV-HuBERT, Shi et al. 2022) reads these: with early fusion a hidden
+        row of one modality is predicted from the other modality at the same step and from both around it;
+        with late fusion each modality's encoder sees its own rows only.
+
+        Args:
+            batch: ``{m: (B, T, D_m), f"{m}_mask": (B, T) bool}`` for each modality in use.
+            hide: ``{m: (rows (B, T) bool, token (D_m,))}``: the rows to hide and what replaces them (a learned
+                mask embedding, wav2vec 2.0's, Baevski et al. 2020); a modality left out hides nothing.
+
+        Returns:
+            ``{m: (B, T, hidden)}``: the fused sequence's outputs for every modality (early), else each
+            modality's own encoder's.
+
+        Raises:
+            ValueError: ``model.encoder: meanpool`` has no per-row outputs.
+        """
+        inputs = self._inputs(batch, hide)
+        if not all(isinstance(e, TemporalEncoder) for e in self.encoders.values()):
+            raise ValueError("masked prediction needs per-row outputs: model.encoder = 'meanpool' has none "
+                             "(use model.encoder: longformer)")
+        if self.early:
+            _, rows = self.encoders["av"](*self.fusion(inputs), return_tokens=True)  # (B, T, hidden)
+            return {m: rows for m in self.modalities}
+        return {m: self.encoders[m](x, mask, return_tokens=True)[1] for m, (x, mask) in inputs.items()}
 
     def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The clip representation the head reads: the fused [CLS] (early) or the concatenated per-modality

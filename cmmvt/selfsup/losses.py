@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids", "synchrony_bce"]
+__all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids", "synchrony_bce",
+           "masked_cluster_ce"]
 
 
 def _valid_rows(valid: Tensor | None, n: int, device: torch.device) -> Tensor | None:
@@ -198,7 +199,6 @@ def cluster_centroids(z: Tensor, assignments: Tensor, k: int) -> tuple[Tensor, T
     return sums / counts.clamp(min=1).unsqueeze(1).to(z.dtype), counts
 
 
-
 def synchrony_bce(in_sync: Tensor, shifted: Tensor, valid: Tensor | None = None) -> Tensor:
     """Audio-visual temporal synchronisation: is this audio in time with this video?
 
@@ -228,3 +228,31 @@ def synchrony_bce(in_sync: Tensor, shifted: Tensor, valid: Tensor | None = None)
         return _zero(in_sync, shifted)
     return 0.5 * (F.binary_cross_entropy_with_logits(in_sync, torch.ones_like(in_sync))
                   + F.binary_cross_entropy_with_logits(shifted, torch.zeros_like(shifted)))
+
+
+def masked_cluster_ce(logits: Tensor, targets: Tensor, hidden: Tensor) -> Tensor:
+    """Masked prediction of per-row cluster targets: cross-entropy on the hidden rows only.
+
+    HuBERT (Hsu et al. 2021, "HuBERT: Self-Supervised Speech Representation Learning by Masked Prediction of
+    Hidden Units") and its audio-visual form AV-HuBERT (Shi et al. 2022, "Learning Audio-Visual Speech
+    Representation by Masked Multimodal Cluster Prediction"): spans of input rows are replaced by a mask
+    embedding and the encoder's output at each hidden row predicts that row's k-means cluster (HuBERT's
+    ``α = 1``: the loss is on masked rows alone)::
+
+        loss = -(1/M) * sum_{(b, t) hidden} log softmax(logits_bt)[y_bt]
+
+    Args:
+        logits: (B, T, K) per-row logits.
+        targets: (B, T) int cluster of each row (any value where not hidden).
+        hidden: (B, T) bool, True where the row was hidden from the encoder.
+
+    Returns:
+        Scalar mean over the hidden rows; 0 (in graph) when none.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2] or hidden.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, T, K), targets and hidden (B, T), got {tuple(logits.shape)}, "
+                         f"{tuple(targets.shape)} and {tuple(hidden.shape)}")
+    hidden = hidden.to(logits.device).bool()
+    if not bool(hidden.any()):
+        return _zero(logits)
+    return F.cross_entropy(logits[hidden], targets.to(logits.device).long()[hidden])  # (M, K) vs (M,)

@@ -14,7 +14,15 @@ Each modality is the teacher of the other (the poster's contribution, after XDC,
   representation (:meth:`~cmmvt.models.Classifier.represent`, the input of its head) of a clip with its
   audio in time, against the same clip with its audio shifted by at least ``pretrain.sync_shift`` seconds
   (hard negatives: same content, wrong timing), through a small binary head;
-* ``combined``: the weighted sum of the four (``pretrain.weights``).
+* ``mask``: masked audio-visual prediction (AV-HuBERT, Shi et al. 2022, with HuBERT's k-means targets, Hsu
+  et al. 2021): in each clip, spans of one modality's rows (``pretrain.mask_span`` rows each, about
+  ``pretrain.mask_ratio`` of its rows; the modality drawn per clip) are replaced at the input by a learned mask
+  token (:meth:`~cmmvt.models.Classifier.tokens`), and the encoder's output at each hidden row predicts that
+  row's cluster among the modality's k-means clusters of single rows (``prototypes.k_rows``,
+  :meth:`~cmmvt.selfsup.prototypes.Prototypes.row_targets`). It trains the fused input that fine-tuning reads
+  (early fusion: the other modality stays in place), and filling a span of a moving or sweeping pattern needs
+  its direction from the rows around it and the other modality's timing at the same steps;
+* ``combined``: the weighted sum of the others (``pretrain.weights``).
 
 **One graph for pretraining and fine-tuning.** The model pretrained is the classifier itself
 (:class:`cmmvt.models.Classifier` built from ``model.*`` with both modalities), head excepted, so ``train``
@@ -75,16 +83,52 @@ OTHER = {"video": "audio", "audio": "video"}
 
 
 class PretrainHeads(nn.Module):
-    """Projection MLPs (contrastive losses) and cross-modal cluster classifiers (XDC), per modality, and the
-    synchrony head on the classifier's representation (the input its own head reads)."""
+    """Projection MLPs (contrastive losses), cross-modal cluster classifiers (XDC), and the learned input mask
+    token and row-cluster classifier of masked prediction, per modality; the synchrony head on the classifier's
+    representation (the input its own head reads)."""
 
-    def __init__(self, hidden: int, head_in: int, k: dict[str, int]):
+    def __init__(self, hidden: int, head_in: int, k: dict[str, int], k_rows: dict[str, int], dims: dict[str, int]):
         super().__init__()
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
                                    for m in MODALITIES})
         # the video encoder predicts the audio cluster and vice versa
         self.xdc = nn.ModuleDict({m: nn.Linear(hidden, k[OTHER[m]]) for m in MODALITIES})
         self.sync = nn.Sequential(nn.LayerNorm(head_in), nn.Linear(head_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.mask = nn.ModuleDict({m: nn.Linear(hidden, k_rows[m]) for m in MODALITIES})
+        self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(dims[m])) for m in MODALITIES})  # (D_m,)
+
+
+def mask_spans(masks: dict[str, torch.Tensor], ratio: float, span: int, generator: torch.Generator
+               ) -> dict[str, torch.Tensor]:
+    """Rows to hide for masked audio-visual prediction: spans of one modality per clip.
+
+    Each clip hides one modality, drawn with equal odds (the one it has, if it lacks the other); with ``L`` real
+    rows of it, ``max(1, round(ratio · L / span))`` spans of ``span`` rows start uniformly in ``[0, L − span]``
+    (spans may overlap, so about ``ratio`` of the rows are hidden, fewer where they do: wav2vec 2.0's
+    sampling, Baevski et al. 2020). Padding is never hidden.
+
+    Args:
+        masks: ``{"video": (B, T) bool, "audio": (B, T) bool}``, True = real row.
+        ratio: Share of the chosen modality's rows to hide.
+        span: Rows per span.
+        generator: Draws the modality and the spans.
+
+    Returns:
+        ``{"video": (B, T) bool, "audio": (B, T) bool}``, True = hidden; in each clip one of them is all False.
+    """
+    video, audio = masks["video"].bool(), masks["audio"].bool()  # (B, T)
+    B, T = video.shape
+    pick_video = ((torch.rand(B, generator=generator) < 0.5) & video.any(1)) | ~audio.any(1)  # (B,)
+    real = torch.where(pick_video[:, None], video, audio)  # (B, T) rows of the chosen modality
+    length = real.sum(1)  # (B,)
+    n = (ratio * length / span).round().long().clamp(min=1)  # (B,) spans per clip
+    most = max(1, math.ceil(ratio * T / span))
+    room = (length - span + 1).clamp(min=1)  # (B,) possible starts
+    starts = (torch.rand(B, most, generator=generator) * room[:, None]).long()  # (B, N)
+    rows = torch.arange(T)[None, None]  # (1, 1, T)
+    inside = (rows >= starts[..., None]) & (rows < starts[..., None] + span)  # (B, N, T)
+    hidden = (inside & (torch.arange(most)[None, :, None] < n[:, None, None])).any(1) & real  # (B, T)
+    return {"video": hidden & pick_video[:, None], "audio": hidden & ~pick_video[:, None]}
 
 
 def sync_pairs(batch: dict[str, torch.Tensor], shift: int, generator: torch.Generator
@@ -254,18 +298,22 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
     ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.crop_frames, train=True, seed=p.seed)
     eval_ds = ClipDataset(features, ids, list(range(len(ids))), MODALITIES, p.model.max_frames)
     k = {"video": p.prototypes.k_video, "audio": p.prototypes.k_audio}
+    weights = {} if p.pretrain.objective == "none" else _weights(p)
+    pro = protos.read(prototypes_path) if weights.get("xdc") or weights.get("protonce") or weights.get("mask") else {}
+    if weights.get("mask") and any(pro[m].row_centroids is None for m in MODALITIES):
+        raise ValueError(f"{prototypes_path} has no row clusters, which pretrain.objective 'mask' predicts (written by "
+                         "an older cmmvt): rerun the prototypes stage (`dvc repro prototypes`)")
+    k_rows = {m: len(pro[m].row_centroids) if weights.get("mask") else 1 for m in MODALITIES}  # 1: an unused head
     model = _model(p, ds.dims)
-    heads = PretrainHeads(p.model.hidden, model.head_in, k)
+    heads = PretrainHeads(p.model.hidden, model.head_in, k, k_rows, ds.dims)
     with CacheReader(features, "video") as r:
         shift = max(1, math.ceil(p.pretrain.sync_shift * float(r.attrs["fps"]) - 1e-9))  # rows
-    shifts = torch.Generator().manual_seed(p.seed + world.rank)  # each rank its own
-    weights = {} if p.pretrain.objective == "none" else _weights(p)
+    shifts = torch.Generator().manual_seed(p.seed + world.rank)  # each rank its own (sync shifts, mask spans)
     if weights.get("sync") and 3 * shift > p.model.crop_frames:  # sync_pairs needs windows of ≥ shift rows
         raise ValueError(f"pretrain.sync_shift = {p.pretrain.sync_shift} s is {shift} rows: the sync objective needs "
                          f"crops of at least {3 * shift} rows, model.crop_frames = {p.model.crop_frames}")
     labels: dict[str, np.ndarray] = {}
     if weights.get("xdc") or weights.get("protonce"):
-        pro = protos.read(prototypes_path)
         labels = {m: pro[m].labels_for(ids) for m in MODALITIES}
     params = list(model.parameters()) + list(heads.parameters())
     torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks (the model is the same on all)
@@ -303,6 +351,14 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
                 both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
                 pos, neg = heads.sync(model.represent(both))[:, 0].chunk(2)  # (B,), (B,)
                 loss = loss + weights["sync"] * losses.synchrony_bce(pos, neg, valid=valid & room)
+            if weights.get("mask"):
+                hide = mask_spans({m: batch[f"{m}_mask"] for m in MODALITIES}, p.pretrain.mask_ratio,
+                                  p.pretrain.mask_span, shifts)  # {m: (B, T)}
+                rows = model.tokens(batch, {m: (hide[m], heads.mask_token[m]) for m in MODALITIES})  # {m: (B, T, H)}
+                for m in MODALITIES:
+                    target = torch.from_numpy(pro[m].row_targets(batch[m].numpy()))  # (B, T) row clusters
+                    loss = loss + weights["mask"] * 0.5 * losses.masked_cluster_ce(heads.mask[m](rows[m]), target,
+                                                                                 hide[m])
             for m in MODALITIES:
                 target = torch.from_numpy(labels[OTHER[m]][idx]) if labels else None
                 if weights.get("xdc"):

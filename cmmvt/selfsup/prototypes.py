@@ -5,6 +5,11 @@ prototypes (ProtoNCE) that teach the audio encoder, and vice versa. By default a
 point, the mean over time of its rows; with ``frame_level=True`` every row is a point, and a
 clip's assignment is the majority vote of its rows (ties: the lowest cluster index).
 
+Each modality's single rows are also clustered on their own (``k_rows`` clusters, ``prototypes.k_rows``): the
+per-row targets of masked audio-visual prediction (``pretrain.objective: mask``; HuBERT's k-means targets of
+frame features, Hsu et al. 2021, used per modality as in AV-HuBERT, Shi et al. 2022). A row's target is its
+nearest row centroid (:meth:`Prototypes.row_targets`).
+
 Clips without the stream (``has_stream`` False, e.g. no audio track), without rows, or absent
 from the cache are skipped for that modality: they have no assignment there
 (:meth:`Prototypes.labels_for` gives -1), and cross-modal losses exclude them.
@@ -21,6 +26,7 @@ File layout (``write``/``read``)::
     /<modality>/centroids    (k, D) float32   in the frozen-CNN feature space of that modality
     /<modality>/ids          (N,) utf-8       clips with the stream, in clustering order
     /<modality>/assignments  (N,) int64       cluster of each clip, in [0, k)
+    /<modality>/row_centroids (k_rows, D) float32  k-means of single rows (targets of masked prediction)
     /<modality> attrs        k, inertia, frame_level, seed, dim, feature_attrs_json
 
 Example (needs clips or caches on disk, so not run as a doctest)::
@@ -49,7 +55,7 @@ from cmmvt.io import atomic_path
 __all__ = ["Prototypes", "clip_means", "kmeans", "fit", "write", "read", "cluster_quality",
            "MINIBATCH_THRESHOLD", "N_INIT"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: row_centroids
 #: k-means restarts (best inertia kept) for full-batch KMeans; fixed so a seed fixes the result.
 N_INIT = 10
 #: Points above which MiniBatchKMeans replaces full-batch KMeans.
@@ -78,6 +84,7 @@ class Prototypes:
         frame_level: True if rows, not clip means, were clustered.
         seed: The k-means random state.
         feature_attrs: Params of the feature cache that was clustered (backbone, dim, fps, …).
+        row_centroids: (k_rows, D) float32 k-means centres of single rows; None in files written before them.
     """
 
     modality: str
@@ -89,6 +96,21 @@ class Prototypes:
     frame_level: bool = False
     seed: int = 0
     feature_attrs: dict[str, Any] = field(default_factory=dict)
+    row_centroids: np.ndarray | None = None  # (k_rows, D) float32
+
+    def row_targets(self, rows: np.ndarray) -> np.ndarray:
+        """The nearest row centroid of each row: ``rows`` (..., D) → (...,) int64.
+
+        Raises:
+            ValueError: The file predates row clusters.
+        """
+        if self.row_centroids is None:
+            raise ValueError(f"{self.modality} prototypes have no row clusters (written by an older cmmvt): "
+                             "rerun the prototypes stage (`dvc repro prototypes`)")
+        c = self.row_centroids
+        flat = np.asarray(rows, np.float32).reshape(-1, c.shape[1])  # (R, D)
+        lab, _ = _nearest(flat, c, (c * c).sum(1)[None, :])
+        return lab.astype(np.int64).reshape(np.shape(rows)[:-1])
 
     def labels_for(self, ids: Iterable[str]) -> np.ndarray:
         """(len(ids),) int64 assignments of ``ids``; -1 for clips not clustered (no such stream)."""
@@ -256,7 +278,8 @@ def _frame_kmeans(reader: CacheReader, ids: list[str], k: int, seed: int, miniba
 
 def fit(features_root: str | Path, ids: Iterable[str] | None = None, k_video: int = 10, k_audio: int = 10,
         seed: int = 0, frame_level: bool = False, minibatch_threshold: int = MINIBATCH_THRESHOLD,
-        batch_rows: int = 65536, modalities: Sequence[str] = ("video", "audio")) -> dict[str, Prototypes]:
+        batch_rows: int = 65536, modalities: Sequence[str] = ("video", "audio"), k_rows: int | None = None
+        ) -> dict[str, Prototypes]:
     """k-means prototypes of each modality's cache.
 
     Args:
@@ -271,6 +294,7 @@ def fit(features_root: str | Path, ids: Iterable[str] | None = None, k_video: in
         minibatch_threshold: Above this many points, MiniBatchKMeans (streamed when frame-level).
         batch_rows: Rows per streamed block (frame-level MiniBatchKMeans).
         modalities: Which caches to cluster.
+        k_rows: Clusters of single rows per modality (:attr:`Prototypes.row_centroids`); None: not clustered.
 
     Returns:
         ``{modality: Prototypes}``.
@@ -294,9 +318,15 @@ def fit(features_root: str | Path, ids: Iterable[str] | None = None, k_video: in
                 else:
                     kept, X = clip_means(r, ids)
                     centroids, assign, inertia = kmeans(X, ks[m], seed, minibatch_threshold)
+                rows = None
+                if k_rows is not None:
+                    with_rows = [v for v in kept if len(r.times(v)) > 0]
+                    n_rows = sum(len(r.times(v)) for v in with_rows)  # a tiny set gets as many clusters as rows
+                    rows, _, _ = _frame_kmeans(r, with_rows, min(k_rows, n_rows), seed, minibatch_threshold,
+                                               batch_rows)
             except ValueError as exc:
                 raise ValueError(f"{m}: {exc} (of clips with a {m} stream)") from None
-            out[m] = Prototypes(m, centroids, kept, assign, inertia, ks[m], frame_level, seed, dict(r.attrs))
+            out[m] = Prototypes(m, centroids, kept, assign, inertia, ks[m], frame_level, seed, dict(r.attrs), rows)
     return out
 
 
@@ -318,6 +348,8 @@ def write(path: str | Path, result: dict[str, Prototypes]) -> None:
             g.create_dataset("ids", data=np.array(list(p.ids), dtype=object),
                              dtype=h5py.string_dtype("utf-8"), shape=(len(p.ids),), track_times=False)
             g.create_dataset("assignments", data=np.asarray(p.assignments, np.int64), track_times=False)
+            if p.row_centroids is not None:
+                g.create_dataset("row_centroids", data=np.asarray(p.row_centroids, np.float32), track_times=False)
             g.attrs["modality"] = p.modality
             g.attrs["k"] = np.int64(p.k)
             g.attrs["inertia"] = float(p.inertia)
@@ -355,6 +387,7 @@ def read(path: str | Path) -> dict[str, Prototypes]:
                 frame_level=bool(g.attrs["frame_level"]),
                 seed=int(g.attrs["seed"]),
                 feature_attrs=json.loads(g.attrs["feature_attrs_json"]),
+                row_centroids=g["row_centroids"][()].astype(np.float32) if "row_centroids" in g else None,
             )
     return out
 
@@ -409,7 +442,7 @@ def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None
     df = manifest_mod.read(p.data.manifest)
     df = df[df["split"].isin(p.pretrain.splits)]
     result = fit(p.extract.out, df["video_id"].tolist(), p.prototypes.k_video, p.prototypes.k_audio, p.seed,
-                 p.prototypes.frame_level, p.prototypes.minibatch_threshold)
+                 p.prototypes.frame_level, p.prototypes.minibatch_threshold, k_rows=p.prototypes.k_rows)
     write(out, result)
     label_of = dict(zip(df["video_id"], df["label"]))
     metrics = {}

@@ -75,11 +75,12 @@ def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[st
     return out, names
 
 
-def per_class_subset(split: Split, n: int | None, seed: int) -> Split:
+def per_class_subset(split: Split, n: int | None, seed: int, stream: int = 0) -> Split:
     """The first ``n`` clips of each class in a seeded shuffle (``train.labels_per_class``; None: all clips).
 
     Nested: for one seed, the clips kept at ``n`` are among those kept at any larger ``n``, so a low-label
     curve (1, 2, 5, all labels per class) adds labels rather than redrawing them. Order follows ``split``.
+    ``stream`` gives another split (validation) a draw of its own for the same seed.
     """
     if n is None:
         return split
@@ -87,7 +88,7 @@ def per_class_subset(split: Split, n: int | None, seed: int) -> Split:
     keep: list[int] = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        rng = np.random.default_rng([seed, int(c)])
+        rng = np.random.default_rng([seed, int(c), stream])
         keep.extend(rng.permutation(idx)[:n].tolist())
     keep.sort()
     return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])

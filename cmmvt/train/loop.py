@@ -1,9 +1,17 @@
 """Supervised training of the temporal classifier on cached features, in one process or data-parallel.
 
 AdamW (Loshchilov & Hutter 2019) with linear warmup and cosine decay, label smoothing (Szegedy et al.
-2016), gradient-norm clipping and early stopping on validation top-1. The best checkpoint is saved
-with its resolved params, label names and the feature params of the caches it was trained on, and is
-loaded back with ``torch.load(weights_only=True)``: no pickled code is ever executed.
+2016), gradient-norm clipping, at least ``train.min_steps`` optimiser steps, and the checkpoint of the best
+validation top-1 (early stopping) or the last one (``train.select``). The checkpoint is saved with its resolved
+params, label names and the feature params of the caches it was trained on, and is loaded back with
+``torch.load(weights_only=True)``: no pickled code is ever executed.
+
+Transfer from pretrained encoders (``train.transfer``, :func:`schedule`): ``finetune`` trains every weight (the
+encoders at ``train.encoder_lr`` times the head's rate), ``probe`` the head alone on frozen encoders, ``lp_ft``
+the head alone first and then everything (LP-FT, Kumar et al. 2022: a random head fine-tuned with the encoder
+distorts the features it reads). With ``train.labels_per_class`` validation keeps as many labels per class as
+training (never more), drawn by ``train.label_draw``; the summary says when nearest-centroid on the frozen
+clip-mean features does better on them (:mod:`cmmvt.eval.baselines`).
 
 Under torchrun the processes train one model with ``DistributedDataParallel`` (Li et al. 2020, "PyTorch
 Distributed: Experiences on Accelerating Data Parallel Training"). ``train.batch_size`` stays the global
@@ -23,6 +31,7 @@ Example (needs clips or caches on disk, so not run as a doctest)::
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +44,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cmmvt import distributed
 from cmmvt.checkpoints import feature_params, load_into, save_checkpoint
-from cmmvt.config import Params
+from cmmvt.config import Params, TrainParams
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.distributed import World
+from cmmvt.eval import baselines
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps, warmup_cosine
@@ -49,30 +59,91 @@ from cmmvt.train.sampler import GlobalBatches
 class TrainResult:
     """What :func:`train` did."""
 
-    best_epoch: int
-    best_val_top1: float
+    best_epoch: int  #: the epoch of the checkpoint kept (``train.select``)
+    best_val_top1: float  #: its validation top-1
     epochs_run: int
     train_clips: int
     steps: int  #: optimiser steps taken (global batches)
     step_seconds: float  #: time in those steps on this rank (validation excluded)
+    baseline_val_top1: float | None = None  #: nearest-centroid on the same clips' frozen clip-mean features
 
     def line(self) -> str:
-        """One line for the stage and the CLI."""
-        return (f"best val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs run, "
-                f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
+        """One line for the stage and the CLI (and a second where a simpler classifier does better on val)."""
+        out = (f"best val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs run, "
+               f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
+        if self.baseline_val_top1 is not None and self.baseline_val_top1 > self.best_val_top1:
+            out += (f"\nnote: nearest-centroid on the frozen clip-mean features scores {self.baseline_val_top1:.3f} on "
+                    f"the same val clips, more than this model: with {self.train_clips} training clips a simpler "
+                    "classifier wins here (benchmarks/lowlabel.py compares them)")
+        return out
 
 
 def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[str, Split], list[str]]:
+    """The splits, with ``train.labels_per_class`` clips per class drawn from train and as many from val.
+
+    Validation never has more labels per class than training: a user with one label per class has no larger
+    set to choose a checkpoint on. Both draws follow ``train.label_draw`` (not ``seed``), so runs that differ
+    in method or seed see the same labelled clips.
+    """
     sp, names = splits(df, features, MODALITIES[p.model.modalities])
-    sp["train"] = per_class_subset(sp["train"], p.train.labels_per_class, p.seed)
+    sp["train_all"] = sp["train"]
+    sp["train"] = per_class_subset(sp["train"], p.train.labels_per_class, p.train.label_draw)
+    sp["val"] = per_class_subset(sp["val"], p.train.labels_per_class, p.train.label_draw, stream=1)
     if not sp["train"].ids:
         raise ValueError(f"no training clips: check {p.data.manifest} and the caches under {features}")
     return sp, names
 
 
+def schedule(t: TrainParams, per_epoch: int) -> tuple[list[tuple[str, int]], int, int]:
+    """The phases of training and how long it runs, from ``train.*`` and the global batches per epoch.
+
+    Fine-tuning takes ``max(train.epochs · per_epoch, train.min_steps)`` optimiser steps (few labels make short
+    epochs: one label per class is one step per epoch); ``lp_ft`` first trains the head alone for
+    ``train.lp_steps`` (LP-FT, Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+    Out-of-Distribution"); ``probe`` trains the head alone for as long as fine-tuning would. Early stopping's
+    patience grows with the epochs.
+
+    Returns:
+        ``([(part, steps), ...], epochs, patience)`` with part ``head`` (the encoders frozen, in eval mode) or
+        ``all``.
+
+    Example:
+        >>> from cmmvt.config import TrainParams
+        >>> schedule(TrainParams(transfer="lp_ft", labels_per_class=1), per_epoch=1)
+        ([('head', 100), ('all', 200)], 300, 113)
+        >>> schedule(TrainParams(), per_epoch=9)
+        ([('all', 360)], 40, 15)
+    """
+    tune = max(t.epochs * per_epoch, t.min_steps)
+    phases = {"finetune": [("all", tune)], "probe": [("head", tune)],
+              "lp_ft": [("head", t.lp_steps), ("all", tune)]}[t.transfer]
+    epochs = math.ceil(sum(n for _, n in phases) / per_epoch)
+    return phases, epochs, math.ceil(t.patience * epochs / t.epochs)
+
+
+def _optimiser(model: Classifier, t: TrainParams, part: str, steps: int, warmup: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the head (``part`` head) or every trainable weight, the encoders at ``train.encoder_lr`` × lr;
+    warmup then cosine decay over the part's ``steps``."""
+    trainable = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    groups = [{"params": [q for n, q in trainable if n.startswith("head.")], "lr": t.lr}]
+    rest = [q for n, q in trainable if not n.startswith("head.")]
+    if part == "all" and rest:
+        groups.append({"params": rest, "lr": t.lr * t.encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    return opt, warmup_cosine(opt, min(warmup, steps // 2), steps)
+
+
+def _mode(model: Classifier, part: str) -> None:
+    """Train mode for what the part trains; a frozen encoder gives its eval-mode features (no dropout)."""
+    model.train(part == "all")
+    model.head.train()
+
+
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
                loss_fn: nn.Module, grad_clip: float, weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a labelled batch (gradient-norm clipping at ``grad_clip``).
+    """One optimisation step on a labelled batch (gradient-norm clipping at ``grad_clip`` over the optimiser's
+    weights).
 
     Args:
         model: The model, or its ``DistributedDataParallel`` wrapper (which averages the ranks' gradients).
@@ -84,9 +155,9 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.opti
     """
     logits = model(batch)  # (B, C)
     loss = loss_fn(logits, batch["label"])
-    opt.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     (loss * weight).backward()
-    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    nn.utils.clip_grad_norm_([q for g in opt.param_groups for q in g["params"]], grad_clip)
     opt.step()
     return loss, logits
 
@@ -99,16 +170,25 @@ def uses_pretrained(p: Params) -> bool:
 
 
 def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
-    """Load pretrained encoders per ``train.init``; freeze everything but the head for a linear probe."""
+    """Load pretrained encoders per ``train.init``; freeze everything but the head for ``train.transfer: probe``."""
     if uses_pretrained(p):
         if p.pretrain.objective == "none" and p.train.init == "pretrained":
             raise ValueError("train.init = 'pretrained' but pretrain.objective = 'none': nothing was pretrained")
         if pretrained is None or not Path(pretrained).is_file():
             raise FileNotFoundError(f"train.init needs the pretrained encoders: {pretrained} (run `dvc repro pretrain`)")
         load_into(model, pretrained)
-    if p.train.freeze_encoder:
+    if p.train.transfer == "probe":
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("head."))
+
+
+def nearest_centroid_val(features: str | Path, sp: dict[str, Split], modalities: tuple[str, ...]) -> float:
+    """Val top-1 of nearest-centroid on frozen clip-mean features (:mod:`cmmvt.eval.baselines`), trained on the
+    same labelled clips, centred on the training split's clips."""
+    means = {s: baselines.clip_means(features, sp[s].ids, modalities) for s in ("train", "val", "train_all")}
+    x = {s: baselines.cl2n(means[s], means["train_all"]) for s in ("train", "val")}
+    pred = baselines.nearest_centroid(x["train"], np.asarray(sp["train"].labels), x["val"])
+    return float((pred == np.asarray(sp["val"].labels)).mean())
 
 
 def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None = None,
@@ -149,29 +229,38 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
     val_split = sp["val"] if sp["val"].ids else sp["train"]
     val_ds = ClipDataset(features, val_split.ids, val_split.labels, mods, eval_frames(p), views=p.evaluate.views)
     batches = GlobalBatches(len(train_ds), p.train.batch_size, world, p.seed)
+    phases, epochs, patience = schedule(p.train, len(batches))
     model = build_model(p.model, train_ds.dims, len(names))
     _init(model, p, pretrained)
     # the same model on every rank; the wrapper averages gradients in the backward pass (static graph: the
     # encoders' unused token-embedding tables stay without gradients, as in one process)
     net = DistributedDataParallel(model, static_graph=True) if world.group else model
     torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks
-    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p.train.lr, weight_decay=p.train.weight_decay)
-    sched = warmup_cosine(opt, p.train.warmup_epochs * len(batches), p.train.epochs * len(batches))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
     live = live_logger(live_dir) if world.lead else None
     provenance = feature_params(features, mods)
     best = (-1.0, -1)
-    epoch, seconds = 0, 0.0
-    for epoch in steps("train", p.train.epochs, show=world.lead):
-        net.train()
+    epoch, seconds, step = 0, 0.0, 0
+    ends = np.cumsum([n for _, n in phases])  # the step at which each phase ends
+    for epoch in steps("train", epochs, show=world.lead):
+        part = phases[int(np.searchsorted(ends, step, side="right"))][0]
+        _mode(model, part)
         loss_sum, correct, seen = 0.0, 0, 0  # over this rank's clips
         t0 = time.perf_counter()
         for share, batch in batches.batches(train_ds, epoch):
+            if step in (0, *ends[:-1]):  # a phase starts: its own optimiser and schedule
+                i = int(np.searchsorted(ends, step, side="right"))
+                part = phases[i][0]
+                opt, sched = _optimiser(model, p.train, part, phases[i][1], p.train.warmup_epochs * len(batches))
+                _mode(model, part)
             loss, logits = train_step(net, batch, opt, loss_fn, p.train.grad_clip, share.weight)
             sched.step()
+            step += 1
             loss_sum += loss.item() * share.clips
             correct += int((logits[: share.clips].argmax(1) == batch["label"][: share.clips]).sum())
             seen += share.clips
+            if step == ends[-1]:
+                break
         seconds += time.perf_counter() - t0
         loss_sum, correct, seen = (sum(x) for x in zip(*distributed.all_gather(world, (loss_sum, correct, seen))))
         val_logits = predict(model, val_ds, world=world)  # (N_val, C), on every rank
@@ -182,13 +271,17 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
             live.log_metric("val/top1", val_top1)
             live.log_metric("lr", sched.get_last_lr()[0])
             live.next_step()
-        if val_top1 > best[0]:
+        last = step == ends[-1]
+        if (p.train.select == "best" and val_top1 > best[0]) or (p.train.select == "last" and last):
             best = (val_top1, epoch)
             if world.lead:
                 save_checkpoint(out, model, p, names, train_ds.dims, provenance)
-        elif epoch - best[1] >= p.train.patience:
+        elif p.train.select == "best" and epoch - best[1] >= patience:
+            break
+        if last:
             break
     if live is not None:
         live.end()
+    baseline = nearest_centroid_val(features, sp | {"val": val_split}, mods) if world.lead else None
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds),
-                       steps=(epoch + 1) * len(batches), step_seconds=seconds)
+                       steps=step, step_seconds=seconds, baseline_val_top1=baseline)
