@@ -251,7 +251,7 @@ def pretrain(
     out: Annotated[Path | None, typer.Option(help="Pretrained encoders to write (default: paths.pretrained).")] = None,
     prototypes_: Annotated[Path | None, typer.Option("--prototypes", help="k-means prototypes for xdc and protonce "
                                                                             "(default: paths.prototypes).")] = None,
-    objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | sync | combined.")] = None,
+    objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | sync | mask | order | combined.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
@@ -296,7 +296,7 @@ def train(
     p = _params(params, set_)
     r = _run(lambda: loop.train(p, out, live_dir=None, world=world))  # DVCLive curves belong to the train stage
     if world.lead:
-        console.print(f"{r.line()}; saved {out or p.paths.classifier}", highlight=False)
+        console.print(f"saved {out or p.paths.classifier}: {r.line()}", highlight=False)
 
 
 @app.command()

@@ -121,12 +121,13 @@ class ObjectiveWeights(_Section):
     protonce: float = Field(1.0, ge=0)
     sync: float = Field(1.0, ge=0)
     mask: float = Field(1.0, ge=0)
+    order: float = Field(1.0, ge=0)
 
 
 class PretrainParams(_Section):
     """Cross-modal self-supervised pretraining (no labels)."""
 
-    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "mask", "combined"] = "none"
+    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "mask", "order", "combined"] = "none"
     weights: ObjectiveWeights = ObjectiveWeights()  # for objective: combined
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(32, ge=2)
@@ -137,6 +138,7 @@ class PretrainParams(_Section):
     sync_shift: float = Field(0.5, gt=0)  # sync: the audio of a negative is shifted by at least this many seconds
     mask_ratio: float = Field(0.5, gt=0, lt=1)  # mask: share of a clip's rows of one modality hidden (in spans)
     mask_span: int = Field(3, ge=1)  # mask: rows per hidden span
+    order_ratio: float = Field(0.25, gt=0, le=1)  # order: share of a crop's steps moved (both modalities together)
     # Clips pretrained on (labels are never used) and clustered by `prototypes`. The test split is held out
     # by default: cross-modal targets memorised on a test clip would hand its other modality to a
     # single-modality model.

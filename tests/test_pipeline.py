@@ -47,3 +47,25 @@ def test_repro_then_experiment_reruns_only_downstream(repo, run, stages_run):
     assert "global" in json.dumps(shown) and "infonce" in json.dumps(shown)
     plots = run(dvc + ["plots", "show", "--json"], repo)  # pretraining on: a real loss curve, still no error
     assert "failed to load" not in plots
+
+
+@pytest.mark.slow
+def test_own_folder_gets_no_synthetic_clips(tmp_path_factory, run):
+    """With data.source: folder, `dvc repro` reads the user's clips and renders none of the synthetic set."""
+    import yaml
+
+    from conftest import tiny_repo
+
+    repo = tiny_repo(tmp_path_factory.mktemp("own"))
+    clips = repo.parent / "my_clips"
+    run([sys.executable, "-m", "cmmvt.cli", "synth", "--out", str(clips), "--classes", "2", "--clips-per-class", "4",
+         "-S", "data.synth.unlabelled_clips_per_class=0"], repo)  # stands in for a user's folder of clips
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"] |= {"source": "folder", "root": str(clips)}
+    params["prototypes"] |= {"k_video": 2, "k_audio": 2}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert (repo / "data/synth").is_dir() and not any((repo / "data/synth").rglob("*"))  # the stage's empty output
+    listed = pd.read_csv(repo / "data/manifest.csv")
+    assert len(listed) == 8 and set(listed["label"]) == {d.name for d in clips.iterdir() if d.is_dir()}
+    assert json.loads((repo / "reports/eval/metrics.json").read_text())["clips"] > 0

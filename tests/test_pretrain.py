@@ -36,7 +36,7 @@ def tiny(tmp_path_factory, make_cache):
     return root
 
 
-@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "sync", "mask", "combined"])
+@pytest.mark.parametrize("objective", ["xdc", "infonce", "protonce", "sync", "mask", "order", "combined"])
 def test_loss_decreases_and_missing_audio_is_tolerated(tiny, objective):
     first = pt.pretrain(params(tiny, objective, 1), tiny / f"{objective}1.pt", tiny / "prototypes.h5", live_dir=None)
     later = pt.pretrain(params(tiny, objective, 12), tiny / f"{objective}.pt", tiny / "prototypes.h5", live_dir=None)
@@ -162,3 +162,22 @@ def test_row_targets_are_per_row_nearest_centroids(tiny):
     old = protos.Prototypes("video", c, [], np.zeros(0, np.int64), 0.0, 2)  # a file from before row clusters
     with pytest.raises(ValueError, match="no row clusters.*dvc repro prototypes"):
         old.row_targets(rows)
+
+
+def test_shuffled_steps_move_both_modalities_together_within_each_clip():
+    g = torch.Generator().manual_seed(0)
+    B, T = 3, 8
+    lengths = torch.tensor([8, 5, 1])
+    real = torch.arange(T)[None] < lengths[:, None]
+    batch = {"video": torch.arange(T, dtype=torch.float32).repeat(B, 1)[..., None].expand(B, T, 2).clone(),
+             "audio": -torch.arange(T, dtype=torch.float32).repeat(B, 1)[..., None].clone(),
+             "video_mask": real, "audio_mask": real}
+    source, drawn = pt.shuffle_steps({"video": real, "audio": real}, ratio=0.5, generator=g)
+    assert drawn.sum(1).tolist() == [4, 2, 0]  # round(0.5 · L), at least 2, none in a one-step clip
+    assert not (drawn & ~real).any()  # padding never moves
+    for b in range(B):
+        assert sorted(source[b].tolist()) == list(range(T))  # a permutation
+        assert (source[b][~drawn[b]] == torch.arange(T)[~drawn[b]]).all()  # only drawn steps move
+    moved = pt._gather_steps(batch, source)
+    assert torch.equal(moved["video"][..., 0], source.float()) and torch.equal(moved["audio"][..., 0], -source.float())
+    assert torch.equal(moved["video_mask"], real)  # real steps stay among real steps

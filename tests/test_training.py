@@ -119,7 +119,7 @@ def _pretrained(root, p):
     torch.manual_seed(1)
     model = build_model(p.model.model_copy(update={"modalities": "av"}), {"video": 12, "audio": 12}, 1)
     heads = pt.PretrainHeads(p.model.hidden, model.head_in, {"video": 2, "audio": 2}, {"video": 2, "audio": 2},
-                             {"video": 12, "audio": 12})
+                             {"video": 12, "audio": 12}, p.model.crop_frames)
     pt.save(root / "enc.pt", model, heads, p, {"video": 12, "audio": 12}, {})
     return {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
 

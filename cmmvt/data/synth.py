@@ -110,7 +110,7 @@ depend on how many clips or classes are generated; video, audio and event times 
 streams.
 
 Example:
-    >>> from cmmvt.config import SynthParams
+    >>> from cmmvt.config import DataParams, SynthParams
     >>> frames, audio = render_clip(CLASSES[0], clip_rng(0, 0, 0), SynthParams(size=64, duration=1.0))
     >>> frames.shape, frames.dtype, audio.shape, audio.dtype
     ((25, 64, 64, 3), dtype('uint8'), (16000,), dtype('float32'))
@@ -131,7 +131,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmmvt.config import SynthParams
+from cmmvt.config import DataParams, SynthParams
 
 __all__ = [
     "CLASSES",
@@ -150,6 +150,7 @@ __all__ = [
     "render_audio",
     "render_clip",
     "render_video",
+    "stage",
     "unlabelled_order",
     "unlabelled_path",
 ]
@@ -279,7 +280,7 @@ def event_times(rng: np.random.Generator, p: SynthParams) -> np.ndarray:
         ``(n,)`` float64 onsets in seconds, sorted.
 
     Example:
-        >>> from cmmvt.config import SynthParams
+        >>> from cmmvt.config import DataParams, SynthParams
         >>> t = event_times(np.random.default_rng(0), SynthParams(duration=4.0))
         >>> bool(2 <= len(t) <= 5 and t[0] >= 0.1 and t[-1] <= 3.65 and np.all(np.diff(t) >= 0.4))
         True
@@ -316,7 +317,7 @@ def event_frames(events: np.ndarray | tuple[float, ...], p: SynthParams) -> np.n
         ``(T,)`` bool.
 
     Example:
-        >>> from cmmvt.config import SynthParams
+        >>> from cmmvt.config import DataParams, SynthParams
         >>> np.flatnonzero(event_frames([0.5], SynthParams(duration=1.0, fps=10))).tolist()
         [5, 6, 7]
     """
@@ -700,6 +701,21 @@ def _remove_stale(folder: Path, pattern: re.Pattern[str], wanted: set[str]) -> N
     for stale in folder.iterdir():
         if pattern.match(stale.name) and stale.name not in wanted:
             stale.unlink()
+
+
+def stage(data: DataParams, out_dir: str | Path) -> list[Path]:
+    """The DVC ``synth`` stage: the dataset when ``data.source`` is ``synth``, else an empty folder.
+
+    A user's own clips (``data.source``: ``folder``, ``kinetics``, ``csv``) are never handed the synthetic set:
+    the stage's output is then an empty folder, and no clip is rendered.
+
+    Returns:
+        The labelled clip paths (none for another source).
+    """
+    if data.source != "synth":
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return []
+    return make_dataset(out_dir, data.synth, seed=data.seed, progress=True)
 
 
 def make_dataset(out_dir: str | Path, p: SynthParams, seed: int = 0, progress: bool = False) -> list[Path]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids", "synchrony_bce",
-           "masked_cluster_ce"]
+           "row_ce"]
 
 
 def _valid_rows(valid: Tensor | None, n: int, device: torch.device) -> Tensor | None:
@@ -230,29 +230,30 @@ def synchrony_bce(in_sync: Tensor, shifted: Tensor, valid: Tensor | None = None)
                   + F.binary_cross_entropy_with_logits(shifted, torch.zeros_like(shifted)))
 
 
-def masked_cluster_ce(logits: Tensor, targets: Tensor, hidden: Tensor) -> Tensor:
-    """Masked prediction of per-row cluster targets: cross-entropy on the hidden rows only.
+def row_ce(logits: Tensor, targets: Tensor, rows: Tensor) -> Tensor:
+    """Per-row classification on the selected rows only: masked cluster prediction and frame-order prediction.
 
-    HuBERT (Hsu et al. 2021, "HuBERT: Self-Supervised Speech Representation Learning by Masked Prediction of
-    Hidden Units") and its audio-visual form AV-HuBERT (Shi et al. 2022, "Learning Audio-Visual Speech
-    Representation by Masked Multimodal Cluster Prediction"): spans of input rows are replaced by a mask
-    embedding and the encoder's output at each hidden row predicts that row's k-means cluster (HuBERT's
-    ``α = 1``: the loss is on masked rows alone)::
+    * masked prediction (HuBERT, Hsu et al. 2021, "HuBERT: Self-Supervised Speech Representation Learning by
+      Masked Prediction of Hidden Units"; AV-HuBERT, Shi et al. 2022, "Learning Audio-Visual Speech
+      Representation by Masked Multimodal Cluster Prediction"): the rows are those hidden behind a mask
+      embedding, the targets their k-means clusters (HuBERT's ``α = 1``: no loss on visible rows);
+    * frame-order modelling (HERO, Li et al. 2020, "HERO: Hierarchical Encoder for Video+Language Omni-
+      representation Pre-training"): the rows are those moved by a shuffle, the targets their original places::
 
-        loss = -(1/M) * sum_{(b, t) hidden} log softmax(logits_bt)[y_bt]
+        loss = -(1/M) * sum_{(b, t) selected} log softmax(logits_bt)[y_bt]
 
     Args:
         logits: (B, T, K) per-row logits.
-        targets: (B, T) int cluster of each row (any value where not hidden).
-        hidden: (B, T) bool, True where the row was hidden from the encoder.
+        targets: (B, T) int class of each row (any value where not selected).
+        rows: (B, T) bool, True where the row counts.
 
     Returns:
-        Scalar mean over the hidden rows; 0 (in graph) when none.
+        Scalar mean over the selected rows; 0 (in graph) when none.
     """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2] or hidden.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits (B, T, K), targets and hidden (B, T), got {tuple(logits.shape)}, "
-                         f"{tuple(targets.shape)} and {tuple(hidden.shape)}")
-    hidden = hidden.to(logits.device).bool()
-    if not bool(hidden.any()):
+    if logits.dim() != 3 or targets.shape != logits.shape[:2] or rows.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, T, K), targets and rows (B, T), got {tuple(logits.shape)}, "
+                         f"{tuple(targets.shape)} and {tuple(rows.shape)}")
+    rows = rows.to(logits.device).bool()
+    if not bool(rows.any()):
         return _zero(logits)
-    return F.cross_entropy(logits[hidden], targets.to(logits.device).long()[hidden])  # (M, K) vs (M,)
+    return F.cross_entropy(logits[rows], targets.to(logits.device).long()[rows])  # (M, K) vs (M,)

@@ -22,6 +22,10 @@ Each modality is the teacher of the other (the poster's contribution, after XDC,
   :meth:`~cmmvt.selfsup.prototypes.Prototypes.row_targets`). It trains the fused input that fine-tuning reads
   (early fusion: the other modality stays in place), and filling a span of a moving or sweeping pattern needs
   its direction from the rows around it and the other modality's timing at the same steps;
+* ``order``: frame-order modelling (HERO, Li et al. 2020): in each crop, ``pretrain.order_ratio`` of the time
+  steps (video and audio rows together) swap places among themselves, and the encoder's output at each of them
+  predicts the place its content came from (:func:`shuffle_steps`). Telling where a moving disk or a sweeping
+  chirp was needs their direction: the temporal order that a bag of frames cannot see;
 * ``combined``: the weighted sum of the others (``pretrain.weights``).
 
 **One graph for pretraining and fine-tuning.** The model pretrained is the classifier itself
@@ -87,7 +91,8 @@ class PretrainHeads(nn.Module):
     token and row-cluster classifier of masked prediction, per modality; the synchrony head on the classifier's
     representation (the input its own head reads)."""
 
-    def __init__(self, hidden: int, head_in: int, k: dict[str, int], k_rows: dict[str, int], dims: dict[str, int]):
+    def __init__(self, hidden: int, head_in: int, k: dict[str, int], k_rows: dict[str, int], dims: dict[str, int],
+                 places: int):
         super().__init__()
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
                                    for m in MODALITIES})
@@ -96,6 +101,7 @@ class PretrainHeads(nn.Module):
         self.sync = nn.Sequential(nn.LayerNorm(head_in), nn.Linear(head_in, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.mask = nn.ModuleDict({m: nn.Linear(hidden, k_rows[m]) for m in MODALITIES})
         self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(dims[m])) for m in MODALITIES})  # (D_m,)
+        self.order = nn.ModuleDict({m: nn.Linear(hidden, places) for m in MODALITIES})
 
 
 def mask_spans(masks: dict[str, torch.Tensor], ratio: float, span: int, generator: torch.Generator
@@ -167,6 +173,48 @@ def sync_pairs(batch: dict[str, torch.Tensor], shift: int, generator: torch.Gene
     in_sync = {"video": window(video, start), "audio": window(audio, start), "video_mask": mask, "audio_mask": mask}
     shifted = in_sync | {"audio": window(audio, other)}
     return in_sync, shifted, valid
+
+
+def shuffle_steps(masks: dict[str, torch.Tensor], ratio: float, generator: torch.Generator
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame-order targets (HERO's frame order modelling, Li et al. 2020): some steps of each clip swap places.
+
+    Of a clip's ``L`` real steps (a step is real where any modality is), ``max(2, round(ratio · L))`` (at most
+    ``L``) are drawn and permuted among themselves at random; a drawn step may land where it was.
+
+    Args:
+        masks: ``{"video": (B, T) bool, "audio": (B, T) bool}``, True = real row.
+        ratio: Share of the real steps drawn.
+        generator: Draws the steps and their permutation.
+
+    Returns:
+        ``(source, drawn)``: (B, T) int64, the step whose rows position t now shows (``t`` where nothing moved),
+        and (B, T) bool, the drawn positions (the targets: predict ``source`` there).
+    """
+    real = masks["video"].bool() | masks["audio"].bool()  # (B, T)
+    B, T = real.shape
+    source = torch.arange(T).repeat(B, 1)  # (B, T)
+    drawn = torch.zeros(B, T, dtype=torch.bool)
+    for b in range(B):
+        steps_b = real[b].nonzero()[:, 0]  # (L,)
+        n = min(len(steps_b), max(2, round(ratio * len(steps_b))))
+        if n < 2:
+            continue
+        pick = steps_b[torch.randperm(len(steps_b), generator=generator)[:n]]  # (n,)
+        source[b, pick] = pick[torch.randperm(n, generator=generator)]
+        drawn[b, pick] = True
+    return source, drawn
+
+
+def _gather_steps(batch: dict[str, torch.Tensor], source: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch with every modality's rows and masks reordered: position t shows step ``source[:, t]``."""
+    out = {}
+    for key, x in batch.items():
+        if key in MODALITIES:
+            out[key] = torch.gather(x, 1, source[..., None].expand(-1, -1, x.shape[2]))  # (B, T, D)
+        elif key.endswith("_mask"):
+            out[key] = torch.gather(x, 1, source)  # (B, T)
+    return out
 
 
 @dataclass
@@ -305,7 +353,7 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
                          "an older cmmvt): rerun the prototypes stage (`dvc repro prototypes`)")
     k_rows = {m: len(pro[m].row_centroids) if weights.get("mask") else 1 for m in MODALITIES}  # 1: an unused head
     model = _model(p, ds.dims)
-    heads = PretrainHeads(p.model.hidden, model.head_in, k, k_rows, ds.dims)
+    heads = PretrainHeads(p.model.hidden, model.head_in, k, k_rows, ds.dims, p.model.crop_frames)
     with CacheReader(features, "video") as r:
         shift = max(1, math.ceil(p.pretrain.sync_shift * float(r.attrs["fps"]) - 1e-9))  # rows
     shifts = torch.Generator().manual_seed(p.seed + world.rank)  # each rank its own (sync shifts, mask spans)
@@ -357,8 +405,13 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
                 rows = model.tokens(batch, {m: (hide[m], heads.mask_token[m]) for m in MODALITIES})  # {m: (B, T, H)}
                 for m in MODALITIES:
                     target = torch.from_numpy(pro[m].row_targets(batch[m].numpy()))  # (B, T) row clusters
-                    loss = loss + weights["mask"] * 0.5 * losses.masked_cluster_ce(heads.mask[m](rows[m]), target,
-                                                                                 hide[m])
+                    loss = loss + weights["mask"] * 0.5 * losses.row_ce(heads.mask[m](rows[m]), target, hide[m])
+            if weights.get("order"):
+                source, drawn = shuffle_steps({m: batch[f"{m}_mask"] for m in MODALITIES}, p.pretrain.order_ratio,
+                                              shifts)  # (B, T), (B, T)
+                rows = model.tokens(_gather_steps(batch, source))  # {m: (B, T, H)}
+                for m in MODALITIES:
+                    loss = loss + weights["order"] * 0.5 * losses.row_ce(heads.order[m](rows[m]), source, drawn)
             for m in MODALITIES:
                 target = torch.from_numpy(labels[OTHER[m]][idx]) if labels else None
                 if weights.get("xdc"):

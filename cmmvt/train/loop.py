@@ -282,6 +282,7 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
             break
     if live is not None:
         live.end()
-    baseline = nearest_centroid_val(features, sp | {"val": val_split}, mods) if world.lead else None
+    few = p.train.labels_per_class is not None and world.lead  # where a simpler classifier may well win
+    baseline = nearest_centroid_val(features, sp | {"val": val_split}, mods) if few else None
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds),
                        steps=step, step_seconds=seconds, baseline_val_top1=baseline)
