@@ -72,6 +72,16 @@ def _pool_manifest(full: Path, pool: int, out: Path) -> None:
     df.drop(index=df.index[drop]).to_csv(out, index=False)
 
 
+def _extract_once(p: config.Params, work: Path) -> None:
+    """Extract both modalities (resuming an interrupted run) unless a finished extraction is already there: the
+    study then reads the features it was started with, whatever changed in ``cmmvt.features`` since."""
+    done = work / "features" / "extracted"
+    if not done.is_file():
+        items, _ = extract.discover(p.data.manifest)
+        extract.run(items, p.extract, "both", show_progress=False)
+        done.write_text("complete\n")
+
+
 def prepare_synth(work: Path, quick: bool) -> dict[str, list[str]]:
     """Generate, extract and cluster the benchmark-size synthetic set (reused when ``work`` has it).
 
@@ -85,8 +95,7 @@ def prepare_synth(work: Path, quick: bool) -> dict[str, list[str]]:
     if not (work / "manifest.csv").is_file():
         synth.make_dataset(root, p.data.synth, seed=p.data.seed, progress=True)
         manifest.prepare(p.data, seed=p.data.seed)
-    items, _ = extract.discover(p.data.manifest)
-    extract.run(items, p.extract, "both", show_progress=False)
+    _extract_once(p, work)
     pools = [p.data.synth.unlabelled_clips_per_class * p.data.synth.classes] if quick else [240, 1200]
     out = {}
     for pool in pools:
@@ -108,9 +117,9 @@ def prepare_realav(work: Path, quick: bool) -> dict[str, list[str]]:
             f"extract.out={work}/features", f"paths.prototypes={work}/prototypes.h5",
             *(["extract.image_size=64"] if quick else [])]
     p = config.load("params.yaml", base)
-    manifest.prepare(p.data, seed=p.data.seed)
-    items, _ = extract.discover(p.data.manifest)
-    extract.run(items, p.extract, "both", show_progress=False)
+    if not (work / "manifest.csv").is_file():
+        manifest.prepare(p.data, seed=p.data.seed)
+    _extract_once(p, work)
     return {"realav": base}
 
 

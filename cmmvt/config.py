@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
@@ -79,14 +79,22 @@ class AudioParams(_Section):
     stack: Literal[1, 3] = 1  # windows per row: 1 (in all 3 channels) | 3 (t − window, t, t + window as R, G, B)
 
 
+BUILTIN_BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "none")
+
+
+def _backbone(name: str) -> str:
+    if name in BUILTIN_BACKBONES or (name.startswith("timm:") and len(name) > len("timm:")):
+        return name
+    raise ValueError(f"is not one of: {', '.join(BUILTIN_BACKBONES)}, timm:<model name>")
+
+
 class ExtractParams(_Section):
     """Frozen-CNN feature extraction into HDF5 caches."""
 
     out: str = "data/features"
     fps: float = Field(4.0, gt=0)
-    backbone: Literal["efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "none"] = (
-        "efficientnet_lite0"
-    )
+    # a built-in CNN, or any timm image model as timm:<name> (its own input size, mean/std and interpolation)
+    backbone: Annotated[str, AfterValidator(_backbone)] = "efficientnet_lite0"
     weights: str | None = None
     image_size: int = Field(128, ge=32)
     crop: Literal["centre", "full", "three"] = "three"  # square CNN input: centre crop | whole frame padded | 3 crops averaged
@@ -231,6 +239,8 @@ def _describe(err: dict[str, Any], source: str) -> str:
     if kind == "literal_error":
         allowed = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
         return f"{source}: {path} = {shown} is not one of: {allowed}"
+    if kind == "value_error":
+        return f"{source}: {path} = {shown} {err['msg'].removeprefix('Value error, ')}"
     return f"{source}: {path} = {shown}: {err['msg'].lower()}"
 
 

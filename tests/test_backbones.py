@@ -225,3 +225,103 @@ def test_traced_cnn_is_cached_and_reused(tmp_path, monkeypatch):
     files[0].write_bytes(b"damaged")
     third = backbones.create("none", image_size=64)
     np.testing.assert_array_equal(third.embed(rgb), first.embed(rgb))  # rebuilt
+
+
+def _timm_file(tmp_path, arch: str):
+    """A timm model with random weights (``pretrained=False``: nothing downloaded), its state dict saved."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False)
+    path = tmp_path / f"{arch}.pt"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("arch,engine", [("test_resnet.r160_in1k", "onnxruntime"), ("test_resnet.r160_in1k", "torch"),
+                                         ("test_vit.r160_in1k", "torch")])
+def test_timm_model_from_a_weights_file_embeds_like_the_model_in_memory(arch, engine, offline, monkeypatch):
+    monkeypatch.setenv("CMMVT_CACHE_DIR", str(offline / "runners"))
+    model, path = _timm_file(offline, arch)
+    model.reset_classifier(0)
+    model.eval()
+    bb = backbones.create(f"timm:{arch}", str(path), engine=engine)
+    assert bb.engine == engine and bb.source == "file" and bb.weights_sha256 == backbones.file_sha256(path)
+    assert bb.dim == model.num_features and bb.image_size == 160  # timm's pretrained config, not image_size=224
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 120, 200, 3), dtype=np.uint8)
+    with torch.inference_mode():
+        want = model(bb.preprocess(rgb).contiguous()).numpy()  # (3, D)
+    np.testing.assert_allclose(bb.embed(rgb), want, rtol=1e-4, atol=1e-5)
+    spec = bb.embed_images(torch.randn(2, 3, 128, 192))  # a log-mel image, not square
+    assert spec.shape == (2, bb.dim) and torch.isfinite(spec).all()
+
+
+def test_timm_vit_under_onnxruntime_falls_back_to_torch_and_says_why(offline, monkeypatch):
+    monkeypatch.setenv("CMMVT_CACHE_DIR", str(offline / "runners"))
+    _, path = _timm_file(offline, "test_vit.r160_in1k")
+    with pytest.warns(UserWarning, match=r"timm:test_vit.r160_in1k: extract.engine onnxruntime cannot run it .*using torch"):
+        bb = backbones.create("timm:test_vit.r160_in1k", str(path), engine="onnxruntime")
+    assert bb.engine == "torch" and bb.runner is None
+    assert bb.embed_images(torch.randn(1, 3, 128, 192)).shape == (1, 64)
+
+
+def test_timm_preprocessing_follows_the_models_pretrained_config(offline):
+    import timm
+
+    rgb = np.random.default_rng(1).integers(0, 256, (1, 90, 90, 3), dtype=np.uint8)
+    inputs = {}
+    for arch in ("test_resnet.r160_in1k", "lcnet_050.ra2_in1k"):
+        _, path = _timm_file(offline, arch)
+        bb = backbones.create(f"timm:{arch}", str(path), optimize=False)
+        cfg = timm.data.resolve_model_data_config(timm.create_model(arch, pretrained=False))
+        assert (bb.mean, bb.std, bb.interpolation) == (tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"])
+        assert bb.image_size == cfg["input_size"][-1]
+        x = bb.preprocess(rgb)
+        small = bb.preprocess(np.full((1, bb.image_size, bb.image_size, 3), 255, np.uint8))  # white, no resize
+        want = (1 - torch.tensor(cfg["mean"])) / torch.tensor(cfg["std"])
+        torch.testing.assert_close(small[0, :, 0, 0], want.float())
+        inputs[arch] = x
+    assert inputs["test_resnet.r160_in1k"].shape[-1] == 160 and inputs["lcnet_050.ra2_in1k"].shape[-1] == 224
+
+
+def test_timm_names_and_files_fail_clearly(offline, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no minute of retries at each refusal
+    with pytest.raises(BackboneError, match="timm has no model 'not_a_model'"):
+        backbones.create("timm:not_a_model", optimize=False)
+    _, path = _timm_file(offline, "test_resnet.r160_in1k")
+    with pytest.raises(BackboneError, match="does not fit"):
+        backbones.create("timm:test_vit.r160_in1k", str(path), optimize=False)
+    with pytest.raises(BackboneError, match=r"timm could not fetch its pretrained weights.*extract.weights"):
+        backbones.create("timm:test_resnet.r160_in1k", optimize=False)  # offline: the download is refused
+
+
+def test_a_cache_refuses_rows_of_another_backbone_naming_both(offline, monkeypatch):
+    from cmmvt.config import ExtractParams
+    from cmmvt.features import cache, extract
+    from cmmvt.media import encode_clip
+
+    monkeypatch.setenv("CMMVT_CACHE_DIR", str(offline / "runners"))
+    clip = offline / "clip.mp4"
+    frames = np.random.default_rng(0).integers(0, 256, (10, 64, 96, 3), dtype=np.uint8)
+    encode_clip(clip, frames, 10, None, 16000)
+    items = [extract.Item("clip", clip)]
+    paths = {arch: _timm_file(offline, arch)[1] for arch in ("test_resnet.r160_in1k", "test_convnext.r160_in1k")}
+    p = ExtractParams(fps=2.0, crop="centre", engine="torch")
+    for i, (arch, path) in enumerate(paths.items()):
+        bb = backbones.create(f"timm:{arch}", str(path), engine="torch")
+        q = extract.for_backbone(p.model_copy(update={"backbone": f"timm:{arch}", "weights": str(path)}), bb)
+        if i == 0:
+            extract.run_modality(items, q, "video", bb, out=offline / "features")
+            continue
+        with pytest.raises(cache.ParamsMismatch) as err:
+            extract.run_modality(items, q, "video", bb, out=offline / "features")
+        msg = str(err.value)
+        assert "backbone: 'timm:test_resnet.r160_in1k' → 'timm:test_convnext.r160_in1k'" in msg
+        assert "weights_sha256" in msg
+    with cache.CacheReader(offline / "features", "video") as r:  # the first backbone's rows, untouched
+        from cmmvt import media
+
+        rows = len(media.sample_times(media.probe(clip).duration, 2.0))
+        assert r.attrs["backbone"] == "timm:test_resnet.r160_in1k" and r["clip"].shape == (rows, 96)

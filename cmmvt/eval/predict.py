@@ -60,6 +60,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     model, ckpt = load_checkpoint(model_path)
     p = extract_params(ckpt)
     bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device, engine=p.engine)
+    p = extract.for_backbone(p, bb)
     params = Params.model_validate(ckpt["params"])
     views = views or params.evaluate.views
     frames = eval_frames(params)

@@ -11,6 +11,17 @@ Every backbone is created fully offline:
   from an explicit ``weights`` state-dict file. Nothing is ever downloaded: a missing file fails at
   once with a :class:`BackboneError` that says which URL to fetch and where to put it.
 * ``none`` (1280-d): a randomly initialised ``efficientnet_lite0`` (seed 0, deterministic), for tests.
+* ``timm:<name>``: any image model of timm (``timm:convnext_tiny.fb_in22k``,
+  ``timm:vit_small_patch16_224.augreg_in21k``, the CLIP image tower ``timm:vit_base_patch16_clip_224.openai``),
+  built without its classifier (``num_classes=0``: the pooled features, ``num_features``-d). Its own pretrained
+  config — input size, mean and std, interpolation — drives the preprocessing and is recorded in the cache
+  (``extract.image_size`` is for the five above). Weights from a state-dict file (``weights``) or, where the
+  machine is online, timm's own download (Hugging Face hub); vision transformers get ``dynamic_img_size`` so
+  they read log-mel images of any shape too. The video_features toolkit (Iashin 2020–) likewise extracts with
+  any timm model; the peers' most common request.
+
+Every backbone records where its weights came from (``source``: ``package``, ``torchvision``, ``timm``,
+``file``, ``random``) and a SHA-256 of them (``weights_sha256``: of the file, or of the tensors of a download).
 
 Thread counts are left to the caller (``torch.set_num_threads``); inference uses ``channels_last``
 and :func:`torch.inference_mode`.
@@ -34,7 +45,7 @@ import json
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +56,7 @@ from torch import nn
 
 from cmmvt.io import atomic_path
 
+TIMM = "timm:"  #: prefix of any timm image model: ``timm:<name>``
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -89,6 +101,9 @@ class Backbone:
             ``model`` (batch norm folded into the convolutions, fused activations; about 2× faster on
             CPU than eager) or ``None`` to call ``model`` itself.
         engine: What runs it: ``onnxruntime``, ``torchscript`` or ``torch`` (eager), for provenance.
+        interpolation: How :meth:`preprocess` resizes (``bilinear``, or the timm model's own, e.g. ``bicubic``).
+        source: Where the weights came from: ``package``, ``torchvision``, ``timm``, ``file`` or ``random``.
+        weights_sha256: SHA-256 (16 hex digits) of the weights file, or of the tensors of a download.
     """
 
     name: str
@@ -101,6 +116,9 @@ class Backbone:
     device: str = "cpu"
     runner: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     engine: str = "torch"
+    interpolation: str = "bilinear"
+    source: str = "package"
+    weights_sha256: str = ""
     _parts: tuple[nn.Module, nn.Module | None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -120,7 +138,7 @@ class Backbone:
         """uint8 ``(B, H, W, 3)`` RGB → normalised float32 ``(B, 3, S, S)`` (``channels_last``) on ``device``.
 
         Takes the centred square of side ``min(H, W)`` and resizes it to ``S = image_size`` with
-        antialiased bilinear interpolation, i.e. "resize the short side to S, centre-crop S×S"
+        antialiased :attr:`interpolation`, i.e. "resize the short side to S, centre-crop S×S"
         (cropping first, so no time is spent resizing pixels that are then cut away).
         """
         if isinstance(rgb, np.ndarray) and any(st < 0 for st in rgb.strides):
@@ -142,7 +160,7 @@ class Backbone:
         if x.device.type != "cpu":
             x = x.float()  # the uint8 antialiased kernel is CPU-only
         if side != s and x.shape[0] > 0:  # on CPU in uint8: ~5× faster, rounding as PIL/torchvision do
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(x, size=(s, s), mode=self.interpolation, align_corners=False, antialias=True)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         scale = 1.0 / (255.0 * std)
         shift = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) / std
@@ -271,6 +289,74 @@ def _random_lite0() -> nn.Module:
         return timm.create_model("efficientnet_lite0", pretrained=False)
 
 
+def _digest(chunks: Iterable[bytes]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+    return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (16 hex digits) of a weights file."""
+    with open(path, "rb") as f:
+        return _digest(iter(lambda: f.read(1 << 20), b""))
+
+
+def tensors_sha256(model: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's tensors in state-dict order (weights that came without a file)."""
+    return _digest(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                   for t in model.state_dict().values())
+
+
+def _timm(arch: str, path: Path | None) -> nn.Module:
+    """timm's ``arch`` without its classifier (pooled features), weights from ``path`` or timm's download.
+
+    Vision transformers are built with ``dynamic_img_size`` (position embeddings interpolated to the input's
+    patch grid) so that log-mel images of any shape go through them as frames do.
+    """
+    import timm
+
+    if not timm.is_model(arch):
+        raise BackboneError(f"timm has no model {arch!r} (timm {timm.__version__}): see `python -c \"import timm; "
+                            f"print(timm.list_models('{arch.split('.')[0][:8]}*', pretrained=True))\"`")
+
+    def make(**extra: object) -> nn.Module:
+        return timm.create_model(arch, pretrained=path is None, num_classes=0, **extra)
+
+    try:
+        try:
+            model = make(dynamic_img_size=True, dynamic_img_pad=True)
+        except TypeError:  # not a vision transformer: no such options
+            model = make()
+    except Exception as exc:  # noqa: BLE001 - a download that failed (offline, no such weights) is one clear error
+        if path is not None:
+            raise
+        raise BackboneError(f"{TIMM}{arch}: timm could not fetch its pretrained weights ({type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); nothing was "
+                            "extracted: run once where the machine is online, or save the model's state dict and "
+                            "pass it as extract.weights") from None
+    if path is not None:
+        head = model.pretrained_cfg.get("classifier") or ()
+        heads = (head,) if isinstance(head, str) else tuple(head)
+        sd = {k: v for k, v in _load_file(path).items() if not any(k.startswith(h + ".") for h in heads)}
+        _load_strict(model, sd, str(path))
+    return model
+
+
+def timm_config(model: nn.Module) -> dict[str, object]:
+    """The preprocessing a timm model was trained with: input ``size`` (square side), ``mean``, ``std``,
+    ``interpolation`` (timm's ``resolve_model_data_config``)."""
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    interpolation = cfg.get("interpolation", "bilinear")
+    return {"size": int(cfg["input_size"][-1]), "mean": tuple(float(v) for v in cfg["mean"]),
+            "std": tuple(float(v) for v in cfg["std"]),
+            "interpolation": interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"}
+
+
 def torchvision_weights(name: str):  # noqa: ANN201 - a torchvision WeightsEnum member
     """The torchvision weights enum member used for ``name`` (``IMAGENET1K_V1``)."""
     import torchvision.models as tvm
@@ -361,6 +447,8 @@ def _weights_file(name: str, weights: str | None) -> tuple[Path | None, str]:
         return path, str(weights)
     if name == "efficientnet_lite0":
         return lite0_weights_path(), LITE0_FILE
+    if name.startswith(TIMM):
+        return None, "timm"  # timm's own download
     path = cached_weights_path(name)
     if not path.is_file():
         url = torchvision_weights(name).url
@@ -379,7 +467,8 @@ def _runner_path(name: str, path: Path | None, image_size: int, engine: str = "t
     key = json.dumps([name, str(path.resolve()) if path else None, st.st_size if st else 0,
                       st.st_mtime_ns if st else 0, int(image_size), torch.__version__, RUNNER_VERSION, engine])
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-    return cache_dir() / f"{name}-{int(image_size)}-{digest}.{'onnx' if engine == 'onnxruntime' else 'pt'}"
+    stem = name.replace(":", "-").replace("/", "-")
+    return cache_dir() / f"{stem}-{int(image_size)}-{digest}.{'onnx' if engine == 'onnxruntime' else 'pt'}"
 
 
 def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -483,6 +572,33 @@ def _onnx_runner(bb: Backbone, path: Path) -> OnnxRunner:
     return OnnxRunner(path, threads)
 
 
+def _onnx_or_torch(bb: Backbone, path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str]:
+    """ONNX Runtime for ``bb``; for a timm model only where its graph exports and reproduces torch's output
+    (within 1e-4 of its scale) on square frames and on non-square images, else torch, with a warning that says
+    why (e.g. a vision transformer, whose exported graph keeps the position grid of one input size)."""
+    if not bb.name.startswith(TIMM):  # the built-in CNNs export (tested against torch)
+        return _onnx_runner(bb, path), "onnxruntime"
+    try:
+        runner = _onnx_runner(bb, path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            square = torch.randn(2, 3, bb.image_size, bb.image_size)
+            other = torch.randn(2, 3, max(32, bb.image_size // 2), bb.image_size)  # log-mel images are not square
+        for probe in (square, other):
+            with torch.inference_mode():
+                want = bb.model(probe.to(bb.device))
+            got = runner(probe)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * want.abs().max()):
+                raise BackboneError(f"its ONNX graph differs from torch by {float((got - want).abs().max()):.3g} "
+                                    f"on {tuple(probe.shape[2:])} images")
+        return runner, "onnxruntime"
+    except Exception as exc:  # noqa: BLE001 - an exporter that cannot follow the model: torch runs it
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+    path.unlink(missing_ok=True)
+    warnings.warn(f"{bb.name}: extract.engine onnxruntime cannot run it ({reason}); using torch", stacklevel=2)
+    return None, "torch"
+
+
 ENGINES = ("onnxruntime", "torch")  #: inference engines for the frozen CNN on CPU
 
 
@@ -491,10 +607,11 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
     """Build a frozen backbone, offline.
 
     Args:
-        name: One of :data:`BACKBONES`.
+        name: One of :data:`BACKBONES`, or ``timm:<model name>``.
         weights: A state-dict file to use instead of the default ImageNet weights (for
-            ``efficientnet_lite0`` either timm-named or in the packaged file's layout).
-        image_size: Square input side for :meth:`Backbone.preprocess`.
+            ``efficientnet_lite0`` either timm-named or in the packaged file's layout; for a timm model its own
+            state dict, classifier tensors dropped).
+        image_size: Square input side for :meth:`Backbone.preprocess` (a timm model uses its pretrained one).
         device: Torch device.
         optimize: On CPU, run inference through an exported copy, made once and then loaded from
             :func:`cache_dir`: the frozen TorchScript trace (:func:`_frozen_runner`) or the ONNX graph.
@@ -506,8 +623,8 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
     """
     if engine not in ENGINES:
         raise BackboneError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
-    if name not in BACKBONES:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    if name not in BACKBONES and not (name.startswith(TIMM) and len(name) > len(TIMM)):
+        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, {TIMM}<model name>")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -519,16 +636,26 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
             model = _random_lite0()
         elif name == "efficientnet_lite0":
             model = _lite0(path)
+        elif name.startswith(TIMM):
+            return _freeze(_timm(name[len(TIMM):], path), dev).to(memory_format=torch.channels_last), None
         else:
             model = _torchvision(name, path)
         model, head = _split_head(name, model)
         return _freeze(model, dev).to(memory_format=torch.channels_last), _freeze(head, dev)
 
-    bb = Backbone(name=name, weights=desc, dim=BACKBONES[name], build=build, image_size=int(image_size),
-                  device=str(dev))
+    source = "file" if weights is not None else {"none": "random", "efficientnet_lite0": "package"}.get(
+        name, "timm" if name.startswith(TIMM) else "torchvision")
+    bb = Backbone(name=name, weights=desc, dim=BACKBONES.get(name, 0), build=build, image_size=int(image_size),
+                  device=str(dev), source=source, weights_sha256=file_sha256(path) if path is not None else "random")
+    if name.startswith(TIMM):  # its own preprocessing and size; built now (its feature size is the model's)
+        cfg = timm_config(bb.model)
+        bb.dim, bb.image_size, bb.interpolation = int(bb.model.num_features), cfg["size"], cfg["interpolation"]
+        bb.mean, bb.std = cfg["mean"], cfg["std"]
+        if path is None:
+            bb.weights_sha256 = tensors_sha256(bb.model)
     if optimize and dev.type == "cpu" and engine == "onnxruntime":
-        bb.runner, bb.engine = _onnx_runner(bb, _runner_path(name, path, int(image_size), engine)), "onnxruntime"
-    elif optimize and dev.type == "cpu":
+        bb.runner, bb.engine = _onnx_or_torch(bb, _runner_path(name, path, bb.image_size, engine))
+    elif optimize and dev.type == "cpu" and not name.startswith(TIMM):  # timm models: eager torch (no trace)
         cached = _runner_path(name, path, int(image_size))
         bb.runner = _load_runner(cached)
         if bb.runner is None:

@@ -386,10 +386,11 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
         total = []
         for share, batch in batches.batches(ds, epoch):
             idx = batch.pop("label").numpy()
-            emb = model.embed(batch)  # {m: (B, H)}
             valid = batch["video_mask"].any(1) & batch["audio_mask"].any(1)  # (B,)
-            proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
-            loss = emb["video"].sum() * 0
+            loss = torch.zeros(())
+            if weights.get("xdc") or weights.get("infonce") or weights.get("protonce"):  # one embedding per modality
+                emb = model.embed(batch)  # {m: (B, H)}
+                proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
             if weights.get("infonce"):  # negatives from the global batch: every rank's part (a stand-in clip left out)
                 z_v, z_a, pairs = (distributed.cat_ranks(world, x[: share.clips])
                                    for x in (proj["video"], proj["audio"], valid.float()))
@@ -422,7 +423,8 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
                         proj[m], prototypes_now[OTHER[m]], target, p.pretrain.temperature, valid=valid)
             loss = loss * share.weight  # this rank's part of the global batch's mean
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:  # (not when every weight of `combined` is 0)
+                loss.backward()
             distributed.average_gradients(world, params)
             nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
