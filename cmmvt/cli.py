@@ -146,7 +146,7 @@ def extract(
     modality: Annotated[str, typer.Option(help="video | audio | both.")] = "both",
     fps: Annotated[float | None, typer.Option(help="Frames sampled per second.")] = None,
     backbone: Annotated[str | None, typer.Option(help="efficientnet_lite0 | resnet18 | resnet50 | "
-                                                      "mobilenet_v3_large | none.")] = None,
+                                                      "mobilenet_v3_large | none | timm:<model name>.")] = None,
     weights: Annotated[Path | None, typer.Option(help="A state-dict file for the backbone.")] = None,
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per CNN batch.")] = None,
@@ -167,6 +167,7 @@ def extract(
         cmmvt extract --videos ~/clips --out data/features
         cmmvt extract --manifest data/manifest.csv --modality audio --fps 8
         cmmvt extract --videos ~/clips --backbone resnet18 --weights resnet18-f37072fd.pth
+        cmmvt extract --videos ~/clips --backbone timm:vit_base_patch16_clip_224.openai --device cuda
         torchrun --standalone --nproc_per_node 4 $(which cmmvt) extract --videos ~/clips
         cmmvt extract --videos ~/clips --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT
     """
