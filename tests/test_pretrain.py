@@ -181,3 +181,13 @@ def test_shuffled_steps_move_both_modalities_together_within_each_clip():
     moved = pt._gather_steps(batch, source)
     assert torch.equal(moved["video"][..., 0], source.float()) and torch.equal(moved["audio"][..., 0], -source.float())
     assert torch.equal(moved["video_mask"], real)  # real steps stay among real steps
+
+
+def test_sync_reports_its_held_out_accuracy_and_warns_at_chance(tiny):
+    r = pt.pretrain(params(tiny, "sync", 2, splits=["train"]), tiny / "s.pt", tiny / "prototypes.h5", live_dir=None)
+    assert 0 <= r.metrics["sync/accuracy"] <= 1
+    assert torch.load(tiny / "s.pt", weights_only=True)["metrics"]["sync/accuracy"] == r.metrics["sync/accuracy"]
+    low = pt.PretrainResult("sync", 30, 0.69, 1500, {"sync/accuracy": 0.52})
+    assert "warning" in pt.describe(low) and "0.52" in pt.describe(low)
+    high = pt.PretrainResult("sync", 30, 0.10, 1500, {"sync/accuracy": 0.97})
+    assert "warning" not in pt.describe(high)

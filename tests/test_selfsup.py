@@ -329,3 +329,16 @@ def test_cluster_quality_by_hand() -> None:
 def test_prototype_params_defaults() -> None:
     p = Params().prototypes
     assert (p.k_video, p.k_audio, p.frame_level, p.minibatch_threshold) == (10, 10, False, 20000)
+
+
+def test_variance_floor_is_high_for_a_collapsed_batch_and_zero_for_a_spread_one():
+    import torch
+
+    from cmmvt.selfsup.losses import variance_floor
+
+    same = torch.ones(8, 4).requires_grad_()
+    assert variance_floor(same).item() == pytest.approx(1 - 0.01, abs=1e-4)  # sqrt(eps) = 0.01
+    variance_floor(same).backward()
+    spread = torch.randn(256, 4, generator=torch.Generator().manual_seed(0)) * 3
+    assert variance_floor(spread).item() == 0
+    assert variance_floor(torch.ones(1, 4)).item() == 0  # one clip: no spread to measure

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["nt_xent", "cross_modal_cluster_ce", "prototype_nce", "cluster_centroids", "synchrony_bce",
-           "row_ce"]
+           "row_ce", "variance_floor"]
 
 
 def _valid_rows(valid: Tensor | None, n: int, device: torch.device) -> Tensor | None:
@@ -228,6 +228,35 @@ def synchrony_bce(in_sync: Tensor, shifted: Tensor, valid: Tensor | None = None)
         return _zero(in_sync, shifted)
     return 0.5 * (F.binary_cross_entropy_with_logits(in_sync, torch.ones_like(in_sync))
                   + F.binary_cross_entropy_with_logits(shifted, torch.zeros_like(shifted)))
+
+
+def variance_floor(z: Tensor, floor: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """Hinge on each dimension's standard deviation over the batch: the variance term of VICReg.
+
+    Bardes, Ponce & LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised
+    Learning"::
+
+        loss = (1/H) * sum_h max(0, floor - sqrt(Var_b(z_bh) + eps))
+
+    An objective that only has to tell two versions of one clip apart (synchrony: in time or shifted) is met as
+    well by a representation that is the same for every clip, and that is where it drifts when the timing is
+    hard to see: on the real-content set a sync-pretrained encoder gave every clip the same representation
+    (mean pairwise cosine 0.9999999) and fine-tuned to chance. This term keeps the clips apart.
+
+    Args:
+        z: (B, H) representations of B different clips.
+        floor: The standard deviation each dimension is held above.
+        eps: Numerical floor inside the square root.
+
+    Returns:
+        Scalar; 0 (in graph) for fewer than 2 rows.
+    """
+    if z.dim() != 2:
+        raise ValueError(f"z must be (B, H), got {tuple(z.shape)}")
+    if z.shape[0] < 2:
+        return _zero(z)
+    std = torch.sqrt(z.var(dim=0) + eps)  # (H,)
+    return F.relu(floor - std).mean()
 
 
 def row_ce(logits: Tensor, targets: Tensor, rows: Tensor) -> Tensor:

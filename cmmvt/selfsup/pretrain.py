@@ -13,7 +13,10 @@ Each modality is the teacher of the other (the poster's contribution, after XDC,
 * ``sync``: audio-visual temporal synchronisation (AVTS, Korbar et al. 2018): the classifier's own clip
   representation (:meth:`~cmmvt.models.Classifier.represent`, the input of its head) of a clip with its
   audio in time, against the same clip with its audio shifted by at least ``pretrain.sync_shift`` seconds
-  (hard negatives: same content, wrong timing), through a small binary head;
+  (hard negatives: same content, wrong timing), through a small binary head, plus VICReg's variance term
+  (Bardes et al. 2022) on that representation: telling a clip from its own shifted copy is met as well by a
+  representation that is the same for every clip, the collapse :func:`~cmmvt.selfsup.losses.variance_floor`
+  prevents;
 * ``mask``: masked audio-visual prediction (AV-HuBERT, Shi et al. 2022, with HuBERT's k-means targets, Hsu
   et al. 2021): in each clip, spans of one modality's rows (``pretrain.mask_span`` rows each, about
   ``pretrain.mask_ratio`` of its rows; the modality drawn per clip) are replaced at the input by a learned mask
@@ -60,7 +63,7 @@ Prototypes, re-clustering and retrieval embed the clips split over the ranks and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -225,13 +228,23 @@ class PretrainResult:
     epochs: int
     final_loss: float
     clips: int
+    metrics: dict[str, float] = field(default_factory=dict)  #: on the held-out test clips (retrieval, sync)
+
+
+SYNC_CHANCE_MARGIN = 0.1  #: sync accuracy below 0.5 + this on held-out clips: nothing learned from timing
 
 
 def describe(r: PretrainResult) -> str:
-    """One line for the stage and the CLI."""
+    """One line for the stage and the CLI (and a warning where synchrony was not learned)."""
     if r.epochs == 0:
         return f"pretrain: objective {r.objective!r}, no pretraining ({r.clips} clips; encoders saved untrained)"
-    return f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}"
+    out = f"pretrain {r.objective}: {r.epochs} epochs on {r.clips} clips, final loss {r.final_loss:.4f}"
+    acc = r.metrics.get("sync/accuracy")
+    if acc is not None and acc < 0.5 + SYNC_CHANCE_MARGIN:
+        out += (f"\nwarning: in-sync and shifted audio are told apart on {acc:.2f} of the held-out clips (chance "
+                "0.50): these clips carry little audio-visual timing to learn from, and an encoder pretrained on "
+                "nothing it can learn fine-tunes poorly (README, 'Cross-modal pretraining with few labels')")
+    return out
 
 
 def _model(p: Params, dims: dict[str, int]) -> Classifier:
@@ -398,8 +411,11 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
             if weights.get("sync"):
                 in_sync, shifted, room = sync_pairs(batch, shift, shifts)
                 both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
-                pos, neg = heads.sync(model.represent(both))[:, 0].chunk(2)  # (B,), (B,)
-                loss = loss + weights["sync"] * losses.synchrony_bce(pos, neg, valid=valid & room)
+                rep = model.represent(both)  # (2B, head_in)
+                pos, neg = heads.sync(rep)[:, 0].chunk(2)  # (B,), (B,)
+                keep = valid & room
+                loss = loss + weights["sync"] * (losses.synchrony_bce(pos, neg, valid=keep)
+                                                 + losses.variance_floor(rep[: len(keep)][keep]))
             if weights.get("mask"):
                 hide = mask_spans({m: batch[f"{m}_mask"] for m in MODALITIES}, p.pretrain.mask_ratio,
                                   p.pretrain.mask_span, shifts)  # {m: (B, T)}
@@ -434,6 +450,8 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
             live.log_metric("pretrain/loss", loss_value)
             live.next_step()
     metrics = _retrieval(model, heads, features, sp["test"].ids, p, world)
+    if weights.get("sync"):
+        metrics |= _sync_accuracy(model, heads, features, sp["test"].ids, p, shift)
     if live is not None:
         for name, value in metrics.items():
             live.summary[name] = value
@@ -444,7 +462,7 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
             curve.write_text("step\tloss\n")
     if world.lead:
         save(out, model, heads, p, ds.dims, metrics)
-    return PretrainResult(p.pretrain.objective, epochs, loss_value, len(ids))
+    return PretrainResult(p.pretrain.objective, epochs, loss_value, len(ids), metrics)
 
 
 def _retrieval(model: Classifier, heads: PretrainHeads, features: Path, test_ids: list[str], p: Params,
@@ -456,6 +474,31 @@ def _retrieval(model: Classifier, heads: PretrainHeads, features: Path, test_ids
     _, g, present = embed_all(model, heads, ds, world=world)
     result = retrieval_recall(g["video"][present], g["audio"][present])
     return {"retrieval/" + k: v for k, v in result.items()} | {"retrieval/chance@1": 1.0 / max(1, int(present.sum()))}
+
+
+@torch.inference_mode()
+def _sync_accuracy(model: Classifier, heads: PretrainHeads, features: Path, test_ids: list[str], p: Params,
+                   shift: int) -> dict[str, float]:
+    """Share of held-out clips whose in-sync window scores above its shifted-audio copy (chance 0.5).
+
+    Every rank computes it alike (seeded crops and shifts)."""
+    if not test_ids:
+        return {}
+    model.eval()
+    heads.eval()
+    ds = ClipDataset(features, test_ids, list(range(len(test_ids))), MODALITIES, p.model.crop_frames, train=True,
+                     seed=p.seed)
+    draws = torch.Generator().manual_seed(p.seed)
+    right = []
+    for batch in DataLoader(ds, batch_size=64):
+        batch.pop("label")
+        in_sync, shifted, room = sync_pairs(batch, shift, draws)
+        both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}
+        pos, neg = heads.sync(model.represent(both))[:, 0].chunk(2)  # (B,), (B,)
+        keep = room & batch["video_mask"].any(1) & batch["audio_mask"].any(1)
+        right.append((pos > neg)[keep])
+    right = torch.cat(right)
+    return {"sync/accuracy": float(right.float().mean())} if len(right) else {}
 
 
 def save(path: str | Path, model: Classifier, heads: PretrainHeads, p: Params, dims: dict[str, int],
