@@ -155,6 +155,15 @@ def frozen_runs(p: config.Params, sp: dict[str, Split], labels: list[str], draws
     return runs
 
 
+def _pretrain_key(p: config.Params) -> str:
+    """What a pretraining depends on (its params, the model, the prototypes, the data and the seed), hashed."""
+    import hashlib
+
+    key = json.dumps([p.seed, p.pretrain.model_dump(), p.model.model_dump(), p.prototypes.model_dump(),
+                      p.data.manifest, p.extract.out], sort_keys=True)
+    return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+
+
 def study(name: str, base: list[str], objectives: list[str], transfers: list[str], labels: list[str], draws: int,
           seeds: list[int], work: Path) -> dict:
     """Pretrain each objective per seed, then train and score every method, labels count, draw and seed."""
@@ -169,13 +178,19 @@ def study(name: str, base: list[str], objectives: list[str], transfers: list[str
     encoders = {}
     for objective in [o for o in objectives if o != "none"]:
         for seed in seeds:
-            enc = work / f"enc-{name}-{objective}-{seed}.pt"
+            pp = config.load("params.yaml", base + [f"pretrain.objective={objective}", f"seed={seed}"])
+            enc = work / f"enc-{name}-{objective}-{seed}-{_pretrain_key(pp)}.pt"
             t0 = time.perf_counter()
-            result = pt.pretrain(config.load("params.yaml", base + [f"pretrain.objective={objective}", f"seed={seed}"]),
-                                 enc, live_dir=None)
+            if enc.is_file():  # the same pretraining in an earlier run of the study (train.* variants)
+                saved = torch.load(enc, weights_only=True)
+                metrics, seconds, loss = saved["metrics"], saved["bench"]["seconds"], saved["bench"]["final_loss"]
+            else:
+                result = pt.pretrain(pp, enc, live_dir=None)
+                metrics, seconds, loss = result.metrics, time.perf_counter() - t0, result.final_loss
+                saved = torch.load(enc, weights_only=True)
+                torch.save(saved | {"bench": {"seconds": seconds, "final_loss": loss}}, enc)
             report["pretraining"].setdefault(objective, []).append(
-                torch.load(enc, weights_only=True)["metrics"] | {"seed": seed, "seconds": time.perf_counter() - t0,
-                                                                "final_loss": result.final_loss})
+                metrics | {"seed": seed, "seconds": seconds, "final_loss": loss})
             encoders[objective, seed] = enc
             print(name, objective, seed, report["pretraining"][objective][-1], flush=True)
     for n in labels:
@@ -285,8 +300,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny set, 1 seed, 2 draws, 1 and all labels (CI)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--objectives", nargs="+", default=["none", "mask"], help="none = scratch")
-    ap.add_argument("--transfers", nargs="+", default=TRANSFERS, choices=TRANSFERS)
+    ap.add_argument("--objectives", nargs="+", default=["none", "order"], help="none = scratch")
+    ap.add_argument("--transfers", nargs="+", default=["finetune", "lp_ft"], choices=TRANSFERS)
     ap.add_argument("--labels", nargs="+", default=LABELS)
     ap.add_argument("--pools", nargs="+", help="synth: which datasets (synth-240, synth-1200)")
     ap.add_argument("--work", type=Path, help="keep clips, features and encoders here (reused)")

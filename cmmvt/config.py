@@ -185,7 +185,8 @@ class TrainParams(_Section):
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(15, ge=1)  # select best: stop after this many epochs without a better val top-1
     min_steps: int = Field(200, ge=0)  # at least this many optimiser steps: epochs are raised where labels are few
-    select: Literal["best", "last"] = "best"  # the checkpoint kept: best val top-1 (early stopping) | the last one
+    # the checkpoint kept: best val top-1 (early stopping) | the last one | auto: last with labels_per_class, else best
+    select: Literal["auto", "best", "last"] = "auto"
     # training labels kept per class (None: all); validation keeps as many per class, never more than training has
     labels_per_class: int | None = Field(None, ge=1)
     label_draw: int = 0  # seed of the labelled clips drawn by labels_per_class (apart from `seed`: paired comparisons)

@@ -93,24 +93,24 @@ def test_features_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
-    """Real-content clips with a pool → extract → prototypes → mask pretraining → 1 label/class and all, paired."""
+    """Real-content clips with a pool → extract → prototypes → order pretraining → 1 label/class and all, paired."""
     out = tmp_path / "lowlabel.json"
     subprocess.run([sys.executable, str(REPO / "benchmarks/lowlabel.py"), "--quick", "--data", "realav", "--out",
                     str(out), "--work", str(tmp_path / "work")], check=True, capture_output=True, cwd=REPO, timeout=900)
     (report,) = json.loads(out.read_text())
     methods = {r["method"] for r in report["runs"]}
     assert methods == {"nearest-centroid", "kNN", "logistic probe"} | {
-        f"{o} · {t}" for o in ("scratch", "mask") for t in ("finetune", "lp_ft", "probe")}
+        f"{o} · {t}" for o in ("scratch", "order") for t in ("finetune", "lp_ft")}
     n_test = report["sizes"]["test"]
     for r in report["runs"]:
         assert len(r["test"]) == n_test and set(r["test"]) <= {"0", "1"}
     # paired: every transformer method ran on the same (labels, draw, seed) cells
     cells = {m: {(r["labels"], r["draw"], r["seed"]) for r in report["runs"] if r["method"] == m}
              for m in methods if "·" in m}
-    assert len({frozenset(c) for c in cells.values()}) == 1 and len(cells["mask · lp_ft"]) == 3  # 2 draws at 1, 1 at all
+    assert len({frozenset(c) for c in cells.values()}) == 1 and len(cells["order · lp_ft"]) == 3  # 2 draws at 1, 1 at all
     table = out.with_suffix(".md").read_text()
     assert "vs scratch, same transfer" in table and "vs nearest-centroid" in table
-    assert report["pretraining"]["mask"][0]["final_loss"] > 0
+    assert report["pretraining"]["order"][0]["final_loss"] > 0
 
 
 @pytest.mark.slow
