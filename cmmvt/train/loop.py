@@ -66,11 +66,12 @@ class TrainResult:
     steps: int  #: optimiser steps taken (global batches)
     step_seconds: float  #: time in those steps on this rank (validation excluded)
     baseline_val_top1: float | None = None  #: nearest-centroid on the same clips' frozen clip-mean features
+    kept: str = "best"  #: which checkpoint was kept (:func:`selection`): ``best`` or ``last``
 
     def line(self) -> str:
         """One line for the stage and the CLI (and a second where a simpler classifier does better on val)."""
-        out = (f"best val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs run, "
-               f"{self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
+        out = (f"{self.kept} val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs "
+               f"run, {self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
         if self.baseline_val_top1 is not None and self.baseline_val_top1 > self.best_val_top1:
             out += (f"\nnote: nearest-centroid on the frozen clip-mean features scores {self.baseline_val_top1:.3f} on "
                     f"the same val clips, more than this model: with {self.train_clips} training clips a simpler "
@@ -299,4 +300,4 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
     few = p.train.labels_per_class is not None and world.lead  # where a simpler classifier may well win
     baseline = nearest_centroid_val(features, sp | {"val": val_split}, mods) if few else None
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds),
-                       steps=step, step_seconds=seconds, baseline_val_top1=baseline)
+                       steps=step, step_seconds=seconds, baseline_val_top1=baseline, kept=select)
