@@ -23,6 +23,11 @@ on; the test split only reports. Methods:
 Every comparison is a paired bootstrap over runs and test clips (:mod:`cmmvt.eval.intervals`) with its 95 %
 interval; order-only pairs of the synthetic set (where a bag of frames must fail) are reported apart.
 
+An interrupted study resumes: clips, features, pretrained encoders and every finished run (``runs-*.jsonl``,
+keyed by the dataset's overrides) stay in ``--work``; delete them there after changing the training code. The
+synthetic pools can run side by side (``--pools synth-240`` in one process, ``--pools synth-1200`` in another,
+then ``--data synth`` gathers both from their journals).
+
     python benchmarks/lowlabel.py --data synth           # → reports/bench/lowlabel-synth.{json,md} (both pools)
     python benchmarks/lowlabel.py --data realav          # → reports/bench/lowlabel-realav.{json,md}
     python benchmarks/lowlabel.py --quick                # tiny real-content set, 1 seed, 2 draws (CI)
@@ -32,6 +37,7 @@ interval; order-only pairs of the synthetic set (where a bag of frames must fail
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -155,13 +161,27 @@ def frozen_runs(p: config.Params, sp: dict[str, Split], labels: list[str], draws
     return runs
 
 
+def _digest(obj: object) -> str:
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=4).hexdigest()
+
+
 def _pretrain_key(p: config.Params) -> str:
     """What a pretraining depends on (its params, the model, the prototypes, the data and the seed), hashed."""
-    import hashlib
+    return _digest([p.seed, p.pretrain.model_dump(), p.model.model_dump(), p.prototypes.model_dump(),
+                    p.data.manifest, p.extract.out])
 
-    key = json.dumps([p.seed, p.pretrain.model_dump(), p.model.model_dump(), p.prototypes.model_dump(),
-                      p.data.manifest, p.extract.out], sort_keys=True)
-    return hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+
+def _transformer_run(base: list[str], objective: str, transfer: str, n: str, draw: int, seed: int,
+                     encoder: Path | None, sp: dict[str, Split], model_path: Path) -> dict:
+    """Train one transformer (from ``encoder`` when pretrained) and score it clip by clip on val and test."""
+    t0 = time.perf_counter()
+    p = config.load("params.yaml", base + [
+        f"pretrain.objective={objective}", f"seed={seed}", f"train.transfer={transfer}",
+        f"train.labels_per_class={'null' if n == 'all' else n}", f"train.label_draw={draw}"])
+    r = loop.train(p, model_path, live_dir=None, pretrained=encoder)
+    return {"method": f"{'scratch' if objective == 'none' else objective} · {transfer}", "labels": n, "draw": draw,
+            "seed": seed, "seconds": time.perf_counter() - t0, "selection_val_top1": r.best_val_top1,
+            "best_epoch": r.best_epoch, **{s: _scores(p, model_path, sp[s]) for s in ("val", "test")}}
 
 
 def study(name: str, base: list[str], objectives: list[str], transfers: list[str], labels: list[str], draws: int,
@@ -193,22 +213,26 @@ def study(name: str, base: list[str], objectives: list[str], transfers: list[str
                 metrics | {"seed": seed, "seconds": seconds, "final_loss": loss})
             encoders[objective, seed] = enc
             print(name, objective, seed, report["pretraining"][objective][-1], flush=True)
+    journal = work / f"runs-{name}-{_digest(base)}.jsonl"  # finished runs: an interrupted study resumes
+    done = {}
+    if journal.is_file():
+        for line in journal.read_text().splitlines():
+            r = json.loads(line)
+            done[r["method"], r["labels"], r["draw"], r["seed"]] = r
     for n in labels:
         for d in _draws(n, draws):
             for seed in seeds:
                 for objective in objectives:
                     for transfer in transfers:
-                        t0 = time.perf_counter()
-                        p = config.load("params.yaml", base + [
-                            f"pretrain.objective={objective}", f"seed={seed}", f"train.transfer={transfer}",
-                            f"train.labels_per_class={'null' if n == 'all' else n}", f"train.label_draw={d}"])
-                        r = loop.train(p, work / "model.pt", live_dir=None, pretrained=encoders.get((objective, seed)))
-                        run = {"method": f"{'scratch' if objective == 'none' else objective} · {transfer}",
-                               "labels": n, "draw": d, "seed": seed, "seconds": time.perf_counter() - t0,
-                               "selection_val_top1": r.best_val_top1, "best_epoch": r.best_epoch,
-                               **{s: _scores(p, work / "model.pt", sp[s]) for s in ("val", "test")}}
+                        method = f"{'scratch' if objective == 'none' else objective} · {transfer}"
+                        run = done.get((method, n, d, seed))
+                        if run is None:
+                            run = _transformer_run(base, objective, transfer, n, d, seed, encoders.get((objective, seed)),
+                                                   sp, work / f"model-{name}.pt")
+                            with journal.open("a") as fh:
+                                fh.write(json.dumps(run) + "\n")
                         report["runs"].append(run)
-                        print(name, n, d, seed, run["method"], f"test {np.mean([c == '1' for c in run['test']]):.3f}",
+                        print(name, n, d, seed, method, f"test {np.mean([c == '1' for c in run['test']]):.3f}",
                               f"val {np.mean([c == '1' for c in run['val']]):.3f}", f"{run['seconds']:.0f} s", flush=True)
     return report
 
