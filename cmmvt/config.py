@@ -77,6 +77,10 @@ class AudioParams(_Section):
     image: tuple[Annotated[int, Field(ge=8)], Annotated[int, Field(ge=8)]] | None = (128, 192)  # (H, W) CNN input; null: n_mels × window
     norm: Literal["fixed", "window", "clip"] = "window"  # fixed affine map | standardise each window | each clip
     stack: Literal[1, 3] = 1  # windows per row: 1 (in all 3 channels) | 3 (t − window, t, t + window as R, G, B)
+    # image: the frame backbone on log-mel images | aisfx: a CNN trained on sound effects, its own framing
+    # (44.1 kHz, 96 bands, 2.32 s windows; the keys above then do not apply): cmmvt.features.sound
+    backbone: Literal["image", "aisfx"] = "image"
+    weights: str | None = None  # the audio model's checkpoint; null: the installed aisfx package's
 
 
 BUILTIN_BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3_large", "none")

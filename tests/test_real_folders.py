@@ -102,7 +102,7 @@ def test_rows_equal_each_clip_extracted_alone(folder, extracted):
     bb = backbones.create("none", image_size=64)
     with cache.CacheReader(out, "video") as v:
         for name in ("rotated.mp4", "portrait_916.mp4", "odd_161x97.mkv"):
-            alone = extract.clip_features(folder / name, p, bb, ["video"])["video"]
+            alone = extract.clip_features(folder / name, p, {"video": bb}, ["video"])["video"]
             np.testing.assert_allclose(alone, v[Path(name).stem], rtol=1e-3, atol=2e-3)  # float16 cache: 1 step
 
 

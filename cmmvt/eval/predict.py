@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmmvt.features import backbones, extract
+from cmmvt.features import extract
 from cmmvt.config import ExtractParams, Params
 from cmmvt.train.dataset import clip_views
 from cmmvt.eval.inference import eval_frames
@@ -59,8 +59,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     """
     model, ckpt = load_checkpoint(model_path)
     p = extract_params(ckpt)
-    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device, engine=p.engine)
-    p = extract.for_backbone(p, bb)
+    p, bbs = extract.create_backbones(p, device)
     params = Params.model_validate(ckpt["params"])
     views = views or params.evaluate.views
     frames = eval_frames(params)
@@ -68,7 +67,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     results = []
     for path in paths:
         try:
-            rows = extract.clip_features(path, p, bb, model.modalities)
+            rows = extract.clip_features(path, p, bbs, model.modalities)
         except extract.media.MediaError as exc:
             results.append({"path": str(path), "error": exc.reason})
             continue

@@ -168,10 +168,10 @@ class Backbone:
         return x.contiguous(memory_format=torch.channels_last)
 
     def embed_images(self, x: torch.Tensor) -> torch.Tensor:
-        """Already-normalised float ``(B, 3, H, W)`` (any H, W, e.g. log-mel images) → CPU float32 ``(B, dim)``."""
+        """Already-normalised float ``(B, C, H, W)`` (any H, W, e.g. log-mel images) → CPU float32 ``(B, dim)``."""
         x = torch.as_tensor(x)
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise BackboneError(f"embed_images expects (B, 3, H, W), got {tuple(x.shape)}")
+        if x.dim() != 4:
+            raise BackboneError(f"embed_images expects (B, C, H, W), got {tuple(x.shape)}")
         if x.shape[0] == 0:
             return torch.zeros((0, self.dim), dtype=torch.float32)
         cuda = torch.device(self.device).type == "cuda"
@@ -391,7 +391,8 @@ def _split_head(name: str, model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return model, head
 
 
-def _freeze(module: nn.Module, device: torch.device) -> nn.Module:
+def freeze(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``, in eval mode, its parameters without gradients."""
     module = module.to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -637,11 +638,11 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
         elif name == "efficientnet_lite0":
             model = _lite0(path)
         elif name.startswith(TIMM):
-            return _freeze(_timm(name[len(TIMM):], path), dev).to(memory_format=torch.channels_last), None
+            return freeze(_timm(name[len(TIMM):], path), dev).to(memory_format=torch.channels_last), None
         else:
             model = _torchvision(name, path)
         model, head = _split_head(name, model)
-        return _freeze(model, dev).to(memory_format=torch.channels_last), _freeze(head, dev)
+        return freeze(model, dev).to(memory_format=torch.channels_last), freeze(head, dev)
 
     source = "file" if weights is not None else {"none": "random", "efficientnet_lite0": "package"}.get(
         name, "timm" if name.startswith(TIMM) else "torchvision")

@@ -36,7 +36,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,7 +48,7 @@ import torch
 from cmmvt import distributed, media
 from cmmvt.config import ExtractParams
 from cmmvt.distributed import World
-from cmmvt.features import backbones, cache, logmel
+from cmmvt.features import backbones, cache, logmel, sound
 from cmmvt.features.fingerprint import Fingerprint, fingerprint, is_current
 
 Modality = Literal["video", "audio"]
@@ -162,6 +162,13 @@ def for_backbone(p: ExtractParams, bb: backbones.Backbone) -> ExtractParams:
     return p.model_copy(update={"image_size": bb.image_size})
 
 
+def create_backbones(p: ExtractParams, device: str) -> tuple[ExtractParams, dict[Modality, backbones.Backbone]]:
+    """The frozen models of both modalities (the frame backbone; for audio the same on log-mel images, or the audio
+    model of ``extract.audio.backbone``) and ``p`` with the frame backbone's input side (:func:`for_backbone`)."""
+    bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=device, engine=p.engine)
+    return for_backbone(p, bb), {"video": bb, "audio": sound.audio_backbone(p.audio, bb)}
+
+
 def feature_attrs(p: ExtractParams, modality: Modality, bb: backbones.Backbone) -> dict[str, object]:
     """The params that define a modality's features: a cache made with others is never mixed in.
 
@@ -174,7 +181,7 @@ def feature_attrs(p: ExtractParams, modality: Modality, bb: backbones.Backbone) 
         attrs.update(image_size=bb.image_size, mean=list(bb.mean), std=list(bb.std), crop=p.crop, flip=p.flip,
                      fast_decode=p.fast_decode, resize="bilinear")
     else:
-        attrs.update(p.audio.model_dump())
+        attrs.update(sound.framing(p.audio).model_dump(exclude={"backbone", "weights"}))  # those: the audio model's above
     return attrs
 
 
@@ -253,11 +260,12 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
 
 def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
                   rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
-    """Log-mel images centred on the same instants as the frames, streamed from the decoder; None: no audio.
+    """Log-mel images (or the audio model's input: :mod:`cmmvt.features.sound`) centred on the same instants as
+    the frames, streamed from the decoder; None: no audio.
 
     ``norm: clip`` reads the audio twice: once for the clip's statistics, once for the images.
     """
-    a = p.audio
+    a = sound.framing(p.audio)
     t = media.sample_times(info.duration, p.fps)  # (T,)
     chunks = media.audio_chunks(item.path, a.sample_rate)
     if chunks is None:
@@ -268,10 +276,12 @@ def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
         chunks = media.audio_chunks(item.path, a.sample_rate)
     size, k = (tuple(a.image) if a.image else None), a.stack
 
-    def images(win: torch.Tensor) -> torch.Tensor:  # (n * k, M, W) → (n, 3, H, W')
+    def images(win: torch.Tensor) -> torch.Tensor:  # (n * k, M, W) → (n, 3, H, W'), or the audio model's (n, 1, W, M)
+        if a.backbone != "image":
+            return sound.aisfx_input(win, a)
         return logmel.to_images(win.reshape(-1, k, *win.shape[1:]), size, a.norm, stats)
 
-    return ((images(win), t[i // k : (i + len(win)) // k])  # (n, 3, H, W'), (n,)
+    return ((images(win), t[i // k : (i + len(win)) // k])  # (n, C, H, W'), (n,)
             for i, win in _offsets(logmel.stream_windows(chunks, logmel.stack_times(t, a), a, rows * k)))
 
 
@@ -597,9 +607,7 @@ def run(
     world = world or distributed.from_env()
     with distributed.joined(world), distributed.sigterm_as_exit():
         set_threads(p, world)
-        bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, device=world.device(p.device),
-                              engine=p.engine)
-        p = for_backbone(p, bb)
+        p, bbs = create_backbones(p, world.device(p.device))
         summaries = []
         for mod in MODALITIES if modality == "both" else (modality,):
             label = f"{mod} ({world.label()})" if world.label() else mod
@@ -614,7 +622,7 @@ def run(
                     bar.update(task, completed=videos, total=total,
                                rate=f"{videos / dt:.1f} videos/s  {rows / dt:.0f} frames/s")
 
-                summary = run_modality(items, p, mod, bb, out=out, overwrite=overwrite, progress=tick, world=world)
+                summary = run_modality(items, p, mod, bbs[mod], out=out, overwrite=overwrite, progress=tick, world=world)
             summaries.append(Summary.merge(distributed.all_gather(world, summary)))
     return summaries
 
@@ -648,9 +656,11 @@ def run_stage(p: ExtractParams, manifest: str | Path, modality: Modality) -> Sum
     return summary
 
 
-def clip_features(path: str | Path, p: ExtractParams, bb: backbones.Backbone,
+def clip_features(path: str | Path, p: ExtractParams, bbs: Mapping[Modality, backbones.Backbone],
                   modalities: Iterable[Modality] = MODALITIES) -> dict[Modality, np.ndarray]:
     """Features of one video, in memory, through the same streamed path as :func:`run_modality` (for ``predict``).
+
+    ``bbs`` maps each modality to its backbone (:func:`create_backbones`).
 
     Returns:
         ``{modality: (T, D) float32}``; a modality whose stream is absent has 0 rows.
@@ -662,10 +672,10 @@ def clip_features(path: str | Path, p: ExtractParams, bb: backbones.Backbone,
     out = {}
     for m in modalities:
         sink = _Sink()
-        _extract(_pieces(item, m, p), sink, m, bb, p.batch_size, Summary(m))
+        _extract(_pieces(item, m, p), sink, m, bbs[m], p.batch_size, Summary(m))
         if item.video_id in sink.failed:
             raise media.MediaError(path, sink.failed[item.video_id])
         rows = sink.rows[item.video_id]
-        emb = np.concatenate(rows) if rows else np.zeros((0, bb.dim), np.float32)  # (T, D)
+        emb = np.concatenate(rows) if rows else np.zeros((0, bbs[m].dim), np.float32)  # (T, D)
         out[m] = emb.astype(np.float16).astype(np.float32)  # the cache stores float16
     return out
