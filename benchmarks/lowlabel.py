@@ -189,7 +189,8 @@ def study(name: str, base: list[str], objectives: list[str], transfers: list[str
     """Pretrain each objective per seed, then train and score every method, labels count, draw and seed."""
     p0 = config.load("params.yaml", base)
     sp, names = splits(manifest.read(p0.data.manifest), p0.extract.out, ("video", "audio"))
-    protos.build(p0, metrics_path=work / f"prototypes-{name}.json")
+    if not Path(p0.paths.prototypes).is_file():  # (a resumed study keeps its prototypes)
+        protos.build(p0, metrics_path=work / f"prototypes-{name}.json")
     report = {"dataset": name, "overrides": base, "labels": labels, "draws": draws, "seeds": seeds, "classes": names,
               "test_labels": sp["test"].labels, "val_labels": sp["val"].labels,
               "sizes": {s: len(sp[s].ids) for s in sp}, "pretraining": {}, "runs": frozen_runs(p0, sp, labels, draws)}
