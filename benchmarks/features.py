@@ -33,7 +33,7 @@ import torch
 from cmmvt import config
 from cmmvt.data import manifest
 from cmmvt.eval import evaluate
-from cmmvt.features import backbones, cache, extract
+from cmmvt.features import backbones, cache, extract, sound
 from cmmvt.train import loop
 
 import realav  # benchmarks/realav.py: this folder is on sys.path when a benchmark runs as a script
@@ -60,6 +60,8 @@ SETTINGS = {  # modality → name → overrides of params.yaml (the other modali
         "1.92 s, 128×192 window": ["extract.audio.window_s=1.92", "extract.audio.image=[128,192]",
                                    "extract.audio.norm=window", "extract.audio.stack=1"],
         "224×224 window": ["extract.audio.image=[224,224]", "extract.audio.norm=window", "extract.audio.stack=1"],
+        # a CNN trained on sound effects (cmmvt.features.sound; weights: --aisfx-weights or the installed package)
+        "aisfx (sound-effects CNN)": ["extract.audio.backbone=aisfx"],
     },
 }
 CS = (0.01, 0.1, 1.0, 10.0)
@@ -80,7 +82,7 @@ def extract_setting(items: list[extract.Item], p: config.ExtractParams, mod: str
                     root: Path) -> Path:
     """Extract one setting into ``root`` (resumed where it exists: ``--data`` keeps features between runs), with
     the time it took in ``root/timing.json``."""
-    s = extract.run_modality(items, p, mod, bb, out=root)
+    s = extract.run_modality(items, p, mod, bb if mod == "video" else sound.audio_backbone(p.audio, bb), out=root)
     if s.failed:
         raise RuntimeError(f"{root}: {s.failures}")
     if s.rows:
@@ -142,10 +144,15 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--data", type=Path, help="keep the generated clips and features here (reused when present)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench/features.json"))
+    ap.add_argument("--audio", nargs="+", metavar="SETTING", help="only these audio settings, probes only (no video "
+                    "settings, no classifier): e.g. the default against an audio model")
+    ap.add_argument("--aisfx-weights", help="the aisfx checkpoint (default: the installed aisfx package's)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     quick = args.quick
     settings = {m: dict(list(s.items())[:2]) for m, s in SETTINGS.items()} if quick else SETTINGS
+    if args.audio:
+        settings = {"audio": {n: SETTINGS["audio"][n] for n in args.audio}}
     seeds = range(1 if quick else args.seeds)
     extra = ["extract.image_size=64", "train.epochs=2", "train.min_steps=0"] if quick else []
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,7 +164,7 @@ def main() -> None:
                         durations=(2.0, 3.0) if quick else (3.0, 5.0))
         made_s = time.perf_counter() - t0
         base = ["data.source=csv", f"data.csv={csv}", f"data.root={data}", f"data.manifest={tmp}/manifest.csv",
-                *extra]
+                *extra, *([f"extract.audio.weights={args.aisfx_weights}"] if args.aisfx_weights else [])]
         p = config.load("params.yaml", base)
         df = manifest.prepare(p.data, seed=p.data.seed).manifest
         items, _ = extract.discover(p.data.manifest)
@@ -180,6 +187,8 @@ def main() -> None:
                 print(mod, name, results[mod][name], flush=True)
         chosen = {m: choose(results[m], len(ids["val"])) for m in settings}
         results["chosen"] = chosen
+        if args.audio:
+            return _write(results, args.out)
         results["combined"] = {}
         for label, pick in {"before": BEFORE, "chosen": chosen}.items():
             if label == "chosen" and pick == BEFORE:
@@ -204,10 +213,14 @@ def main() -> None:
             val, top1 = classifier(overrides, seeds, root, Path(tmp) / slug("model", name))
             results["models"][name] = {"overrides": model_overrides, "val": val, "test": top1}
             print(name, results["models"][name], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write(results, args.out)
+
+
+def _write(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     md = report(results)
-    args.out.with_suffix(".md").write_text(md)
+    out.with_suffix(".md").write_text(md)
     print(md)
 
 
@@ -217,12 +230,14 @@ def report(r: dict) -> str:
              "regression on clip-mean embeddings, C chosen on val; test ± binomial s.e.; **bold**: the setting chosen "
              "on val (the cheapest within one s.e. of the best val top-1).",
              ""]
-    for mod in ("video", "audio"):
+    for mod in [m for m in ("video", "audio") if r[m]]:
         lines += [f"| {mod} setting | ms / row | probe val top-1 | probe test top-1 |", "|---|---|---|---|"]
         for name, v in r[mod].items():
             shown = f"**{name}**" if name == r["chosen"][mod] else name
             lines.append(f"| {shown} | {v['ms_per_row']:.1f} | {v['val']:.3f} | {v['test']:.3f} ± {v['test_se']:.3f} |")
         lines.append("")
+    if not r.get("combined"):
+        return "\n".join(lines)
     lines += ["| features (video / audio) | probe av val / test top-1 | cmmvt classifier av val / test top-1 |",
               "|---|---|---|"]
     for label, c in r["combined"].items():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmmvt.config import AudioParams, ExtractParams
+from cmmvt.config import AudioParams, ExtractParams, Params
+from cmmvt.eval.predict import extract_params
 from cmmvt.features import backbones, cache, extract, logmel, sound
 from cmmvt.features.backbones import BackboneError
 
@@ -105,6 +106,10 @@ def test_extraction_with_the_audio_model_records_its_framing_and_keeps_caches_ap
     assert attrs["weights_sha256"] == backbones.file_sha256(tmp_path / "aisfx.pth")
     assert not np.allclose(rows[0], rows[-1])  # silence and the tone differ
     np.testing.assert_allclose(extract.clip_features(clip, q, bbs, ["audio"])["audio"], rows, atol=1e-6)
+    ckpt = {"params": Params().model_dump(), "features": {"audio": attrs}}  # a model trained on these rows
+    again = extract_params(ckpt)  # predict's params: the same audio model and weights
+    assert (again.audio.backbone, again.audio.weights, again.backbone) == ("aisfx", str(tmp_path / "aisfx.pth"),
+                                                                           Params().extract.backbone)
     image = p.model_copy(update={"audio": AudioParams()})
     q2, bbs2 = extract.create_backbones(image, "cpu")
     with pytest.raises(cache.ParamsMismatch, match="backbone: 'aisfx' → 'none'"):

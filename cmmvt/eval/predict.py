@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmmvt.features import extract
+from cmmvt.features import extract, sound
 from cmmvt.config import ExtractParams, Params
 from cmmvt.train.dataset import clip_views
 from cmmvt.eval.inference import eval_frames
@@ -30,13 +30,21 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     p = Params.model_validate(ckpt["params"]).extract
     feats = ckpt["features"]
     video, audio = feats.get("video", {}), feats.get("audio", {})
-    first = video or audio
-    update: dict[str, Any] = {"backbone": first["backbone"], "fps": first["fps"]}
+    sound_model = audio.get("backbone") in sound.MODELS
+    frames = video or ({} if sound_model else audio)  # the attrs that name the frame backbone
+    update: dict[str, Any] = {"fps": (video or audio)["fps"]}
+    if frames:
+        update["backbone"] = frames["backbone"]
+        weights = frames.get("weights")
+        update["weights"] = weights if weights and Path(str(weights)).is_file() else p.weights
     update.update({k: video[k] for k in ("image_size", "crop", "flip", "fast_decode") if k in video})
     if audio:
-        update["audio"] = p.audio.model_copy(update={k: audio[k] for k in type(p.audio).model_fields if k in audio})
-    weights = first.get("weights")
-    update["weights"] = weights if weights and Path(str(weights)).is_file() else p.weights
+        framing = {k: audio[k] for k in type(p.audio).model_fields if k in audio and k not in ("backbone", "weights")}
+        if sound_model:  # an audio model (extract.audio.backbone): its weights file where it still is
+            w = audio.get("weights")
+            framing |= {"backbone": audio["backbone"],
+                        "weights": w if w and Path(str(w)).is_file() else p.audio.weights}
+        update["audio"] = p.audio.model_copy(update=framing)
     return p.model_copy(update=update)
 
 

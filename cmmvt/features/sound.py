@@ -38,8 +38,9 @@ from cmmvt.config import AudioParams
 from cmmvt.features import logmel
 from cmmvt.features.backbones import Backbone, BackboneError, file_sha256, freeze
 
-__all__ = ["AISFX_DIM", "AudioCNN", "aisfx_input", "audio_backbone", "framing", "load_aisfx"]
+__all__ = ["MODELS", "AISFX_DIM", "AudioCNN", "aisfx_input", "audio_backbone", "framing", "load_aisfx"]
 
+MODELS = ("aisfx",)  #: the audio models of ``extract.audio.backbone`` (besides ``image``)
 AISFX_RATE = 44100
 AISFX_FRAMING = {"sample_rate": AISFX_RATE, "n_mels": 96, "win_ms": 2048 * 1000 / AISFX_RATE,
                  "hop_ms": 1024 * 1000 / AISFX_RATE, "window_s": 100 * 1024 / AISFX_RATE, "image": None,
