@@ -289,8 +289,7 @@ def table(report: dict) -> str:
                 cells.append("–")
                 continue
             d = intervals.bootstrap(matrix(report, m, n), matrix(report, ref(m), n))
-            verdict = "" if d.excludes_zero else " (no difference)"
-            cells.append(f"{m}: {d.signed()}{verdict}")
+            cells.append(f"{m}: {_diff(d)}")
         out.append(f"| vs {what} | " + " | ".join(cells) + " |")
     if report.get("order_pair_clips"):
         idx = report["order_pair_clips"]
@@ -307,6 +306,29 @@ def table(report: dict) -> str:
             out.append(f"| {objective} | {len(runs)} | {np.mean([r.get('retrieval/recall@1', np.nan) for r in runs]):.3f}"
                        f" | {np.mean([r.get('retrieval/chance@1', np.nan) for r in runs]):.3f}"
                        f" | {np.mean([r['final_loss'] for r in runs]):.3f} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def _diff(d: intervals.Interval) -> str:
+    return d.signed() + ("" if d.excludes_zero else " (no difference)")
+
+
+def summary(reports: list[dict]) -> str:
+    """One compact Markdown table over datasets: per labels count, the frozen nearest-centroid, scratch (the best
+    transfer on val), the pretrained method chosen on val and its paired difference to scratch with the same
+    transfer and to nearest-centroid (95 % intervals; "no difference" where one holds 0)."""
+    out = ["| dataset | labels / class | nearest-centroid | scratch (transfer chosen on val) | pretrained (chosen on "
+           "val) | pretrained − scratch, same transfer | pretrained − nearest-centroid |", "|---|---|---|---|---|---|---|"]
+    for r in reports:
+        names = methods(r)
+        for n in r["labels"]:
+            scratch = max((m for m in names if m.startswith("scratch")), key=lambda m: matrix(r, m, n, "val").mean())
+            m = chosen(r, n)
+            ref = "scratch · " + m.split(" · ")[1]
+            d, e = (intervals.bootstrap(matrix(r, m, n), matrix(r, b, n)) for b in (ref, "nearest-centroid"))
+            out.append(f"| {r['dataset']} | {n} | {matrix(r, 'nearest-centroid', n).mean():.3f} | "
+                       f"{matrix(r, scratch, n).mean():.3f} ({scratch.split(' · ')[1]}) | "
+                       f"{matrix(r, m, n).mean():.3f} ({m}) | {_diff(d)} | {_diff(e)} |")
     return "\n".join(out) + "\n"
 
 
@@ -334,10 +356,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (two studies side by side: 1 each)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--table", type=Path, help="only rewrite the Markdown of this JSON report")
+    ap.add_argument("--summary", type=Path, nargs="+", help="print one compact table over these JSON reports")
     ap.add_argument("--prepare", action="store_true", help="only generate and extract the data (into --work)")
     args = ap.parse_args()
     if args.table:
         return write(json.loads(args.table.read_text()), args.table)
+    if args.summary:
+        return print(summary([r for path in args.summary for r in json.loads(path.read_text())]))
     out = args.out or Path(f"reports/bench/lowlabel-{args.data}.json")
     torch.set_num_threads(args.threads)
     work = args.work or Path("data/bench") / f"lowlabel-{args.data}{'-quick' if args.quick else ''}"
