@@ -25,8 +25,9 @@ interval; order-only pairs of the synthetic set (where a bag of frames must fail
 
 An interrupted study resumes: clips, features, pretrained encoders and every finished run (``runs-*.jsonl``,
 keyed by the dataset's overrides) stay in ``--work``; delete them there after changing the training code. The
-synthetic pools can run side by side (``--pools synth-240`` in one process, ``--pools synth-1200`` in another,
-then ``--data synth`` gathers both from their journals).
+synthetic pools, or the labels counts of one dataset, can run side by side (``--pools synth-240`` in one
+process, ``--pools synth-1200`` in another, then ``--data synth`` gathers both from their journals; each
+process trains into its own model file).
 
     python benchmarks/lowlabel.py --data synth           # → reports/bench/lowlabel-synth.{json,md} (both pools)
     python benchmarks/lowlabel.py --data realav          # → reports/bench/lowlabel-realav.{json,md}
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -229,7 +231,7 @@ def study(name: str, base: list[str], objectives: list[str], transfers: list[str
                         run = done.get((method, n, d, seed))
                         if run is None:
                             run = _transformer_run(base, objective, transfer, n, d, seed, encoders.get((objective, seed)),
-                                                   sp, work / f"model-{name}.pt")
+                                                   sp, work / f"model-{name}-{os.getpid()}.pt")
                             with journal.open("a") as fh:
                                 fh.write(json.dumps(run) + "\n")
                         report["runs"].append(run)

@@ -111,6 +111,14 @@ def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "vs scratch, same transfer" in table and "vs nearest-centroid" in table
     assert report["pretraining"]["order"][0]["final_loss"] > 0
+    # a second run resumes from the work folder's journal: no run trained again, the same scores
+    again = tmp_path / "again.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/lowlabel.py"), "--quick", "--data", "realav", "--out",
+                    str(again), "--work", str(tmp_path / "work")], check=True, capture_output=True, cwd=REPO, timeout=900)
+    assert json.loads(again.read_text())[0]["runs"] == report["runs"]
+    summary = subprocess.run([sys.executable, str(REPO / "benchmarks/lowlabel.py"), "--summary", str(out)], check=True,
+                             capture_output=True, text=True, cwd=REPO, timeout=300).stdout
+    assert summary.count("| realav |") == 2 and "order · " in summary
 
 
 @pytest.mark.slow
