@@ -25,6 +25,11 @@ from cmmvt.eval.inference import eval_frames
 from cmmvt.checkpoints import load_checkpoint
 
 
+def _still_there(weights: object, default: str | None) -> str | None:
+    """The weights file the features were made with where it still exists, else ``default``."""
+    return str(weights) if weights and Path(str(weights)).is_file() else default
+
+
 def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     """The :class:`ExtractParams` that reproduce the checkpoint's training features."""
     p = Params.model_validate(ckpt["params"]).extract
@@ -35,15 +40,12 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
     update: dict[str, Any] = {"fps": (video or audio)["fps"]}
     if frames:
         update["backbone"] = frames["backbone"]
-        weights = frames.get("weights")
-        update["weights"] = weights if weights and Path(str(weights)).is_file() else p.weights
+        update["weights"] = _still_there(frames.get("weights"), p.weights)
     update.update({k: video[k] for k in ("image_size", "crop", "flip", "fast_decode") if k in video})
     if audio:
         framing = {k: audio[k] for k in type(p.audio).model_fields if k in audio and k not in ("backbone", "weights")}
-        if sound_model:  # an audio model (extract.audio.backbone): its weights file where it still is
-            w = audio.get("weights")
-            framing |= {"backbone": audio["backbone"],
-                        "weights": w if w and Path(str(w)).is_file() else p.audio.weights}
+        if sound_model:  # an audio model (extract.audio.backbone) and its weights
+            framing |= {"backbone": audio["backbone"], "weights": _still_there(audio.get("weights"), p.audio.weights)}
         update["audio"] = p.audio.model_copy(update=framing)
     return p.model_copy(update=update)
 
