@@ -76,7 +76,7 @@ def test_random_weights_do_not_classify_china_jpg(china):
 def test_every_packaged_tensor_maps_with_equal_shape():
     import timm
 
-    src = backbones._load_file(backbones.lite0_weights_path())
+    src = backbones.load_file(backbones.lite0_weights_path())
     dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     mapped = backbones.map_by_position(src, dst)
     assert len(src) == len(mapped) == len(dst) == 296
@@ -88,7 +88,7 @@ def test_every_packaged_tensor_maps_with_equal_shape():
 def test_position_mapping_fails_loudly_on_mismatch():
     import timm
 
-    src = backbones._load_file(backbones.lite0_weights_path())
+    src = backbones.load_file(backbones.lite0_weights_path())
     dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     keys = list(src)
     with pytest.raises(BackboneError, match="295 tensors, the model has 296"):

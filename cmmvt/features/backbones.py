@@ -197,18 +197,25 @@ class Backbone:
 # weights
 
 
-def _load_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict (``weights_only=True``); unwrap ``{"state_dict": …}`` / ``{"model": …}``."""
+def load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict (``weights_only=True``); unwrap ``(state dict, extras)``, ``{"state_dict": …}`` and
+    ``{"model": …}``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise BackboneError(f"weights file not found: {path}; nothing was extracted: fix the path (or drop "
                             "--weights) and rerun")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    core = getattr(np, "_core", None) or np.core  # numpy 2 | 1
+    numpy_scalars = [core.multiarray.scalar, (core.multiarray.scalar, "numpy.core.multiarray.scalar"), np.dtype,
+                     type(np.dtype(np.int64))]  # e.g. aisfx's dataset table, pickled by numpy 1 (numpy.core)
+    try:  # tensors, and numpy scalars beside them: nothing that runs code
+        with torch.serialization.safe_globals(numpy_scalars):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
         raise BackboneError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {first}); nothing was "
                             "extracted: fix or replace the file (or drop --weights) and rerun") from None
+    if isinstance(obj, (tuple, list)) and obj and isinstance(obj[0], Mapping):  # (state dict, extras), as aisfx's
+        obj = obj[0]
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -272,7 +279,7 @@ def _lite0(path: Path) -> nn.Module:
     import timm
 
     model = timm.create_model("efficientnet_lite0", pretrained=False)
-    src = _load_file(path)
+    src = load_file(path)
     dst = model.state_dict()
     if set(src) == set(dst):  # already timm-named
         _load_strict(model, src, str(path))
@@ -340,7 +347,7 @@ def _timm(arch: str, path: Path | None) -> nn.Module:
     if path is not None:
         head = model.pretrained_cfg.get("classifier") or ()
         heads = (head,) if isinstance(head, str) else tuple(head)
-        sd = {k: v for k, v in _load_file(path).items() if not any(k.startswith(h + ".") for h in heads)}
+        sd = {k: v for k, v in load_file(path).items() if not any(k.startswith(h + ".") for h in heads)}
         _load_strict(model, sd, str(path))
     return model
 
@@ -375,7 +382,7 @@ def _torchvision(name: str, path: Path) -> nn.Module:
     import torchvision.models as tvm
 
     model = getattr(tvm, name)(weights=None)
-    _load_strict(model, _load_file(path), str(path))
+    _load_strict(model, load_file(path), str(path))
     return model
 
 

@@ -28,7 +28,6 @@ import functools
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -36,7 +35,7 @@ from torch import nn
 
 from cmmvt.config import AudioParams
 from cmmvt.features import logmel
-from cmmvt.features.backbones import Backbone, BackboneError, file_sha256, freeze
+from cmmvt.features.backbones import Backbone, BackboneError, file_sha256, freeze, load_file
 
 __all__ = ["MODELS", "AISFX_DIM", "AudioCNN", "aisfx_input", "audio_backbone", "framing", "load_aisfx"]
 
@@ -129,17 +128,7 @@ def load_aisfx(path: Path) -> AudioCNN:
     if not path.is_file():
         raise BackboneError(f"audio weights file not found: {path}; nothing was extracted: fix "
                             "extract.audio.weights and rerun")
-    core = getattr(np, "_core", None) or np.core  # numpy 2 | 1
-    numpy_scalars = [core.multiarray.scalar, (core.multiarray.scalar, "numpy.core.multiarray.scalar"), np.dtype,
-                     type(np.dtype(np.int64))]  # the package's file was pickled by numpy 1 (numpy.core)
-    try:  # the package's dataset table holds numpy integers: allowed, nothing else beyond tensors
-        with torch.serialization.safe_globals(numpy_scalars):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise BackboneError(f"{path}: not a readable torch checkpoint ({type(exc).__name__})") from None
-    sd = obj[0] if isinstance(obj, (tuple, list)) else obj
-    if not isinstance(sd, dict):
-        raise BackboneError(f"{path}: expected a state dict or aisfx's (state dict, datasets), got {type(obj).__name__}")
+    sd = load_file(path)
     prefix = "embedding_net."
     sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)} or sd
     model = AudioCNN()
