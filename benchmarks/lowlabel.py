@@ -173,12 +173,24 @@ def _pretrain_key(p: config.Params) -> str:
                     p.data.manifest, p.extract.out])
 
 
+def _objective(objective: str) -> list[str]:
+    """Overrides for one objective of ``--objectives``; ``a+b`` is ``combined`` with weight 1 on a and b, 0 elsewhere."""
+    parts = objective.split("+")
+    if len(parts) == 1:
+        return [f"pretrain.objective={objective}"]
+    weights = config.ObjectiveWeights.model_fields
+    unknown = [o for o in parts if o not in weights]
+    if unknown:
+        raise SystemExit(f"--objectives: {unknown} not among {list(weights)}")
+    return ["pretrain.objective=combined"] + [f"pretrain.weights.{w}={float(w in parts)}" for w in weights]
+
+
 def _transformer_run(base: list[str], objective: str, transfer: str, n: str, draw: int, seed: int,
                      encoder: Path | None, sp: dict[str, Split], model_path: Path) -> dict:
     """Train one transformer (from ``encoder`` when pretrained) and score it clip by clip on val and test."""
     t0 = time.perf_counter()
-    p = config.load("params.yaml", base + [
-        f"pretrain.objective={objective}", f"seed={seed}", f"train.transfer={transfer}",
+    p = config.load("params.yaml", base + _objective(objective) + [
+        f"seed={seed}", f"train.transfer={transfer}",
         f"train.labels_per_class={'null' if n == 'all' else n}", f"train.label_draw={draw}"])
     r = loop.train(p, model_path, live_dir=None, pretrained=encoder)
     return {"method": f"{'scratch' if objective == 'none' else objective} · {transfer}", "labels": n, "draw": draw,
@@ -201,7 +213,7 @@ def study(name: str, base: list[str], objectives: list[str], transfers: list[str
     encoders = {}
     for objective in [o for o in objectives if o != "none"]:
         for seed in seeds:
-            pp = config.load("params.yaml", base + [f"pretrain.objective={objective}", f"seed={seed}"])
+            pp = config.load("params.yaml", base + _objective(objective) + [f"seed={seed}"])
             enc = work / f"enc-{name}-{objective}-{seed}-{_pretrain_key(pp)}.pt"
             t0 = time.perf_counter()
             if enc.is_file():  # the same pretraining in an earlier run of the study (train.* variants)
@@ -349,7 +361,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny set, 1 seed, 2 draws, 1 and all labels (CI)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--objectives", nargs="+", default=["none", "order"], help="none = scratch")
+    ap.add_argument("--objectives", nargs="+", default=["none", "order"], help="none = scratch; a+b: both losses (combined)")
     ap.add_argument("--transfers", nargs="+", default=["finetune", "lp_ft"], choices=TRANSFERS)
     ap.add_argument("--labels", nargs="+", default=LABELS)
     ap.add_argument("--pools", nargs="+", help="synth: which datasets (synth-240, synth-1200)")
