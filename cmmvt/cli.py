@@ -327,23 +327,46 @@ def evaluate(
 
 @app.command()
 def predict(
-    videos: Annotated[list[Path], typer.Argument(help="Video files.")],
+    videos: Annotated[list[Path] | None, typer.Argument(help="Video files.")] = None,
     model: Annotated[Path | None, typer.Option(help="Checkpoint (default: paths.classifier).")] = None,
     top_k: Annotated[int, typer.Option(help="Labels per video.")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    timeline: Annotated[bool, typer.Option("--timeline", help="Where in the video: probabilities over time from "
+                                                              "sliding windows, merged segments, CSV/JSON/PNG.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option("--cache", help="--timeline: the feature cache to read (with --ids or "
+                                                                   "every clip in it), or to extract VIDEOS into and "
+                                                                   "keep (default: a temporary one).")] = None,
+    ids: Annotated[list[str] | None, typer.Option(help="--timeline --cache: clips of the cache. Repeatable.")] = None,
+    window: Annotated[float | None, typer.Option(help="--timeline: seconds per window (default: the model's "
+                                                      "training crop).")] = None,
+    stride: Annotated[float | None, typer.Option(help="--timeline: seconds between windows (default: half a "
+                                                      "window).")] = None,
+    smooth: Annotated[float, typer.Option(help="--timeline: seconds of moving average over the probabilities.")] = 0.0,
+    min_segment: Annotated[float | None, typer.Option(help="--timeline: shorter segments join a neighbour "
+                                                           "(default: one window; 0: keep all).")] = None,
+    out: Annotated[Path, typer.Option(help="--timeline: folder for the CSV, JSON and PNG files.")] = Path("reports/timeline"),
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Classify videos: features on the fly with the checkpoint's backbone, then top-k labels.
+    """Classify videos: features on the fly with the checkpoint's backbone, then top-k labels; or, with
+    --timeline, label them over time.
 
     Examples:
         cmmvt predict clip.mp4
         cmmvt predict a.mp4 b.webm --top-k 3 --json
+        cmmvt predict lecture.mp4 --timeline --stride 1 --cache data/lecture-features
+        cmmvt predict --timeline --cache data/features --ids match_01
     """
     import json
 
     from cmmvt.eval import predict as predict_mod
 
     model = model or Path(_params(params, None).paths.classifier)
+    if timeline:
+        return _timeline(videos or [], model, cache_dir, ids, out, json_,
+                         dict(window=window, stride=stride, smooth=smooth, min_segment=min_segment))
+    if not videos or cache_dir or ids:
+        console.print("[bold red]error:[/] give VIDEOS (--cache and --ids go with --timeline)", highlight=False)
+        raise typer.Exit(2)
     results = _run(lambda: predict_mod.predict(videos, model, top_k=top_k))
     if json_:
         typer.echo(json.dumps(results, indent=2))
@@ -354,6 +377,43 @@ def predict(
                 continue
             typer.echo(f"{r['path']}: " + ", ".join(f"{label} {prob:.2f}" for label, prob in r["top"]))
     if all("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+def _timeline(videos: list[Path], model: Path, cache_dir: Path | None, ids: list[str] | None, out: Path,
+              json_: bool, options: dict[str, Any]) -> None:
+    """``predict --timeline``: from files (extracted into ``cache_dir`` or a temporary cache) or from a cache."""
+    import json
+
+    from cmmvt.eval import timeline as tl_mod
+
+    if videos and ids:
+        console.print("[bold red]error:[/] give VIDEOS or --ids, not both", highlight=False)
+        raise typer.Exit(2)
+    if not videos and not cache_dir:
+        console.print("[bold red]error:[/] give VIDEOS, or --cache (with --ids or for every clip)", highlight=False)
+        raise typer.Exit(2)
+    if videos:
+        results = _run(lambda: tl_mod.from_files(videos, model, cache_dir, show_progress=not json_, **options))
+    else:
+        results = _run(lambda: tl_mod.from_cache(cache_dir, ids, model, **options))
+    report = []
+    for r in results:
+        if isinstance(r, dict):
+            console.print(f"[red]{r['path']}[/]: {r['error']}", highlight=False)
+            report.append(r)
+            continue
+        files = tl_mod.write(r, out)
+        report.append({"video_id": r.video_id, "segments": [vars(s) for s in r.segments],
+                        "files": {k: str(v) for k, v in files.items()}})
+        if not json_:
+            typer.echo(f"{r.video_id}: {r.duration:.1f} s, {len(r.starts)} windows, {len(r.segments)} segments → "
+                       f"{files['png']}")
+            for s in r.segments:
+                typer.echo(f"  {s.start:8.1f} – {s.end:8.1f} s  {s.label}  {s.probability:.2f}")
+    if json_:
+        typer.echo(json.dumps(report, indent=2))
+    if all("error" in r for r in report):
         raise typer.Exit(1)
 
 

@@ -46,7 +46,7 @@ def extract_params(ckpt: dict[str, Any]) -> ExtractParams:
         framing = {k: audio[k] for k in type(p.audio).model_fields if k in audio and k not in ("backbone", "weights")}
         if sound_model:  # an audio model (extract.audio.backbone) and its weights
             framing |= {"backbone": audio["backbone"], "weights": _still_there(audio.get("weights"), p.audio.weights)}
-        update["audio"] = p.audio.model_copy(update=framing)
+        update["audio"] = type(p.audio).model_validate(p.audio.model_dump() | framing)  # (JSON lists → tuples)
     return p.model_copy(update=update)
 
 

@@ -143,6 +143,11 @@ def _feature_params(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k not in PROVENANCE_KEYS}
 
 
+def feature_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for each feature param (provenance left out) in which two caches' attrs differ."""
+    return _diff(_feature_params(_normalise_attrs(old)), _feature_params(_normalise_attrs(new)))
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as params: 4 == 4.0, but True != 1."""
     return a == b and (type(a) is bool) == (type(b) is bool)
@@ -793,10 +798,19 @@ class CacheReader(Mapping[str, np.ndarray]):
 
     def __getitem__(self, video_id: str) -> np.ndarray:
         """(T, D) float32 embeddings of ``video_id`` (T = 0 without a stream); one contiguous read."""
+        return self.rows(video_id)
+
+    def rows(self, video_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(n, D) float32 rows ``start:stop`` of ``video_id`` (clipped to its length), reading only those."""
         e = self._index[video_id]
-        if e.length == 0:
+        a, b = min(max(start, 0), e.length), e.length if stop is None else min(max(stop, 0), e.length)
+        if b <= a:
             return np.zeros((0, self.dim), np.float32)
-        return self._file(e.shard)["emb"][e.offset : e.offset + e.length].astype(np.float32)
+        return self._file(e.shard)["emb"][e.offset + a : e.offset + b].astype(np.float32)
+
+    def length(self, video_id: str) -> int:
+        """Rows of ``video_id`` (0 without a stream), without reading them."""
+        return self._index[video_id].length
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
