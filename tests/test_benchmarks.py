@@ -122,6 +122,23 @@ def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
 
 
 @pytest.mark.slow
+def test_timeline_benchmark_quick(tmp_path):
+    """Real-content test clips concatenated into one encoded video → predict --timeline in its own process → scores
+    of every post-processing variant against the known boundaries, and the ceiling from the same clips."""
+    out = tmp_path / "timeline.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/timeline.py"), "--quick", "--out", str(out), "--work",
+                    str(tmp_path / "work")], check=True, capture_output=True, cwd=REPO, timeout=900)
+    (report,) = json.loads(out.read_text())
+    (run,) = report["runs"]
+    assert run["duration_s"] >= 20 and run["peak_rss_mb"] > 0 and 0 <= run["ceiling_clip_accuracy"] <= 1
+    assert set(run["variants"]) == {"independent windows", "overlapping windows", "+ min segment (default)",
+                                    "+ smoothing"}
+    for v in run["variants"].values():
+        assert 0 <= v["frame_accuracy"] <= 1 and 0 <= v["segment_f1"] <= 1 and v["true_segments"] >= 5
+    assert "seconds per hour of video" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
 def test_scale_benchmark_quick(tmp_path):
     report = run_quick("scale", tmp_path)
     assert set(report["results"]) == {"1", "2"} and report["clips"] == 2
