@@ -344,6 +344,9 @@ def predict(
     smooth: Annotated[float, typer.Option(help="--timeline: seconds of moving average over the probabilities.")] = 0.0,
     min_segment: Annotated[float | None, typer.Option(help="--timeline: shorter segments join a neighbour "
                                                            "(default: one window; 0: keep all).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Which rows decided: attention rollout over the rows "
+                                                            "(of each window with --timeline, else of the whole "
+                                                            "clip), in the PNG and a rows CSV.")] = False,
     out: Annotated[Path, typer.Option(help="--timeline: folder for the CSV, JSON and PNG files.")] = Path("reports/timeline"),
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
@@ -355,17 +358,19 @@ def predict(
         cmmvt predict a.mp4 b.webm --top-k 3 --json
         cmmvt predict lecture.mp4 --timeline --stride 1 --cache data/lecture-features
         cmmvt predict --timeline --cache data/features --ids match_01
+        cmmvt predict clip.mp4 --explain
     """
     import json
 
     from cmmvt.eval import predict as predict_mod
 
     model = model or Path(_params(params, None).paths.classifier)
-    if timeline:
-        return _timeline(videos or [], model, cache_dir, ids, out, json_,
-                         dict(window=window, stride=stride, smooth=smooth, min_segment=min_segment))
+    if timeline or explain:
+        options = dict(window=window, stride=stride, smooth=smooth, min_segment=min_segment, explain=explain,
+                       whole=not timeline)
+        return _timeline(videos or [], model, cache_dir, ids, out, json_, options)
     if not videos or cache_dir or ids:
-        console.print("[bold red]error:[/] give VIDEOS (--cache and --ids go with --timeline)", highlight=False)
+        console.print("[bold red]error:[/] give VIDEOS (--cache and --ids go with --timeline or --explain)", highlight=False)
         raise typer.Exit(2)
     results = _run(lambda: predict_mod.predict(videos, model, top_k=top_k))
     if json_:
@@ -382,7 +387,8 @@ def predict(
 
 def _timeline(videos: list[Path], model: Path, cache_dir: Path | None, ids: list[str] | None, out: Path,
               json_: bool, options: dict[str, Any]) -> None:
-    """``predict --timeline``: from files (extracted into ``cache_dir`` or a temporary cache) or from a cache."""
+    """``predict --timeline`` / ``--explain``: from files (extracted into ``cache_dir`` or a temporary cache) or
+    from a cache."""
     import json
 
     from cmmvt.eval import timeline as tl_mod

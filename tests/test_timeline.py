@@ -160,3 +160,21 @@ def test_cache_of_other_features_refused(trained, tmp_path):
     _write_cache(tmp_path, 20, dim=1280)
     with pytest.raises(cache.ParamsMismatch, match="image_size"):
         timeline.from_cache(tmp_path, ["clip"], root / "model.pt")
+
+
+def test_explain_whole_clip_and_windows(trained, tmp_path):
+    """--explain without --timeline: the whole clip as one window, one segment; with it, every window's rollout."""
+    root, long = trained
+    res = CliRunner().invoke(app, ["predict", str(long), "--explain", "--model", str(root / "model.pt"),
+                                   "--out", str(tmp_path / "whole"), "--json"])
+    assert res.exit_code == 0, res.output
+    [r] = json.loads(res.stdout[res.stdout.index("["):])
+    assert len(r["segments"]) == 1 and len(pd.read_csv(r["files"]["windows"])) == 1
+    rows = pd.read_csv(r["files"]["rows"])
+    assert len(rows) == 96 and rows["relevance_av"].mean() == pytest.approx(1.0, abs=1e-3)
+    assert rows["relevance_av"].std() > 0.01 and (rows["relevance_av"] >= 0).all()
+    [tl] = timeline.from_files([long], root / "model.pt", stride=0.5, explain=True)
+    assert set(tl.relevance) == {"av"} and len(tl.relevance["av"]) == 96
+    assert tl.relevance["av"].mean() == pytest.approx(1.0, abs=0.05)
+    files = timeline.write(tl, tmp_path / "win")
+    assert files["png"].stat().st_size > 10_000 and "rows" in files

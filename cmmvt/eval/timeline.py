@@ -37,6 +37,7 @@ import torch
 from scipy.ndimage import uniform_filter1d
 
 from cmmvt.checkpoints import load_checkpoint
+from cmmvt.eval import explain as explain_mod
 from cmmvt.eval.predict import extract_params
 from cmmvt.features import cache, extract
 from cmmvt.models import Classifier
@@ -68,6 +69,8 @@ class Timeline:
         row_prob: (T, C) mean over the covering windows, smoothed.
         present: ``{modality: (T,) bool}``, where the model's modalities have rows.
         segments: Merged runs of the rows' top label.
+        relevance: ``{stream: (T,)}`` attention rollout of each encoder over the rows (``explain``; 1 = an even
+            share), ``{}`` without.
     """
 
     video_id: str
@@ -80,6 +83,7 @@ class Timeline:
     row_prob: np.ndarray
     present: dict[str, np.ndarray]
     segments: list[Segment]
+    relevance: dict[str, np.ndarray]
 
     def edge(self, rows: np.ndarray | int) -> np.ndarray:
         """Seconds at the start of row(s) ``rows`` (a row count gives the end of the previous row)."""
@@ -112,18 +116,21 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 @torch.inference_mode()
-def window_probs(model: Classifier, readers: Mapping[str, cache.CacheReader], video_id: str, window: int,
-                 stride: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray, int]:
-    """Softmax of every window of one cached clip, ``batch`` windows (and only their rows) read at a time.
+def window_probs(model: Classifier, readers: Mapping[str, cache.CacheReader], video_id: str, length: int,
+                 window: int, stride: int, batch: int = 64, explain: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Softmax of every window of one cached clip of ``length`` rows, ``batch`` windows (and only their rows)
+    read at a time.
 
     Returns:
-        (W,) window starts, (W, C) probabilities, and the clip's length in rows.
+        (W,) window starts, (W, C) probabilities, and with ``explain`` each encoder's row relevance
+        (:func:`cmmvt.eval.explain.relevance`) averaged over the windows covering a row and scaled so that 1 is
+        a window's even share, ``{stream: (T,)}``.
     """
     model.eval()
-    length = max(readers[m].length(video_id) for m in model.modalities)
     starts = window_starts(length, window, stride)
     width = max(1, min(window, length))  # a clip shorter than a window is read whole, unpadded (as evaluate does)
-    out = []
+    out, rel, count = [], {}, np.zeros(length)
     for i in range(0, len(starts), batch):
         part = starts[i : i + batch]
         a, b = part[0], min(part[-1] + width, length)
@@ -132,7 +139,15 @@ def window_probs(model: Classifier, readers: Mapping[str, cache.CacheReader], vi
             rows = readers[m].rows(video_id, a, b)  # (≤ b - a, D): only this batch's rows
             x[m], x[f"{m}_mask"] = crops(rows, [s - a for s in part], width)  # (B, width, D), (B, width)
         out.append(model(x).softmax(-1).numpy())  # (B, C)
-    return np.asarray(starts), np.concatenate(out), length
+        if explain:
+            for name, r in explain_mod.relevance(model, x).items():  # (B, width)
+                total = rel.setdefault(name, np.zeros(length))
+                for s, rw in zip(part, r):
+                    n = min(width, length - s)
+                    total[s : s + n] += rw[:n] * n
+            for s in part:
+                count[s : s + min(width, length - s)] += 1
+    return np.asarray(starts), np.concatenate(out), {k: v / np.maximum(count, 1) for k, v in rel.items()}
 
 
 def merge_segments(row_prob: np.ndarray, min_rows: int = 1) -> list[tuple[int, int, int]]:
@@ -176,12 +191,12 @@ def merge_segments(row_prob: np.ndarray, min_rows: int = 1) -> list[tuple[int, i
 
 def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cache.CacheReader], video_id: str,
              window: float | None = None, stride: float | None = None, smooth: float = 0.0,
-             min_segment: float | None = None, batch: int = 64) -> Timeline:
+             min_segment: float | None = None, batch: int = 64, whole: bool = False, explain: bool = False) -> Timeline:
     """The timeline of one cached clip.
 
     Args:
         model: The trained classifier.
-        ckpt: Its checkpoint (class names, ``model.crop_frames``).
+        ckpt: Its checkpoint (class names, ``model.crop_frames``, ``model.max_frames``).
         readers: ``{modality: CacheReader}`` for the model's modalities (made with the checkpoint's feature params).
         video_id: The clip.
         window: Seconds per window (default: the model's training crop, ``model.crop_frames`` rows).
@@ -189,12 +204,20 @@ def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cach
         smooth: Seconds of the moving average over the rows' probabilities (0: none).
         min_segment: Segments shorter than this many seconds join a neighbour (default: one window; 0: none).
         batch: Windows per forward pass.
+        whole: One window of the whole clip (up to ``model.max_frames`` rows, then windows of that): the
+            whole-clip prediction, with ``explain`` its relevance.
+        explain: Also the attention rollout over the rows (:mod:`cmmvt.eval.explain`).
     """
     labels: list[str] = ckpt["labels"]
+    mp = ckpt["params"]["model"]
     fps = float(readers[model.modalities[0]].attrs["fps"])
-    w = max(1, round(window * fps)) if window else int(ckpt["params"]["model"]["crop_frames"])
+    length = max(readers[m].length(video_id) for m in model.modalities)
+    if whole:
+        w = max(1, min(length, int(mp["max_frames"])))
+    else:
+        w = max(1, round(window * fps)) if window else int(mp["crop_frames"])
     s = max(1, round(stride * fps)) if stride else max(1, w // 2)
-    starts, prob, length = window_probs(model, readers, video_id, w, s, batch)
+    starts, prob, relevance = window_probs(model, readers, video_id, length, w, min(s, w), batch, explain)
     ends = np.minimum(starts + w, length)
     total, count = np.zeros((length, prob.shape[1])), np.zeros(length)
     for a, b, pw in zip(starts, ends, prob):
@@ -207,7 +230,7 @@ def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cach
     min_rows = w if min_segment is None else round(min_segment * fps)
     duration = max(readers[m].duration(video_id) for m in model.modalities) or length / fps
     tl = Timeline(video_id, labels, fps, duration, starts, ends, prob, row_prob,
-                  {m: np.arange(length) < readers[m].length(video_id) for m in model.modalities}, [])
+                  {m: np.arange(length) < readers[m].length(video_id) for m in model.modalities}, [], relevance)
     tl.segments = [Segment(float(tl.edge(a)), float(tl.edge(b)), labels[c], float(row_prob[a:b, c].mean()))
                    for a, b, c in merge_segments(row_prob, max(min_rows, 1))]
     return tl
@@ -272,7 +295,8 @@ def to_dict(tl: Timeline) -> dict[str, Any]:
 
 
 def write(tl: Timeline, out: str | Path, picture: bool = True) -> dict[str, Path]:
-    """``<id>.windows.csv``, ``<id>.segments.csv``, ``<id>.timeline.json`` and ``<id>.timeline.png`` in ``out``."""
+    """``<id>.windows.csv``, ``<id>.segments.csv``, ``<id>.timeline.json`` and ``<id>.timeline.png`` in ``out``;
+    with relevance also ``<id>.rows.csv``."""
     import pandas as pd
 
     out = Path(out)
@@ -285,6 +309,10 @@ def write(tl: Timeline, out: str | Path, picture: bool = True) -> dict[str, Path
     pd.DataFrame(d["windows"], columns=cols).to_csv(files["windows"], index=False, float_format="%.3f")
     pd.DataFrame(d["segments"], columns=cols).to_csv(files["segments"], index=False, float_format="%.3f")
     files["json"].write_text(json.dumps(d, indent=1) + "\n")
+    if tl.relevance:  # one row per cached row: its time and each encoder's relevance
+        files["rows"] = out / f"{stem}.rows.csv"
+        rows = {"time": (np.arange(len(tl.row_prob)) + 0.5) / tl.fps} | {f"relevance_{k}": v for k, v in tl.relevance.items()}
+        pd.DataFrame(rows).to_csv(files["rows"], index=False, float_format="%.4f")
     if picture:
         files["png"] = out / f"{stem}.timeline.png"
         plot(tl, files["png"])
@@ -292,8 +320,8 @@ def write(tl: Timeline, out: str | Path, picture: bool = True) -> dict[str, Path
 
 
 def plot(tl: Timeline, path: str | Path, top: int = 5) -> None:
-    """The top classes' probabilities against time, the merged segments under them, and (with two modalities) a
-    strip per modality where it has rows."""
+    """The top classes' probabilities against time, the merged segments under them, (with two modalities) a strip
+    per modality where it has rows, and a strip per encoder's relevance where explained."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,8 +331,9 @@ def plot(tl: Timeline, path: str | Path, top: int = 5) -> None:
     colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(shown)}
     colour = lambda c: colours.get(c, (0.6, 0.6, 0.6, 1.0))  # noqa: E731
     strips = len(tl.present) if len(tl.present) > 1 else 0
-    fig, axes = plt.subplots(2 + strips, 1, sharex=True, figsize=(12, 3.2 + 0.45 * (1 + strips)),
-                             gridspec_kw={"height_ratios": [6, 1] + [0.6] * strips})
+    rel = len(tl.relevance)
+    fig, axes = plt.subplots(2 + strips + rel, 1, sharex=True, figsize=(12, 3.2 + 0.45 * (1 + strips) + 0.9 * rel),
+                             gridspec_kw={"height_ratios": [6, 1] + [0.6] * strips + [2] * rel})
     t = (np.arange(len(tl.row_prob)) + 0.5) / tl.fps
     for c in shown:
         axes[0].plot(t, tl.row_prob[:, c], color=colour(c), label=tl.labels[c], lw=1.4)
@@ -316,12 +345,15 @@ def plot(tl: Timeline, path: str | Path, top: int = 5) -> None:
         if s.end - s.start > tl.duration / 40:
             axes[1].text((s.start + s.end) / 2, 0.5, s.label, ha="center", va="center", fontsize=7, clip_on=True)
     axes[1].set(yticks=[], ylabel="segments")
-    for ax, (m, rows) in zip(axes[2:], tl.present.items()):
+    for ax, (m, rows) in zip(axes[2:], tl.present.items() if strips else ()):
         edges = np.flatnonzero(np.diff(np.r_[0, rows.astype(np.int8), 0]))  # starts and ends of present runs
         ax.broken_barh([(a / tl.fps, (b - a) / tl.fps) for a, b in zip(edges[::2], edges[1::2])], (0, 1),
                        color="0.35")
         ax.set(yticks=[], ylabel=m)
         ax.yaxis.label.set(rotation=0, ha="right", va="center")
+    for ax, (name, r) in zip(axes[2 + strips :], tl.relevance.items()):
+        ax.fill_between(t, r, step="mid", color="tab:purple", alpha=0.6)
+        ax.set(ylabel=f"relevance\n({name})", ylim=(0, max(float(r.max()), 1e-6) * 1.1))
     axes[-1].set(xlim=(0, tl.duration), xlabel="seconds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

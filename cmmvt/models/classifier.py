@@ -171,6 +171,14 @@ class Classifier(nn.Module):
             return {m: rows for m in self.modalities}
         return {m: self.encoders[m](x, mask, return_tokens=True)[1] for m, (x, mask) in inputs.items()}
 
+    def streams(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+        """Each encoder with what it reads: ``{"av": (encoder, tokens (B, T, hidden), steps (B, T))}`` with early
+        fusion, else ``{m: (encoder, x (B, T, D_m), mask (B, T))}`` (for explanations)."""
+        inputs = self._inputs(batch)
+        if self.early:
+            return {"av": (self.encoders["av"], *self.fusion(inputs))}
+        return {m: (self.encoders[m], x, mask) for m, (x, mask) in inputs.items()}
+
     def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The clip representation the head reads: the fused [CLS] (early) or the concatenated per-modality
         embeddings (late / single modality).
