@@ -129,7 +129,10 @@ def options(variant: dict, window: float) -> dict:
     return {k: v * window for k, v in variant.items()}
 
 
-def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds: list[int]) -> dict:
+def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds: list[int], picture: Path) -> dict:
+    """Build the long videos of one set, train the default model per seed, time ``predict --timeline`` on each
+    video and score every post-processing variant; the first seed's shortest video, with its attention rollout,
+    becomes ``picture``."""
     p = config.load("params.yaml", base)
     sp, names = splits(manifest.read(p.data.manifest), p.extract.out, ("video", "audio"))
     test = sp["test"]
@@ -167,6 +170,9 @@ def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds:
                 [tl] = timeline.from_cache(cache_dir, [path.stem], model_path, **options(variant, window))
                 row["variants"][vname] = scores(tl, [tuple(x) for x in truth])
             report["runs"].append(row)
+            if seed == seeds[0] and m == minutes[0]:
+                [tl] = timeline.from_cache(cache_dir, [path.stem], model_path, explain=True)
+                timeline.plot(tl, picture)
             print(name, seed, m, {k: round(v["frame_accuracy"], 3) for k, v in row["variants"].items()},
                   f"ceiling {ceiling:.3f}", f"{row['wall_s']:.0f} s", f"{row['peak_rss_mb']:.0f} MB", flush=True)
     return report
@@ -213,6 +219,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("reports/bench/timeline.json"))
     args = ap.parse_args()
     reports = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for data in ["realav"] if args.quick else args.data:
         work = args.work or Path("data/bench") / f"lowlabel-{data}{'-quick' if args.quick else ''}"
         work.mkdir(parents=True, exist_ok=True)
@@ -221,9 +228,8 @@ def main() -> None:
         base = base + (lowlabel.QUICK if args.quick else [])
         t0 = time.perf_counter()
         reports.append(run_set(name, base, work, [1 / 3] if args.quick else args.minutes,
-                               [0] if args.quick else args.seeds))
+                               [0] if args.quick else args.seeds, args.out.parent / f"timeline-{name}.png"))
         print(name, f"{time.perf_counter() - t0:.0f} s", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(reports, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(table(reports))
     print(table(reports))

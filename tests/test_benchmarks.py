@@ -136,6 +136,7 @@ def test_timeline_benchmark_quick(tmp_path):
     for v in run["variants"].values():
         assert 0 <= v["frame_accuracy"] <= 1 and 0 <= v["segment_f1"] <= 1 and v["true_segments"] >= 5
     assert "seconds per hour of video" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "timeline-realav.png").stat().st_size > 10_000  # the picture, with the attention rollout
 
 
 @pytest.mark.slow
