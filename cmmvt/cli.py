@@ -40,13 +40,13 @@ SetOpt = Annotated[
 def _domain_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix: reported as one line, not a stack."""
     from cmmvt import media
-    from cmmvt.experiments import ablate, report
+    from cmmvt.experiments import ablate, provenance, report
     from cmmvt.features import cache
     from cmmvt.data import manifest
 
     errors: list[type[BaseException]] = [config.ConfigError, media.MediaError, manifest.ManifestError,
                                          cache.CacheError, ablate.AblateError, report.ReportError,
-                                         FileNotFoundError]
+                                         provenance.ProvenanceError, FileNotFoundError]
     try:
         from cmmvt.features import backbones
 
@@ -499,6 +499,9 @@ def report(
     out: Annotated[Path, typer.Option(help="The markdown report.")] = Path("reports/ablations.md"),
     readme: Annotated[bool, typer.Option("--readme", help="Also fill the README's <!-- ablations:begin --> "
                                                           "block.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only check README.md's results blocks: exit 1 naming each "
+                                                        "one measured before the last change to the code its "
+                                                        "numbers depend on.")] = False,
 ) -> None:
     """Build the ablation report from the experiments' params and metrics (`dvc exp show --json`).
 
@@ -510,10 +513,13 @@ def report(
         cmmvt report
         cmmvt report --grid attention --out reports/attention.md
         cmmvt report --readme
+        cmmvt report --check
     """
     from cmmvt.experiments import report as report_mod
 
     root = Path.cwd()
+    if check:
+        return _check_blocks(root / "README.md")
     g = _run(lambda: ablate_mod.get_grid(grid))
     r = _run(lambda: report_mod.build(root, g, rev, out))
     if readme:
@@ -522,6 +528,21 @@ def report(
                   f"result" + (f", {r.problems} missing or failed (listed there)" if r.problems else "")
                   + (f"; grid wall time {report_mod.duration(r.wall_s)}" if r.wall_s is not None else "")
                   + ("; README.md updated" if readme else ""), highlight=False)
+
+
+def _check_blocks(readme: Path) -> None:
+    """``report --check``: each results block of ``readme`` measured before a change to the code it depends on."""
+    from cmmvt.experiments import provenance
+
+    blocks, stale = _run(lambda: provenance.check(readme))
+    for s in stale:
+        b = s.block
+        console.print(f"[red]{readme.name}:{b.line}[/]: measured on {b.commit} ({b.data}); "
+                      f"{len(s.changes)} later commit(s) change {', '.join(b.depends)}, newest: {s.changes[0][:72]}",
+                      highlight=False)
+    typer.echo(f"{len(blocks) - len(stale)} of {len(blocks)} results blocks current")
+    if stale:
+        raise typer.Exit(1)
 
 
 def _world(shard: str | None = None) -> Any:  # cmmvt.distributed.World, imported lazily (torch)

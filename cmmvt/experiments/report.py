@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cmmvt.experiments import provenance
 from cmmvt.experiments.ablate import (AXES, OUT_DIR, Experiment, Grid, Point, experiments, read_grid_record,
                           upstream_reruns)
 
@@ -286,8 +287,8 @@ def build(root: Path, grid: Grid, rev: str | None = None, out: Path = REPORT,
     if chart:
         plot(grid, results, chart)
     baseline = subprocess.run(["git", "rev-parse", rev], cwd=root, capture_output=True, text=True).stdout.strip()
-    body = render(grid, baseline or rev, results, problems, record,
-                  os.path.relpath(CHART, out.parent) if chart else None)
+    body = provenance.marker((baseline or rev)[:7], f"synth-params/grid-{grid.name}") + "\n" + render(
+        grid, baseline or rev, results, problems, record, os.path.relpath(CHART, out.parent) if chart else None)
     (root / out).parent.mkdir(parents=True, exist_ok=True)
     (root / out).write_text("# Ablations\n\n" + body)
     walls = [r["wall_s"] for r in (record or {}).get("runs", []) if r.get("wall_s") is not None]
