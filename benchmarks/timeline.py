@@ -6,7 +6,8 @@ consecutive clips differ in class, each letterboxed into one 320×240 frame at 4
 H.264/AAC file of 1, 2, 5 and 10 minutes with known boundaries. The default model (``params.yaml``, all
 labels, 3 seeds) is trained on each set's train split. Each video goes through the real path once —
 ``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak
-memory are recorded — and its cache then serves every post-processing variant:
+memory are recorded (kept beside the cache, so a rerun reuses them) — and its cache then serves every seed and
+post-processing variant:
 
 * **independent windows** (the baseline): windows of one training crop side by side, each row labelled by its
   window, no merging;
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -158,14 +160,18 @@ def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds:
         window = ckpt["params"]["model"]["crop_frames"] / FPS
         for m, path, truth, idx in videos:
             cache_dir = work / f"timeline-{name}-{m:g}min-cache"
-            cmd = [sys.executable, "-c", CHILD, "predict", str(path), "--timeline", "--model", str(model_path),
-                   "--cache", str(cache_dir), "--out", str(work / "timeline-out"), "--json"]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            seconds, maxrss_kb = res.stderr.strip().splitlines()[-1].split()[1:]
+            cost = cache_dir.with_name(cache_dir.name + "-cost.json")  # the one run that decoded the video
+            if not cost.is_file():
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                cmd = [sys.executable, "-c", CHILD, "predict", str(path), "--timeline", "--model", str(model_path),
+                       "--cache", str(cache_dir), "--out", str(work / "timeline-out"), "--json"]
+                res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                seconds, maxrss_kb = res.stderr.strip().splitlines()[-1].split()[1:]
+                cost.write_text(json.dumps({"wall_s": float(seconds), "peak_rss_mb": int(maxrss_kb) / 1024}))
             dur = sum(b - a for a, b, _ in truth)
             ceiling = float(np.average(right[idx], weights=[b - a for a, b, _ in truth]))
-            row = {"seed": seed, "minutes": m, "duration_s": dur, "wall_s": float(seconds),
-                   "peak_rss_mb": int(maxrss_kb) / 1024, "ceiling_clip_accuracy": ceiling, "variants": {}}
+            row = {"seed": seed, "minutes": m, "duration_s": dur, **json.loads(cost.read_text()),
+                   "ceiling_clip_accuracy": ceiling, "variants": {}}
             for vname, variant in VARIANTS.items():
                 [tl] = timeline.from_cache(cache_dir, [path.stem], model_path, **options(variant, window))
                 row["variants"][vname] = scores(tl, [tuple(x) for x in truth])
