@@ -237,9 +237,12 @@ def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cach
 
 
 def check_cache(ckpt: dict[str, Any], readers: Mapping[str, cache.CacheReader]) -> None:
-    """Refuse a cache made with other feature params than the checkpoint's training features (naming each)."""
+    """Refuse a cache made with other feature params than the checkpoint's training features (naming each); a key
+    only one side records (a cache or checkpoint from a version that did not record it yet) is not compared."""
     for m, r in readers.items():
-        diff = cache.feature_diff(ckpt["features"][m], r.attrs)
+        trained = ckpt["features"][m]
+        diff = cache.feature_diff({k: v for k, v in trained.items() if k in r.attrs},
+                                  {k: v for k, v in r.attrs.items() if k in trained})
         if diff:
             raise cache.ParamsMismatch(f"{r.root}: {m} features differ from the checkpoint's: " + "; ".join(diff))
 
