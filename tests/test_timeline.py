@@ -125,10 +125,10 @@ def test_min_segment_joins_short_runs_to_the_neighbour_they_favour():
     assert timeline.merge_segments(prob, 100) in ([(0, 12, 1)], [(0, 12, 0)])  # never fewer than one
 
 
-def _write_cache(root, n_rows: int, dim: int = 256) -> None:
+def _write_cache(root, n_rows: int, dim: int = 256, **attrs) -> None:
     rng = np.random.default_rng(0)
     for m in ("video", "audio"):
-        with cache.CacheWriter(root / m, m, {"backbone": "none", "dim": dim, "fps": FPS}) as w:
+        with cache.CacheWriter(root / m, m, {"backbone": "none", "dim": dim, "fps": FPS, **attrs}) as w:
             w.begin("clip")
             for a in range(0, n_rows, 1000):  # written in chunks: the writer's own memory is not measured here
                 n = min(1000, n_rows - a)
@@ -157,8 +157,8 @@ def test_memory_does_not_grow_with_length(tmp_path):
 
 def test_cache_of_other_features_refused(trained, tmp_path):
     root, _ = trained
-    _write_cache(tmp_path, 20, dim=1280)
-    with pytest.raises(cache.ParamsMismatch, match="image_size"):
+    _write_cache(tmp_path, 20, dim=1280, image_size=64)  # the model's features were 32 px
+    with pytest.raises(cache.ParamsMismatch, match="image_size: 32 → 64"):
         timeline.from_cache(tmp_path, ["clip"], root / "model.pt")
 
 
