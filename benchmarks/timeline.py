@@ -12,8 +12,12 @@ post-processing variant:
 * **independent windows** (the baseline): windows of one training crop side by side, each row labelled by its
   window, no merging;
 * **overlapping windows**: every half window, rows averaging the windows that cover them, no merging;
-* **+ min segment** (the default): runs shorter than one window join a neighbour;
-* **+ smoothing**: and a moving average of one window over the rows' probabilities.
+* **overlapping, min segment of a window**: and runs shorter than one window join a neighbour;
+* **overlapping, min segment, smoothing**: and a moving average of one window over the rows' probabilities;
+* **half windows, overlapping**: windows of half a training crop every quarter crop, no merging.
+
+The variant with the best frame accuracy on long videos of the *val* clips (1 × 2 and 1 × 5 minutes) is chosen;
+the test videos only report.
 
 Scores, as in action segmentation (MS-TCN, Farha & Gall 2019): frame accuracy (rows whose segment label is the
 truth at their time), segment F1 at IoU 0.5 (a predicted segment matches an unmatched true one of the same
@@ -22,7 +26,7 @@ predicted one). The ceiling is the same model's accuracy on the same clips class
 from their own caches).
 
     python benchmarks/timeline.py            # → reports/bench/timeline.{json,md}
-    python benchmarks/timeline.py --quick    # tiny real-content set, one 20-s video, 1 seed (CI)
+    python benchmarks/timeline.py --quick    # tiny real-content set, one 20-s val and one test video, 1 seed (CI)
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ import lowlabel  # benchmarks/lowlabel.py: the real-content and synthetic sets i
 FPS, W, H, SR = 4, 320, 240, 16000
 VARIANTS = {"independent windows": {"stride": 1, "min_segment": 0},  # options in windows (× the model's window)
             "overlapping windows": {"min_segment": 0},
-            "+ min segment (default)": {},
-            "+ smoothing": {"smooth": 1}}
+            "overlapping, min segment of a window": {"min_segment": 1},
+            "overlapping, min segment, smoothing": {"min_segment": 1, "smooth": 1},
+            "half windows, overlapping": {"window": 0.5, "min_segment": 0}}
 CHILD = """import resource, sys, time
 from cmmvt.cli import app
 t0 = time.perf_counter()
@@ -131,35 +136,40 @@ def options(variant: dict, window: float) -> dict:
     return {k: v * window for k, v in variant.items()}
 
 
-def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds: list[int], picture: Path) -> dict:
-    """Build the long videos of one set, train the default model per seed, time ``predict --timeline`` on each
-    video and score every post-processing variant; the first seed's shortest video, with its attention rollout,
-    becomes ``picture``."""
+def run_set(name: str, base: list[str], work: Path, minutes: dict[str, list[float]], seeds: list[int],
+            picture: Path) -> dict:
+    """Build the long videos of one set (``minutes`` per split: val videos choose, test videos report), train the
+    default model per seed, time ``predict --timeline`` on each video and score every post-processing variant;
+    the first seed's shortest test video, with its attention rollout, becomes ``picture``."""
     p = config.load("params.yaml", base)
     sp, names = splits(manifest.read(p.data.manifest), p.extract.out, ("video", "audio"))
-    test = sp["test"]
     df = manifest.read(p.data.manifest).set_index("video_id")
-    durations = {i: media.probe(df.loc[i, "path"]).duration for i in test.ids}
-    report: dict = {"dataset": name, "test_clips": len(test.ids), "videos": [], "runs": []}
+    report: dict = {"dataset": name, "clips": {s: len(sp[s].ids) for s in minutes}, "runs": []}
     videos = []
-    for k, m in enumerate(minutes):
-        idx = order(test.ids, [names[y] for y in test.labels], m, durations, np.random.default_rng(k))
-        path = work / f"timeline-{name}-{m:g}min.mp4"
-        truth_file = path.with_suffix(".json")
-        if not truth_file.is_file():
-            truth_file.write_text(json.dumps(build([(Path(df.loc[test.ids[i], "path"]), names[test.labels[i]])
-                                                    for i in idx], path)))
-        videos.append((m, path, json.loads(truth_file.read_text()), idx))
+    for split, lengths in minutes.items():
+        s = sp[split]
+        durations = {i: media.probe(df.loc[i, "path"]).duration for i in s.ids}
+        for k, m in enumerate(lengths):
+            idx = order(s.ids, [names[y] for y in s.labels], m, durations, np.random.default_rng(k))
+            path = work / f"timeline-{name}-{'' if split == 'test' else split + '-'}{m:g}min.mp4"
+            truth_file = path.with_suffix(".json")
+            if not truth_file.is_file():
+                truth_file.write_text(json.dumps(build([(Path(df.loc[s.ids[i], "path"]), names[s.labels[i]])
+                                                        for i in idx], path)))
+            videos.append((split, m, path, json.loads(truth_file.read_text()), idx))
     for seed in seeds:
         model_path = work / f"timeline-{name}-model-{seed}.pt"
         if not model_path.is_file():
             loop.train(config.load("params.yaml", base + [f"seed={seed}"]), model_path, live_dir=None)
         model, ckpt = load_checkpoint(model_path)
-        ds = ClipDataset(p.extract.out, test.ids, test.labels, model.modalities, eval_frames(p), views=p.evaluate.views)
-        right = predict(model, ds).argmax(1) == np.asarray(test.labels)  # (N,) whole clips, from their caches
+        right = {}
+        for split in minutes:  # (N,) each clip classified whole, from its own cache
+            s = sp[split]
+            ds = ClipDataset(p.extract.out, s.ids, s.labels, model.modalities, eval_frames(p), views=p.evaluate.views)
+            right[split] = predict(model, ds).argmax(1) == np.asarray(s.labels)
         window = ckpt["params"]["model"]["crop_frames"] / FPS
-        for m, path, truth, idx in videos:
-            cache_dir = work / f"timeline-{name}-{m:g}min-cache"
+        for split, m, path, truth, idx in videos:
+            cache_dir = path.with_name(path.stem + "-cache")
             cost = cache_dir.with_name(cache_dir.name + "-cost.json")  # the one run that decoded the video
             if not cost.is_file():
                 shutil.rmtree(cache_dir, ignore_errors=True)
@@ -169,48 +179,57 @@ def run_set(name: str, base: list[str], work: Path, minutes: list[float], seeds:
                 seconds, maxrss_kb = res.stderr.strip().splitlines()[-1].split()[1:]
                 cost.write_text(json.dumps({"wall_s": float(seconds), "peak_rss_mb": int(maxrss_kb) / 1024}))
             dur = sum(b - a for a, b, _ in truth)
-            ceiling = float(np.average(right[idx], weights=[b - a for a, b, _ in truth]))
-            row = {"seed": seed, "minutes": m, "duration_s": dur, **json.loads(cost.read_text()),
+            ceiling = float(np.average(right[split][idx], weights=[b - a for a, b, _ in truth]))
+            row = {"split": split, "seed": seed, "minutes": m, "duration_s": dur, **json.loads(cost.read_text()),
                    "ceiling_clip_accuracy": ceiling, "variants": {}}
             for vname, variant in VARIANTS.items():
                 [tl] = timeline.from_cache(cache_dir, [path.stem], model_path, **options(variant, window))
                 row["variants"][vname] = scores(tl, [tuple(x) for x in truth])
             report["runs"].append(row)
-            if seed == seeds[0] and m == minutes[0]:
+            if split == "test" and seed == seeds[0] and m == minutes["test"][0]:
                 [tl] = timeline.from_cache(cache_dir, [path.stem], model_path, explain=True)
                 timeline.plot(tl, picture)
-            print(name, seed, m, {k: round(v["frame_accuracy"], 3) for k, v in row["variants"].items()},
+            print(name, split, seed, m, {k: round(v["frame_accuracy"], 3) for k, v in row["variants"].items()},
                   f"ceiling {ceiling:.3f}", f"{row['wall_s']:.0f} s", f"{row['peak_rss_mb']:.0f} MB", flush=True)
     return report
+
+
+def chosen(report: dict) -> str:
+    """The variant with the best mean frame accuracy on the val videos (test never looked at)."""
+    val = [x for x in report["runs"] if x["split"] == "val"]
+    return max(VARIANTS, key=lambda v: np.mean([x["variants"][v]["frame_accuracy"] for x in val]))
 
 
 def table(reports: list[dict]) -> str:
     out = []
     for r in reports:
-        runs = r["runs"]
+        runs = [x for x in r["runs"] if x["split"] == "test"]
         seeds = sorted({x["seed"] for x in runs})
-        out += [f"**{r['dataset']}** ({r['test_clips']} test clips; videos of "
+        best = chosen(r)
+        out += [f"**{r['dataset']}** (long videos of {r['clips']['test']} test clips, "
                 f"{', '.join(f'{m:.3g}' for m in sorted({x['minutes'] for x in runs}))} min; {len(seeds)} seeds, "
-                "mean ± std over seeds of the mean over videos)", "",
-                "| post-processing | frame accuracy | segment F1@0.5 | boundary error (s) | segments / true |",
-                "|---|---|---|---|---|"]
+                "mean ± std over seeds of the mean over videos; val = the same on videos of val clips, to choose)", "",
+                "| post-processing | val frame accuracy | frame accuracy | segment F1@0.5 | boundary error (s) | "
+                "segments / true |", "|---|---|---|---|---|---|"]
 
-        def agg(f) -> str:
-            per_seed = [np.mean([f(x) for x in runs if x["seed"] == s]) for s in seeds]
+        def agg(f, split: str = "test") -> str:
+            per_seed = [np.mean([f(x) for x in r["runs"] if x["seed"] == s and x["split"] == split]) for s in seeds]
             return f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}"
 
         for v in VARIANTS:
-            out.append(f"| {v} | {agg(lambda x: x['variants'][v]['frame_accuracy'])} | "
+            name = f"**{v}** (chosen on val)" if v == best else v
+            out.append(f"| {name} | {agg(lambda x: x['variants'][v]['frame_accuracy'], 'val')} | "
+                       f"{agg(lambda x: x['variants'][v]['frame_accuracy'])} | "
                        f"{agg(lambda x: x['variants'][v]['segment_f1'])} | "
                        f"{agg(lambda x: x['variants'][v]['boundary_error_s'])} | "
                        f"{agg(lambda x: x['variants'][v]['segments'] / x['variants'][v]['true_segments'])} |")
-        out.append(f"| ceiling: the same clips classified whole | {agg(lambda x: x['ceiling_clip_accuracy'])} | | | |")
+        out.append(f"| ceiling: the same clips classified whole | {agg(lambda x: x['ceiling_clip_accuracy'], 'val')} | "
+                   f"{agg(lambda x: x['ceiling_clip_accuracy'])} | | | |")
         out += ["", "| video | wall (s) | seconds per hour of video | peak memory (MB) |", "|---|---|---|---|"]
         for m in sorted({x["minutes"] for x in runs}):
-            xs = [x for x in runs if x["minutes"] == m]
-            wall = np.mean([x["wall_s"] for x in xs])
-            out.append(f"| {m:.3g} min | {wall:.0f} | {wall / xs[0]['duration_s'] * 3600:.0f} | "
-                       f"{max(x['peak_rss_mb'] for x in xs):.0f} |")
+            x = next(x for x in runs if x["minutes"] == m)
+            out.append(f"| {m:.3g} min | {x['wall_s']:.0f} | {x['wall_s'] / x['duration_s'] * 3600:.0f} | "
+                       f"{x['peak_rss_mb']:.0f} |")
         out.append("")
     return "\n".join(out)
 
@@ -219,7 +238,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny real-content set, one 20-s video, 1 seed (CI)")
     ap.add_argument("--data", nargs="+", default=["realav", "synth"], choices=["realav", "synth"])
-    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10], help="test videos")
+    ap.add_argument("--val-minutes", type=float, nargs="+", default=[2, 5], help="val videos (choose the variant)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path, default=Path("reports/bench/timeline.json"))
@@ -233,8 +253,9 @@ def main() -> None:
         name, base = next(iter(sets.items()))  # synth: the labelled clips are the same in both pools
         base = base + (lowlabel.QUICK if args.quick else [])
         t0 = time.perf_counter()
-        reports.append(run_set(name, base, work, [1 / 3] if args.quick else args.minutes,
-                               [0] if args.quick else args.seeds, args.out.parent / f"timeline-{name}.png"))
+        minutes = {"val": [1 / 3], "test": [1 / 3]} if args.quick else {"val": args.val_minutes, "test": args.minutes}
+        reports.append(run_set(name, base, work, minutes, [0] if args.quick else args.seeds,
+                               args.out.parent / f"timeline-{name}.png"))
         print(name, f"{time.perf_counter() - t0:.0f} s", flush=True)
     args.out.write_text(json.dumps(reports, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(table(reports))
