@@ -4,7 +4,7 @@ Long videos are built from the test clips of the real-content set (``benchmarks/
 their names spoken, mixed sizes and containers) and of the synthetic set, in a seeded order in which
 consecutive clips differ in class, each letterboxed into one 320×240 frame at 4 fps and encoded as one
 H.264/AAC file of 1, 2, 5 and 10 minutes with known boundaries. The default model (``params.yaml``, all
-labels, 3 seeds) is trained on each set's train split. Each video goes through the real path once —
+labels, 3 seeds, from scratch: no pretrained encoder to carry along) is trained on each set's train split. Each video goes through the real path once —
 ``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak
 memory are recorded (kept beside the cache, so a rerun reuses them) — and its cache then serves every seed and
 post-processing variant:
@@ -160,7 +160,8 @@ def run_set(name: str, base: list[str], work: Path, minutes: dict[str, list[floa
     for seed in seeds:
         model_path = work / f"timeline-{name}-model-{seed}.pt"
         if not model_path.is_file():
-            loop.train(config.load("params.yaml", base + [f"seed={seed}"]), model_path, live_dir=None)
+            loop.train(config.load("params.yaml", base + [f"seed={seed}", "train.init=scratch"]), model_path,
+                       live_dir=None)
         model, ckpt = load_checkpoint(model_path)
         right = {}
         for split in minutes:  # (N,) each clip classified whole, from its own cache
