@@ -1,11 +1,11 @@
 """Where in a long video: how right are ``predict --timeline``'s segments, and what does an hour cost?
 
-Long videos are built from the test clips of the real-content set (``benchmarks/realav.py``: photographs with
-their names spoken, mixed sizes and containers) and of the synthetic set, in a seeded order in which
-consecutive clips differ in class, each letterboxed into one 320×240 frame at 4 fps and encoded as one
-H.264/AAC file of 1, 2, 5 and 10 minutes with known boundaries. The default model (``params.yaml``, all
-labels, 3 seeds, from scratch: no pretrained encoder to carry along) is trained on each set's train split. Each video goes through the real path once —
-``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak
+Long videos are built from the test clips (and, to choose on, the val clips) of the real-content set
+(``benchmarks/realav.py``: photographs with their names spoken, mixed sizes and containers) and of the synthetic
+set, in a seeded order in which consecutive clips differ in class, each letterboxed into one 320×240 frame at
+4 fps and encoded as one H.264/AAC file of 1, 2, 5 and 10 minutes with known boundaries. The model of
+``params.yaml`` (all labels, 3 seeds, from scratch) is trained on each set's train split. Each video goes through
+the real path once — ``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak
 memory are recorded (kept beside the cache, so a rerun reuses them) — and its cache then serves every seed and
 post-processing variant:
 
