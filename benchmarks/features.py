@@ -122,7 +122,7 @@ def classifier(overrides: list[str], seeds: range, features: Path, work: Path) -
     val, top1 = [], []
     work.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        ps = config.load("params.yaml", overrides + [f"seed={seed}"])
+        ps = config.load("params.yaml", overrides + [f"seed={seed}", "train.init=scratch"])  # the features, no pretraining
         model = work / f"model-{seed}.pt"
         val.append(loop.train(ps, model, live_dir=None, features=features).best_val_top1)
         top1.append(evaluate.evaluate(ps, model, work / f"eval-{seed}", features=features)["top1"])

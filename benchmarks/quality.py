@@ -35,7 +35,7 @@ VARIANTS = {  # overrides of params.yaml (default: av, early fusion, local atten
 
 
 def run(name: str, overrides: list[str], seed: int, tmp: Path, extra: list[str]) -> dict[str, float]:
-    p = config.load("params.yaml", overrides + extra + [f"seed={seed}"])
+    p = config.load("params.yaml", overrides + extra + [f"seed={seed}", "train.init=scratch"])  # the classifier alone
     work = tmp / f"{name.replace(' ', '_')}-{seed}"
     t0 = time.perf_counter()
     loop.train(p, work / "model.pt", live_dir=None)

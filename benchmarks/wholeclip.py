@@ -40,7 +40,7 @@ def run_duration(duration: float, seeds: range, tmp: Path, extra: list[str]) -> 
     extract.run(items, p.extract, show_progress=False)
     out: dict[str, list[float]] = {name: [] for name in EVALS}
     for seed in seeds:
-        ps = config.load("params.yaml", base + [f"seed={seed}"])
+        ps = config.load("params.yaml", base + [f"seed={seed}", "train.init=scratch"])  # evaluation, no pretraining
         model = root / f"model{seed}.pt"
         loop.train(ps, model, live_dir=None)
         for name, overrides in EVALS.items():

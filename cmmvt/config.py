@@ -139,7 +139,7 @@ class ObjectiveWeights(_Section):
 class PretrainParams(_Section):
     """Cross-modal self-supervised pretraining (no labels)."""
 
-    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "mask", "order", "combined"] = "none"
+    objective: Literal["none", "xdc", "infonce", "protonce", "sync", "mask", "order", "combined"] = "infonce"
     weights: ObjectiveWeights = ObjectiveWeights()  # for objective: combined
     epochs: int = Field(30, ge=0)
     batch_size: int = Field(32, ge=2)

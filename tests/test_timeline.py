@@ -53,6 +53,7 @@ def trained(tmp_path_factory):
     p = config.validate({
         "seed": 0, "data": {"manifest": str(root / "manifest.csv")},
         "extract": {"out": str(root / "features"), "backbone": "none", "image_size": 32, "fps": FPS, "batch_size": 16},
+        "pretrain": {"objective": "none"},
         "model": {"hidden": 32, "heads": 2, "layers": 1, "crop_frames": 4, "window": 2, "dropout": 0.0},
         "train": {"epochs": 25, "min_steps": 0, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
                   "label_smoothing": 0.0}})

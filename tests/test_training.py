@@ -18,6 +18,7 @@ def tiny_params(root, **model):
         "seed": 0,
         "data": {"manifest": str(root / "manifest.csv")},
         "extract": {"out": str(root / "features")},
+        "pretrain": {"objective": "none"},
         "model": {"hidden": 32, "heads": 2, "layers": 2, "crop_frames": 8, "window": 4, "dropout": 0.0} | model,
         "train": {"epochs": 60, "min_steps": 0, "batch_size": 4, "lr": 3e-3, "warmup_epochs": 1, "patience": 100,
                   "label_smoothing": 0.0},

@@ -189,7 +189,10 @@ def _init(model: Classifier, p: Params, pretrained: str | Path | None) -> None:
         if p.pretrain.objective == "none" and p.train.init == "pretrained":
             raise ValueError("train.init = 'pretrained' but pretrain.objective = 'none': nothing was pretrained")
         if pretrained is None or not Path(pretrained).is_file():
-            raise FileNotFoundError(f"train.init needs the pretrained encoders: {pretrained} (run `dvc repro pretrain`)")
+            raise FileNotFoundError(
+                f"train.init = {p.train.init!r} with pretrain.objective = {p.pretrain.objective!r} needs the pretrained "
+                f"encoders: {pretrained} is missing (run `dvc repro pretrain` or `cmmvt pretrain` first, or train from "
+                "scratch with -S train.init=scratch)")
         load_into(model, pretrained)
     if p.train.transfer == "probe":
         for name, param in model.named_parameters():
