@@ -179,3 +179,18 @@ def test_explain_whole_clip_and_windows(trained, tmp_path):
     assert tl.relevance["av"].mean() == pytest.approx(1.0, abs=0.05)
     files = timeline.write(tl, tmp_path / "win")
     assert files["png"].stat().st_size > 10_000 and "rows" in files
+
+
+def test_portrait_video_without_audio(trained, tmp_path):
+    """A portrait clip with no audio stream: the audio strip is empty, the video still decides, outputs written."""
+    root, _ = trained
+    rng = np.random.default_rng(1)
+    frames = np.concatenate([np.clip(np.array(COLOURS[c])[None, None, None] + rng.normal(0, 25, (72, 96, 48, 3)),
+                                     0, 255).astype(np.uint8) for c in ("blue", "red")])  # 2 × 6 s at 12 fps
+    path = tmp_path / "portrait.mp4"
+    media.encode_clip(path, frames, 12, preset="ultrafast")
+    [tl] = timeline.from_files([path], root / "model.pt", stride=0.5)
+    assert not tl.present["audio"].any() and tl.present["video"].all() and len(tl.row_prob) == 48
+    assert tl.segments[0].start == 0 and tl.segments[-1].end == pytest.approx(12.0, abs=0.3)
+    files = timeline.write(tl, tmp_path / "out")
+    assert len(pd.read_csv(files["segments"])) == len(tl.segments) and files["png"].is_file()
