@@ -2,11 +2,12 @@
 
 Long videos are built from the test clips (and, to choose on, the val clips) of the real-content set
 (``benchmarks/realav.py``: photographs with their names spoken, mixed sizes and containers) and of the synthetic
-set, in a seeded order in which consecutive clips differ in class, each letterboxed into one 320×240 frame at
-4 fps and encoded as one H.264/AAC file of 1, 2, 5 and 10 minutes with known boundaries. The model of
-``params.yaml`` (all labels, 3 seeds, from scratch) is trained on each set's train split. Each video goes through
-the real path once — ``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak
-memory are recorded (kept beside the cache, so a rerun reuses them) — and its cache then serves every seed and
+set, in a seeded order in which consecutive clips differ in class, each cut to a random 60–100 % of its length
+(boundaries anywhere, not on a window grid) and letterboxed into one 320×240 frame at 4 fps, and encoded as one
+H.264/AAC file of about 1, 2, 5 and 10 minutes with known boundaries. The model of ``params.yaml`` (all labels,
+3 seeds, from scratch) is trained on each set's train split. Each video goes through the real path once —
+``predict --timeline`` in its own process (decode, frozen CNN, cache, windows), whose wall time and peak memory
+are recorded (kept beside the cache, so a rerun reuses them) — and its cache then serves every seed and
 post-processing variant:
 
 * **independent windows** (the baseline): windows of one training crop side by side, each row labelled by its
@@ -23,7 +24,7 @@ Scores, as in action segmentation (MS-TCN, Farha & Gall 2019): frame accuracy (r
 truth at their time), segment F1 at IoU 0.5 (a predicted segment matches an unmatched true one of the same
 class overlapping it by IoU ≥ 0.5), and boundary error (seconds from each true boundary to the nearest
 predicted one). The ceiling is the same model's accuracy on the same clips classified whole (duration-weighted,
-from their own caches).
+from their own caches, uncut).
 
     python benchmarks/timeline.py            # → reports/bench/timeline.{json,md}
     python benchmarks/timeline.py --quick    # tiny real-content set, one 20-s val and one test video, 1 seed (CI)
@@ -78,11 +79,14 @@ def letterbox(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def build(clips: list[tuple[Path, str]], out: Path) -> list[tuple[float, float, str]]:
-    """Decode ``clips`` at 4 fps, letterbox, and encode them as one file; returns the true segments (seconds)."""
+def build(clips: list[tuple[Path, str]], out: Path, rng: np.random.Generator) -> list[tuple[float, float, str]]:
+    """Decode ``clips`` at 4 fps, keep a random 60–100 % of each from its start (so that boundaries fall anywhere,
+    not on a grid of clip lengths: the synthetic clips all last 4 s, one window), letterbox, and encode them as
+    one file; returns the true segments (seconds)."""
     frames, waves, truth, t = [], [], [], 0.0
     for path, label in clips:
         f = [letterbox(rgb) for rgb, _ in media.iter_frames(path, FPS)]
+        f = f[: max(2, round(len(f) * rng.uniform(0.6, 1.0)))]
         audio = media.load_audio(path, SR)
         wave = np.zeros(len(f) * SR // FPS, np.float32)  # the clip's length in frames, silence where audio ends
         if audio is not None:
@@ -150,12 +154,12 @@ def run_set(name: str, base: list[str], work: Path, minutes: dict[str, list[floa
         s = sp[split]
         durations = {i: media.probe(df.loc[i, "path"]).duration for i in s.ids}
         for k, m in enumerate(lengths):
-            idx = order(s.ids, [names[y] for y in s.labels], m, durations, np.random.default_rng(k))
-            path = work / f"timeline-{name}-{'' if split == 'test' else split + '-'}{m:g}min.mp4"
+            idx = order(s.ids, [names[y] for y in s.labels], m / 0.8, durations, np.random.default_rng(k))  # (cuts)
+            path = work / f"timeline-{name}-{'' if split == 'test' else split + '-'}{m:g}min-cut.mp4"
             truth_file = path.with_suffix(".json")
             if not truth_file.is_file():
                 truth_file.write_text(json.dumps(build([(Path(df.loc[s.ids[i], "path"]), names[s.labels[i]])
-                                                        for i in idx], path)))
+                                                        for i in idx], path, np.random.default_rng(100 + k))))
             videos.append((split, m, path, json.loads(truth_file.read_text()), idx))
     for seed in seeds:
         model_path = work / f"timeline-{name}-model-{seed}.pt"
