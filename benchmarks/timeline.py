@@ -53,11 +53,12 @@ from cmmvt.data import manifest
 import lowlabel  # benchmarks/lowlabel.py: the real-content and synthetic sets it prepares (this folder is on sys.path)
 
 FPS, W, H, SR = 4, 320, 240, 16000
-VARIANTS = {"independent windows": {"stride": 1, "min_segment": 0},  # options in windows (× the model's window)
-            "overlapping windows": {"min_segment": 0},
-            "overlapping, min segment of a window": {"min_segment": 1},
-            "overlapping, min segment, smoothing": {"min_segment": 1, "smooth": 1},
-            "half windows, overlapping": {"window": 0.5, "min_segment": 0}}
+VARIANTS = {  # timeline options in training crops (× the model's crop_frames / fps seconds)
+    "independent windows": {"window": 1, "stride": 1, "min_segment": 0},
+    "overlapping windows": {"window": 1, "stride": 0.5, "min_segment": 0},
+    "overlapping, min segment of a window": {"window": 1, "stride": 0.5, "min_segment": 1},
+    "overlapping, min segment, smoothing": {"window": 1, "stride": 0.5, "min_segment": 1, "smooth": 1},
+    "half windows, overlapping": {"window": 0.5, "stride": 0.25, "min_segment": 0}}
 # Peak memory is the child's VmHWM (kB): a new process image starts its own, whereas getrusage's ru_maxrss keeps
 # the parent's peak across fork and exec (this benchmark's parent holds models and videos: ~2 GB).
 CHILD = """import re, sys, time
@@ -140,7 +141,7 @@ def scores(tl: timeline.Timeline, truth: list[tuple[float, float, str]]) -> dict
 
 
 def options(variant: dict, window: float) -> dict:
-    """:func:`timeline.timeline` options (seconds) of a variant given in windows of this model."""
+    """:func:`timeline.timeline` options (seconds) of a variant given in training crops of ``window`` seconds."""
     return {k: v * window for k, v in variant.items()}
 
 

@@ -337,13 +337,13 @@ def predict(
                                                                    "every clip in it), or to extract VIDEOS into and "
                                                                    "keep (default: a temporary one).")] = None,
     ids: Annotated[list[str] | None, typer.Option(help="--timeline --cache: clips of the cache. Repeatable.")] = None,
-    window: Annotated[float | None, typer.Option(help="--timeline: seconds per window (default: the model's "
+    window: Annotated[float | None, typer.Option(help="--timeline: seconds per window (default: half the model's "
                                                       "training crop).")] = None,
     stride: Annotated[float | None, typer.Option(help="--timeline: seconds between windows (default: half a "
                                                       "window).")] = None,
     smooth: Annotated[float, typer.Option(help="--timeline: seconds of moving average over the probabilities.")] = 0.0,
-    min_segment: Annotated[float | None, typer.Option(help="--timeline: shorter segments join a neighbour "
-                                                           "(default: one window; 0: keep all).")] = None,
+    min_segment: Annotated[float, typer.Option(help="--timeline: shorter segments join a neighbour (0: keep "
+                                                     "all).")] = 0.0,
     explain: Annotated[bool, typer.Option("--explain", help="Which rows decided: attention rollout over the rows "
                                                             "(of each window with --timeline, else of the whole "
                                                             "clip), in the PNG and a rows CSV.")] = False,
