@@ -335,8 +335,8 @@ def plot(tl: Timeline, path: str | Path, top: int = 5) -> None:
     import matplotlib.pyplot as plt
 
     shown = np.argsort(-tl.row_prob.max(0))[:top]  # the classes that peak highest
-    colours = {c: plt.cm.tab10(i % 10) for i, c in enumerate(shown)}
-    colour = lambda c: colours.get(c, (0.6, 0.6, 0.6, 1.0))  # noqa: E731
+    palette = plt.cm.tab10 if len(tl.labels) <= 10 else plt.cm.tab20
+    colour = lambda c: palette(c % palette.N)  # noqa: E731  one colour per class, the same in every picture
     strips = len(tl.present) if len(tl.present) > 1 else 0
     rel = len(tl.relevance)
     fig, axes = plt.subplots(2 + strips + rel, 1, sharex=True, figsize=(12, 3.2 + 0.45 * (1 + strips) + 0.9 * rel),
