@@ -80,7 +80,8 @@ def timed_train(procs: int, cache: Path, out: Path, epochs: int, env: dict[str, 
                 ) -> dict[str, float]:
     """One ``cmmvt train`` on the cache under ``cache`` by ``procs`` processes: wall seconds, steps, steps/s."""
     err, wall = cmmvt(procs, out, "train", "--out", str(out / "model.pt"), "-S", f"data.manifest={cache / 'manifest.csv'}",
-                      "-S", f"extract.out={cache / 'features'}", "-S", f"train.epochs={epochs}", "-S", "train.min_steps=0", env=env)
+                      "-S", f"extract.out={cache / 'features'}", "-S", f"train.epochs={epochs}", "-S", "train.min_steps=0",
+                      "-S", "train.init=scratch", env=env)  # training throughput: no pretrained encoders to load
     found = TRAIN_LINE.search(err)
     if found is None:
         raise RuntimeError(f"{procs} processes: no result line\n{err[-3000:]}")
