@@ -253,7 +253,11 @@ def check_cache(ckpt: dict[str, Any], readers: Mapping[str, cache.CacheReader]) 
 
 def from_cache(root: str | Path, ids: list[str] | None, model_path: str | Path, **options: Any) -> list[Timeline]:
     """Timelines of cached clips (``ids``; None: every clip of the cache); ``options`` as :func:`timeline`."""
-    model, ckpt = load_checkpoint(model_path)
+    return _from_cache(root, ids, *load_checkpoint(model_path), options)
+
+
+def _from_cache(root: str | Path, ids: list[str] | None, model: Classifier, ckpt: dict[str, Any],
+                options: dict[str, Any]) -> list[Timeline]:
     with contextlib.ExitStack() as stack:
         readers = {m: stack.enter_context(cache.CacheReader(root, m)) for m in model.modalities}
         check_cache(ckpt, readers)
@@ -284,7 +288,7 @@ def from_files(paths: list[str | Path], model_path: str | Path, cache_dir: str |
         for m in mods:
             with cache.CacheReader(root, m) as r:
                 failed |= {f["video_id"]: f["reason"] for f in r.failures()}
-        ok = from_cache(root, [it.video_id for it in items if it.video_id not in failed], model_path, **options)
+        ok = _from_cache(root, [it.video_id for it in items if it.video_id not in failed], model, ckpt, options)
     done = {tl.video_id: tl for tl in ok}
     return [done.get(it.video_id) or {"path": str(it.path), "error": failed[it.video_id]} for it in items]
 
