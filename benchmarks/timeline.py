@@ -118,7 +118,7 @@ def order(ids: list[str], labels: list[str], minutes: float, durations: dict[str
 
 def scores(tl: timeline.Timeline, truth: list[tuple[float, float, str]]) -> dict[str, float]:
     """Frame accuracy, segment F1 at IoU 0.5 and mean boundary error (s) of one timeline against the truth."""
-    t = (np.arange(len(tl.row_prob)) + 0.5) / tl.fps  # (T,) row centres
+    t = tl.centres()  # (T,)
     true = np.full(len(t), -1)
     for a, b, label in truth:
         true[(t >= a) & (t < b)] = tl.labels.index(label)

@@ -90,12 +90,16 @@ class Timeline:
         """Seconds at the start of row(s) ``rows`` (a row count gives the end of the previous row)."""
         return np.minimum(np.asarray(rows, np.float64) / self.fps, self.duration)
 
+    def centres(self) -> np.ndarray:
+        """(T,) seconds at the middle of each row (the instants the rows were sampled at)."""
+        return (np.arange(len(self.row_prob)) + 0.5) / self.fps
+
     def row_labels(self) -> np.ndarray:
-        """(T,) the label index of the segment each row falls in."""
-        out = np.zeros(len(self.row_prob), np.int64)
+        """(T,) the label index of the segment each row falls in (segment bounds are row edges)."""
+        first = self.edge(np.arange(len(self.row_prob)))  # (T,) each row's start, as the segments were cut
+        out = np.zeros(len(first), np.int64)
         for s in self.segments:
-            a, b = int(round(s.start * self.fps)), int(round(s.end * self.fps))
-            out[a : max(b, a + 1)] = self.labels.index(s.label)
+            out[(first >= s.start) & (first < s.end)] = self.labels.index(s.label)
         return out
 
 
@@ -125,13 +129,14 @@ def window_probs(model: Classifier, readers: Mapping[str, cache.CacheReader], vi
 
     Returns:
         (W,) window starts, (W, C) probabilities, and with ``explain`` each encoder's row relevance
-        (:func:`cmmvt.eval.explain.relevance`) averaged over the windows covering a row and scaled so that 1 is
-        a window's even share, ``{stream: (T,)}``.
+        (:func:`cmmvt.eval.explain.relevance`) summed over the windows covering a row, each window's scaled so
+        that 1 is its even share, ``{stream: (T,)}`` (the caller divides by the coverage).
     """
     model.eval()
     starts = window_starts(length, window, stride)
     width = max(1, min(window, length))  # a clip shorter than a window is read whole, unpadded (as evaluate does)
-    out, rel, count = [], {}, np.zeros(length)
+    out: list[np.ndarray] = []
+    rel: dict[str, np.ndarray] = {}
     for i in range(0, len(starts), batch):
         part = starts[i : i + batch]
         a, b = part[0], min(part[-1] + width, length)
@@ -146,9 +151,7 @@ def window_probs(model: Classifier, readers: Mapping[str, cache.CacheReader], vi
                 for s, rw in zip(part, r):
                     n = min(width, length - s)
                     total[s : s + n] += rw[:n] * n
-            for s in part:
-                count[s : s + min(width, length - s)] += 1
-    return np.asarray(starts), np.concatenate(out), {k: v / np.maximum(count, 1) for k, v in rel.items()}
+    return np.asarray(starts), np.concatenate(out), rel
 
 
 def merge_segments(row_prob: np.ndarray, min_rows: int = 1) -> list[tuple[int, int, int]]:
@@ -228,6 +231,7 @@ def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cach
         total[a:b] += pw
         count[a:b] += 1
     row_prob = total / np.maximum(count, 1)[:, None]  # (T, C)
+    relevance = {k: v / np.maximum(count, 1) for k, v in relevance.items()}  # (T,) mean over covering windows
     k = round(smooth * fps)
     if k > 1:
         row_prob = uniform_filter1d(row_prob, k, axis=0, mode="nearest")
@@ -322,7 +326,7 @@ def write(tl: Timeline, out: str | Path, picture: bool = True) -> dict[str, Path
     files["json"].write_text(json.dumps(d, indent=1) + "\n")
     if tl.relevance:  # one row per cached row: its time and each encoder's relevance
         files["rows"] = out / f"{stem}.rows.csv"
-        rows = {"time": (np.arange(len(tl.row_prob)) + 0.5) / tl.fps} | {f"relevance_{k}": v for k, v in tl.relevance.items()}
+        rows = {"time": tl.centres()} | {f"relevance_{k}": v for k, v in tl.relevance.items()}
         pd.DataFrame(rows).to_csv(files["rows"], index=False, float_format="%.4f")
     if picture:
         files["png"] = out / f"{stem}.timeline.png"
@@ -345,7 +349,7 @@ def plot(tl: Timeline, path: str | Path, top: int = 5) -> None:
     rel = len(tl.relevance)
     fig, axes = plt.subplots(2 + strips + rel, 1, sharex=True, figsize=(12, 3.2 + 0.45 * (1 + strips) + 0.9 * rel),
                              gridspec_kw={"height_ratios": [6, 1] + [0.6] * strips + [2] * rel})
-    t = (np.arange(len(tl.row_prob)) + 0.5) / tl.fps
+    t = tl.centres()
     for c in shown:
         axes[0].plot(t, tl.row_prob[:, c], color=colour(c), label=tl.labels[c], lw=1.4)
     axes[0].set(ylim=(0, 1.02), ylabel="probability", title=f"{tl.video_id}: {len(tl.segments)} segments")
