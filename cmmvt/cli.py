@@ -40,13 +40,13 @@ SetOpt = Annotated[
 def _domain_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that are the user's to fix: reported as one line, not a stack."""
     from cmmvt import media
-    from cmmvt.experiments import ablate, provenance, report
+    from cmmvt.experiments import ablate, presets, provenance, report
     from cmmvt.features import cache
     from cmmvt.data import manifest
 
     errors: list[type[BaseException]] = [config.ConfigError, media.MediaError, manifest.ManifestError,
                                          cache.CacheError, ablate.AblateError, report.ReportError,
-                                         provenance.ProvenanceError, FileNotFoundError]
+                                         provenance.ProvenanceError, presets.PresetError, FileNotFoundError]
     try:
         from cmmvt.features import backbones
 
@@ -505,9 +505,11 @@ def report(
 ) -> None:
     """Build the ablation report from the experiments' params and metrics (`dvc exp show --json`).
 
-    One table per axis and one per configuration (mean ± std over seeds, best in bold), a bar chart
-    with error bars (reports/ablations/top1.png), the grid's wall time, and what is missing or failed.
-    Works on any part of a grid that has run.
+    One table per axis and one per configuration (test top-1 with a 95 % bootstrap interval over runs and
+    test clips, read from each experiment's predictions.csv; best in bold), each axis's paired differences
+    against its default value (within noise or not, in words), a bar chart with the intervals
+    (reports/ablations/top1.png), the grid's wall time, and what is missing or failed. Works on any part of a
+    grid that has run.
 
     Examples:
         cmmvt report
@@ -528,6 +530,31 @@ def report(
                   f"result" + (f", {r.problems} missing or failed (listed there)" if r.problems else "")
                   + (f"; grid wall time {report_mod.duration(r.wall_s)}" if r.wall_s is not None else "")
                   + ("; README.md updated" if readme else ""), highlight=False)
+
+
+@app.command()
+def preset(
+    name: Annotated[str, typer.Argument(help="grid | default")],
+    params: Annotated[Path, typer.Option(help="The params file written in place.")] = Path("params.yaml"),
+) -> None:
+    """Write a params preset into params.yaml in place, comments kept.
+
+    `grid` sizes the synthetic set so that the ablation grid's test split resolves its differences (60 clips per
+    class, 40/20/40 % splits: 240 test clips); `default` writes the defaults back. Then `dvc repro` renders and
+    extracts the data once, commit, and `cmmvt ablate` queues the grid on it.
+
+    Examples:
+        cmmvt preset grid && dvc repro && git commit -qam "grid preset" && cmmvt ablate
+        cmmvt preset default
+    """
+    from cmmvt.experiments import presets
+
+    changed = _run(lambda: presets.apply(params, name))
+    for key, (old, new) in changed.items():
+        console.print(f"{params}: {key} {old} → {new}", highlight=False)
+    console.print(f"{params}: preset {name}" + (", nothing to change" if not changed else
+                                                "; next: dvc repro (renders and extracts the clips once)"),
+                  highlight=False)
 
 
 def _check_blocks(readme: Path) -> None:

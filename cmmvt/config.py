@@ -271,6 +271,18 @@ def _parse_scalar(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
+def lookup(params: Params | dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` (``model.pool``) of params or of their dict.
+
+    Raises:
+        KeyError: No such key.
+    """
+    node: Any = params.model_dump() if isinstance(params, Params) else params
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with dotted-key overrides applied.
 

@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from cmmvt.experiments import ablate, report
 from cmmvt.experiments.ablate import Grid, Point
@@ -38,7 +40,7 @@ def test_single_modality_variants_use_late_fusion(modality):
 
 
 def test_unknown_grid_names_the_known_ones():
-    with pytest.raises(ablate.AblateError, match="not one of: default, attention, modality, objective, smoke"):
+    with pytest.raises(ablate.AblateError, match="not one of: default, poster, attention, modality, objective, smoke"):
         ablate.get_grid("defualt")
 
 
@@ -130,6 +132,51 @@ def test_report_on_fixture_experiments(tmp_path):
     assert (tmp_path / "reports/ablations/top1.png").stat().st_size > 10_000
 
 
+def _experiment(point: Point, right: dict[str, bool]) -> ablate.Experiment:
+    """A successful experiment of ``point`` whose params carry the point's overrides."""
+    params: dict = {}
+    for override in point.overrides():
+        key, value = override.split("=", 1)
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return ablate.Experiment(point.name, "success", params=params, metrics={"top1": float(np.mean(list(right.values())))})
+
+
+def test_report_intervals_and_paired_differences_on_a_constructed_grid(tmp_path):
+    """200 test clips. local gets clips 0–139 right (0.70); global the same and 140–179 too (0.90, +0.20 on the same
+    clips); video = av-early with two clips swapped (a difference of 0, within noise). Runs list their clips in other
+    orders and one run has an extra clip: scores are paired by clip id on the clips every run has."""
+    grid = Grid("constructed", ("local", "global"), ("av-early", "video"), ("none",), (0, 1, 2))
+    ids = [f"c{i:03d}" for i in range(200)]
+    per_run, found = {}, {}
+    for p in grid.points():
+        right = {c: i < (180 if p.attention == "global" else 140) for i, c in enumerate(ids)}
+        if p.modality == "video":
+            right[ids[0]], right[ids[199]] = False, True  # same count, other clips
+        if p.seed == 1:
+            right = dict(reversed(list(right.items()))) | {"extra": True}
+        per_run[p], found[p.name] = right, _experiment(p, right)
+    r = report.build(tmp_path, grid, found=found, per_run=per_run)
+    md = r.path.read_text()
+    assert r.results == 12 and "Test split (200 clips read from 12 runs' predictions)" in md
+
+    by_attention = report.rows(grid, report.classify(grid, found)[0], ("attention",), report.clip_scores(per_run))
+    local, glob = (row.interval() for row in by_attention)
+    assert local.low < 0.70 < local.high and glob.low < 0.90 < glob.high and local.high < glob.low
+    assert f"| local | {local} |" in md and f"| **global** | **{glob}** |" in md
+
+    (diff,) = [d for v, d, n in report.paired(grid, report.clip_scores(per_run), "attention") if v == "global"]
+    assert diff.mean == pytest.approx(0.20) and 0.10 < diff.low < diff.high < 0.30  # paired: tighter than unpaired
+    assert report.reference(grid, "attention") == "local" and report.reference(grid, "modality") == "av-early"
+    assert f"| attention | global − local | {diff.signed()} | 6 | global better than local |" in md
+    (same,) = [d for _, d, _ in report.paired(grid, report.clip_scores(per_run), "modality")]
+    assert same.mean == pytest.approx(0.0) and not same.excludes_zero
+    assert "| modality | video − av-early | " in md and "| 6 | within noise: no difference |" in md
+
+
 def test_report_without_results_or_record(tmp_path):
     r = report.build(tmp_path, ablate.GRIDS["smoke"], rev="HEAD", found={})
     md = r.path.read_text()
@@ -195,3 +242,65 @@ def test_smoke_grid_end_to_end(repo, run, dvc_cmd):
     readme = (repo / "README.md").read_text()
     assert "Grid `smoke`" in readme and "![test top-1 by configuration](reports/ablations/top1.png)" in readme
 
+
+
+def test_preset_grid_writes_params_in_place_and_default_writes_them_back(tmp_path):
+    """`cmmvt preset grid` changes only the preset's values (comments and layout kept); the manifest it gives has
+    at least 200 test clips; `cmmvt preset default` restores the file byte for byte; a wrong name lists the known."""
+    from typer.testing import CliRunner
+
+    from cmmvt import config
+    from cmmvt.cli import app
+    from cmmvt.data import manifest
+
+    params = tmp_path / "params.yaml"
+    original = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    params.write_text(original)
+    out = CliRunner().invoke(app, ["preset", "grid", "--params", str(params)])
+    assert out.exit_code == 0, out.output
+    assert "data.synth.clips_per_class 24 → 60" in out.output and "next: dvc repro" in out.output
+    changed = [(a, b) for a, b in zip(original.splitlines(), params.read_text().splitlines()) if a != b]
+    assert len(changed) == 2 and "clips_per_class: 60" in changed[1][1] and "# used only where" in changed[0][1]
+    p = config.load(params)
+    clips = tmp_path / "clips"
+    for c in range(p.data.synth.classes):  # the grid preset's labelled clips as files (empty: prepare reads names)
+        (clips / f"class{c}").mkdir(parents=True)
+        for i in range(p.data.synth.clips_per_class):
+            (clips / f"class{c}" / f"clip_{i:03d}.mp4").write_bytes(b"")
+    df = manifest.prepare(p.data.model_copy(update={"source": "folder", "root": str(clips),
+                                                    "manifest": str(tmp_path / "m.csv")}), seed=0)
+    assert (manifest.read(tmp_path / "m.csv")["split"] == "test").sum() >= 200, df
+    assert "nothing to change" in CliRunner().invoke(app, ["preset", "grid", "--params", str(params)]).output
+    assert CliRunner().invoke(app, ["preset", "default", "--params", str(params)]).exit_code == 0
+    assert params.read_text() == original
+    bad = CliRunner().invoke(app, ["preset", "big", "--params", str(params)])
+    assert bad.exit_code == 1 and "preset 'big' is not one of: grid, default" in bad.output
+
+
+def test_report_marker_names_the_code_commit_under_a_preset_commit(tmp_path):
+    """A grid run on a commit that only wrote the grid preset (params.yaml, dvc.lock) is marked with the commit of the
+    code it measured and the preset's dataset name, so `report --check` reads it against the code's history."""
+    import subprocess
+
+    from cmmvt.experiments import presets
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    code = git("rev-parse", "HEAD")
+    assert report.dataset(tmp_path, code) == "synth-params"
+    presets.apply(tmp_path / "params.yaml", "grid")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    git("add", "-A")
+    git("commit", "-qm", "grid preset")
+    preset = git("rev-parse", "HEAD")
+    assert report.code_commit(tmp_path, preset) == code and report.dataset(tmp_path, preset) == "synth-preset-grid"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    git("commit", "-qam", "code change")
+    assert report.code_commit(tmp_path, git("rev-parse", "HEAD")) == git("rev-parse", "HEAD")

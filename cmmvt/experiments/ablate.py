@@ -118,9 +118,12 @@ class Grid:
 
 GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("default", ("local", "global"), tuple(MODALITY_VARIANTS), ("none", "xdc", "infonce"), (0, 1, 2)),
-    Grid("attention", ("local", "global"), ("av-early",), ("none",), (0, 1, 2)),
-    Grid("modality", ("local",), tuple(MODALITY_VARIANTS), ("none",), (0, 1, 2)),
-    Grid("objective", ("local",), ("av-late",), ("none", "xdc", "infonce"), (0, 1, 2)),
+    # the poster's next steps (local vs global attention, video vs audio vs audio-video) at the default pretraining
+    Grid("poster", ("local", "global"), tuple(MODALITY_VARIANTS), ("infonce",), (0, 1, 2)),
+    # one axis around the defaults (local attention, av-early, infonce)
+    Grid("attention", ("local", "global"), ("av-early",), ("infonce",), (0, 1, 2)),
+    Grid("modality", ("local",), tuple(MODALITY_VARIANTS), ("infonce",), (0, 1, 2)),
+    Grid("objective", ("local",), ("av-early",), ("none", "xdc", "infonce"), (0, 1, 2)),
     Grid("smoke", ("local",), ("video", "av-late"), ("none",), (0,)),  # 2 runs sharing one pretrain run
 )}
 
@@ -147,6 +150,7 @@ class Experiment:
     error: str | None = None
     log: str | None = None  # the executor's log file, when DVC kept one
     timestamp: str = ""
+    rev: str = ""  # the experiment's commit (its reports/eval/predictions.csv is read from there)
 
     def param(self, key: str) -> Any:
         """The params value at a dotted key (``None`` when absent)."""
@@ -183,7 +187,7 @@ def parse_exp_show(data: list[dict[str, Any]]) -> dict[str, Experiment]:
                 params=(body.get("params") or {}).get("params.yaml", {}).get("data", {}),
                 metrics={} if state == "failed" else
                 (body.get("metrics") or {}).get(METRICS_FILE, {}).get("data", {}),
-                log=(executor.get("local") or {}).get("log"),
+                log=(executor.get("local") or {}).get("log"), rev=rev.get("rev") or "",
             )
             old = found.get(name)
             if old is None or (_PRECEDENCE.get(e.state, -1), e.timestamp) > (_PRECEDENCE.get(old.state, -1),
