@@ -239,6 +239,8 @@ def test_smoke_grid_end_to_end(repo, run, dvc_cmd):
     assert all(f"| local | {m} | none |" in md or f"| **local** | **{m}** | **none** |" in md
                for m in ("video", "av-late"))
     assert "Nothing missing" in md and "synth, prepare and extract never ran" in md
+    assert "clips read from 2 runs' predictions" in md  # each experiment's committed predictions.csv, via git
+    assert "| modality | av-late − video | " in md and "| 1 |" in md  # the one seed's pair
     readme = (repo / "README.md").read_text()
     assert "Grid `smoke`" in readme and "![test top-1 by configuration](reports/ablations/top1.png)" in readme
 

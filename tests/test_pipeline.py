@@ -36,7 +36,9 @@ def test_repro_then_experiment_reruns_only_downstream(repo, run, stages_run):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], repo)
 
     run([sys.executable, str(REPO_ROOT / "benchmarks/quality.py"), "--quick", "--out", str(repo.parent / "q.json")], repo)
-    assert json.loads((repo.parent / "q.json").read_text())
+    quality = json.loads((repo.parent / "q.json").read_text())
+    assert all(len(r["clips"]) == metrics["clips"] for runs in quality.values() for r in runs)
+    assert "| reference |" in (repo.parent / "q.md").read_text()  # the second variant paired against the first
     run([sys.executable, str(REPO_ROOT / "benchmarks/lowlabel.py"), "--quick", "--out", str(repo.parent / "l.json")], repo)
     (low,) = json.loads((repo.parent / "l.json").read_text())  # the quick synthetic set: one pool
     assert low["sizes"]["test"] > 0 and {r["labels"] for r in low["runs"]} == {"1", "all"}
