@@ -73,6 +73,9 @@ def test_wholeclip_benchmark_quick(tmp_path):
     report = run_quick("wholeclip", tmp_path)
     assert set(report) == {"2", "5"}
     assert all(set(r) == {"whole clip", "centre crop 16"} and len(r["whole clip"]) == 1 for r in report.values())
+    assert all(set(bits) <= {"0", "1"} and len(bits) == len(r["centre crop 16"][0]) for r in report.values()
+               for bits in r["whole clip"])  # per clip, paired with the crop's
+    assert "whole clip − centre crop 16 (paired)" in (tmp_path / "wholeclip.md").read_text()
 
 
 @pytest.mark.slow
