@@ -123,15 +123,17 @@ def write_long_clip(path: Path, seconds: float, width: int = 320, height: int = 
         c.mux(aus.encode(None))
 
 
+# The child's own peak (VmHWM, kB): a new process image starts its own, whereas getrusage's ru_maxrss keeps the
+# parent's peak across fork and exec.
 _CHILD = """
-import resource, sys, json
+import re, sys, json
 from pathlib import Path
 from cmmvt.features import extract
 from cmmvt.config import ExtractParams
 p = ExtractParams(image_size=int(sys.argv[2]), out=sys.argv[3])
 s = extract.run([extract.Item("clip", Path(sys.argv[1]))], p, show_progress=False)
-print(json.dumps({"rows": [x.rows for x in s], "seconds": [x.seconds for x in s],
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"rows": [x.rows for x in s], "seconds": [x.seconds for x in s], "peak_rss_mib": hwm / 1024}))
 """
 
 
