@@ -298,9 +298,12 @@ def test_report_marker_names_the_code_commit_under_a_preset_commit(tmp_path):
     code = git("rev-parse", "HEAD")
     assert report.dataset(tmp_path, code) == "synth-params"
     presets.apply(tmp_path / "params.yaml", "grid")
+    git("commit", "-qam", "grid preset")
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/eval/metrics.json").write_text("{}\n")
     git("add", "-A")
-    git("commit", "-qm", "grid preset")
+    git("commit", "-qm", "dvc repro on the preset")
     preset = git("rev-parse", "HEAD")
     assert report.code_commit(tmp_path, preset) == code and report.dataset(tmp_path, preset) == "synth-preset-grid"
     (tmp_path / "code.py").write_text("x = 2\n")

@@ -409,11 +409,16 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def _params_only(changed: str) -> bool:
+    """A commit that wrote params and the pipeline's results only (``params.yaml``, ``dvc.lock``, ``reports/``)."""
+    return all(f in ("params.yaml", "dvc.lock") or f.startswith("reports/") for f in changed.split())
+
+
 def code_commit(root: Path, rev: str) -> str:
-    """``rev``, or its nearest first-parent ancestor where ``rev`` only wrote a params preset (``params.yaml``,
-    ``dvc.lock``): the commit whose code the numbers measure, which the README's marker names."""
-    while (changed := _git(root, "diff", "--name-only", f"{rev}^", rev)) and set(changed.split()) <= {"params.yaml",
-                                                                                                      "dvc.lock"}:
+    """``rev``, or its nearest first-parent ancestor where ``rev`` and the commits between only wrote a params preset
+    and its ``dvc repro`` (:func:`_params_only`): the commit whose code the numbers measure, which the README's
+    marker names."""
+    while (changed := _git(root, "diff", "--name-only", f"{rev}^", rev)) and _params_only(changed):
         rev = (_git(root, "rev-parse", f"{rev}^") or rev).strip()
     return rev
 
