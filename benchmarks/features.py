@@ -145,8 +145,9 @@ def frame_backbones(items: list[extract.Item], base: list[str], ids: dict[str, l
         real = source != "random"
         root = extract_setting(items if real else items[:cost_clips], p, "video", bb, folder / slug("backbone", name))
         timing = json.loads((root / "timing.json").read_text())
-        r = {"source": source, "input": bb.image_size, "dim": bb.dim, "ms_per_row": 1000 * timing["seconds"] / timing["rows"],
-             "rows_timed": timing["rows"]}
+        r = {"source": source, "weights_sha256": bb.weights_sha256, "engine": bb.engine, "input": bb.image_size,
+             "interpolation": bb.interpolation, "dim": bb.dim, "rows_timed": timing["rows"],
+             "ms_per_row": 1000 * timing["seconds"] / timing["rows"]}
         if real:
             r |= linear_probe({k: clip_means(root / "video", v) for k, v in ids.items()}, y)
         out[name] = r
@@ -311,12 +312,13 @@ def backbone_report(r: dict) -> str:
              "embeddings, C chosen on val; test ± binomial s.e.; cost: extraction (decode + crops + CNN) per row on 2 "
              "threads, × = against the default in the same run; random-weight models timed only (no weights offline); "
              "**bold**: chosen on val (the cheapest within one s.e. of the best).", "",
-             "| frame backbone | weights | input px | dim | ms / row | rows / s | × default cost | probe val | probe test |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| frame backbone | weights (sha256) | engine | input (px, resize) | dim | ms / row | rows / s | × default cost | probe val "
+             "| probe test |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, b in r["backbones"].items():
         shown = f"**{name}**" if name == r.get("chosen") else name
         probe = (f"{b['val']:.3f} | {b['test']:.3f} ± {b['test_se']:.3f}" if "val" in b else "– | –")
-        lines.append(f"| {shown} | {b['source']} | {b['input']} | {b['dim']} | {b['ms_per_row']:.1f} | "
+        lines.append(f"| {shown} | {b['source']} (`{b['weights_sha256'][:8]}`) | {b['engine']} | {b['input']} "
+                     f"{b['interpolation']} | {b['dim']} | {b['ms_per_row']:.1f} | "
                      f"{1000 / b['ms_per_row']:.0f} | {b['ms_per_row'] / base:.1f} | {probe} |")
     return "\n".join(lines) + "\n"
 
