@@ -142,7 +142,7 @@ def memory(args: argparse.Namespace) -> None:
     import subprocess
     import sys
 
-    durations = [10.0, 120.0 if args.quick else 3600.0]
+    durations = [10.0, 120.0 if args.quick else args.long]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in durations:
@@ -306,7 +306,8 @@ def speed(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run for CI")
-    ap.add_argument("--memory", action="store_true", help="peak RSS of a 10-s vs a 1-hour clip instead of speed")
+    ap.add_argument("--memory", action="store_true", help="peak RSS of a 10-s vs a long clip instead of speed")
+    ap.add_argument("--long", type=float, default=3600.0, help="--memory: the long clip's seconds (default: 1 hour)")
     ap.add_argument("--preset", choices=["synthetic", "real"], default="synthetic")
     ap.add_argument("--clips", type=int, default=24, help="synthetic preset: how many clips")
     ap.add_argument("--image-size", type=int, default=None, help="CNN input side (default: 224 real, 128 synthetic)")

@@ -47,7 +47,7 @@ def test_manifest_command_on_folder(tmp_path):
 
 def test_ablate_unknown_grid_is_one_line():
     res = runner.invoke(app, ["ablate", "--grid", "nope"])
-    assert res.exit_code == 1 and "--grid = 'nope' is not one of: default, attention" in res.output
+    assert res.exit_code == 1 and "--grid = 'nope' is not one of: default, poster, attention" in res.output
     assert "Traceback" not in res.output
 
 
