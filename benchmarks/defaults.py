@@ -25,7 +25,8 @@ same seeds, clips and pretraining data.
 is positive on *both* sets and its 95 % interval (bootstrap over seeds and val clips,
 :mod:`cmmvt.eval.intervals`) excludes 0 on at least one; among several such, the best mean val over the two
 sets. Test is reported only, with the paired test difference and its interval ("no difference" where it holds 0).
-An axis chosen from scratch runs is confirmed with pretraining (``--pretrained-axes``) before a default changes.
+An axis swept from scratch is confirmed with pretraining (run again with it left out of ``--scratch-axes``) before a
+default changes.
 
 Runs are journaled in the work folders (:func:`lowlabel.study`): an interrupted sweep resumes, and the reference
 runs of the low-label study are reused.
@@ -118,10 +119,6 @@ def choose(reports: list[dict], axis: str) -> tuple[str, str]:
     return label, f"better on val on both sets, beyond noise on at least one (+{gain:.3f} mean val gain)"
 
 
-def _diff(d: intervals.Interval) -> str:
-    return d.signed() + ("" if d.excludes_zero else " (no difference)")
-
-
 def table(reports: list[dict]) -> str:
     """Markdown: per axis and value, val and test top-1 per set, the paired test difference against the reference."""
     sets = [r["dataset"] for r in reports]
@@ -147,7 +144,7 @@ def table(reports: list[dict]) -> str:
                 v = r["axes"][axis]["values"]
                 test, ref = _m(v[label]["test"]), _m(v[labels[0]]["test"])
                 cells.append(f"{intervals.bootstrap(test)} ({_m(v[label]['val']).mean():.3f})")
-                cells.append("reference" if label == labels[0] else _diff(intervals.bootstrap(test, ref)))
+                cells.append("reference" if label == labels[0] else lowlabel._diff(intervals.bootstrap(test, ref)))
             name = f"**{label}**" if label == kept else label
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         out.append("")

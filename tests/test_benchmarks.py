@@ -115,6 +115,26 @@ def test_frame_backbones_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_defaults_benchmark_quick(tmp_path):
+    """One axis at a time on a tiny real-content set: the reference first and shared by the axes, per-clip scores
+    per seed, the rule's verdict and paired differences in the table."""
+    out = tmp_path / "defaults.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/defaults.py"), "--quick", "--out", str(out), "--work",
+                    str(tmp_path / "work")], check=True, capture_output=True, cwd=REPO, timeout=900)
+    (report,) = json.loads(out.read_text())
+    assert report["dataset"] == "realav" and list(report["axes"]) == ["attention", "pool"]
+    assert report["axes"]["attention"]["pretraining"] != "none" and report["axes"]["pool"]["pretraining"] == "none"
+    for axis in report["axes"].values():
+        (ref, ref_runs), *others = axis["values"].items()
+        assert ref_runs["overrides"] == [] and all(v["overrides"] for _, v in others)
+        for v in axis["values"].values():
+            assert len(v["test"]) == 1 and len(v["test"][0]) == report["sizes"]["test"] and set(v["test"][0]) <= {"0", "1"}
+    table = out.with_suffix(".md").read_text()
+    assert "**attention** (pretrained: " in table and "**pool** (from scratch): kept **" in table
+    assert "| reference |" in table
+
+
+@pytest.mark.slow
 def test_lowlabel_benchmark_quick_on_real_content(tmp_path):
     """Real-content clips with a pool → extract → prototypes → order pretraining → 1 label/class and all, paired."""
     out = tmp_path / "lowlabel.json"
