@@ -34,7 +34,7 @@ import torch
 
 from cmmvt import config
 from cmmvt.data import manifest
-from cmmvt.eval import evaluate
+from cmmvt.eval import evaluate, intervals
 from cmmvt.features import backbones, cache, extract, sound
 from cmmvt.train import loop
 
@@ -175,9 +175,11 @@ def linear_probe(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(x["train"], y["train"])
         val = float((clf.predict(x["val"]) == y["val"]).mean())
         if best is None or val > best[0]:
-            best = (val, c, float((clf.predict(x["test"]) == y["test"]).mean()))
-    val, c, test = best
-    return {"val": val, "test": test, "test_se": float(np.sqrt(test * (1 - test) / len(y["test"]))), "C": c}
+            best = (val, c, (clf.predict(x["test"]) == y["test"]).astype(int).tolist())
+    val, c, right = best
+    test = float(np.mean(right))
+    return {"val": val, "test": test, "test_se": float(np.sqrt(test * (1 - test) / len(y["test"]))), "C": c,
+            "test_right": right}
 
 
 def classifier(overrides: list[str], seeds: range, features: Path, work: Path) -> tuple[list[float], list[float]]:
@@ -211,10 +213,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("reports/bench/features.json"))
     ap.add_argument("--audio", nargs="+", metavar="SETTING", help="only these audio settings, probes only (no video "
                     "settings, no classifier): e.g. the default against an audio model")
+    ap.add_argument("--content", choices=("speech", "sounds"), default="speech", help="the real-content set: objects' "
+                    "names spoken over their photographs (realav.make), or real recorded sound events of 7 classes "
+                    "under unrelated photographs (realav.make_sounds; the audio probe is what it measures)")
+    ap.add_argument("--sounds", type=Path, default=Path("data/bench/sound-library"), help="--content sounds: where the "
+                    "Debian packages with the recordings are unpacked (fetched with apt-get download when absent)")
     ap.add_argument("--aisfx-weights", help="the aisfx checkpoint (default: the installed aisfx package's)")
     ap.add_argument("--backbones", action="store_true", help="only the frame backbones of FRAME_BACKBONES, video "
                     "probes and cost (→ --out, default reports/bench/features-backbones.json)")
     ap.add_argument("--cost-clips", type=int, default=60, help="--backbones: clips that time a random-weight model")
+    ap.add_argument("--only", nargs="+", metavar="BACKBONE", help="--backbones: only these rows of FRAME_BACKBONES, "
+                    "merged into the rows already in --out (e.g. a model too slow to time with the others)")
     args = ap.parse_args()
     if args.backbones and args.out == Path("reports/bench/features.json"):
         args.out = Path("reports/bench/features-backbones.json")
@@ -232,7 +241,9 @@ def main() -> None:
         data = args.data or Path(tmp) / "data"
         csv = data / "clips.csv"
         t0 = time.perf_counter()
-        if not csv.is_file():
+        if not csv.is_file() and args.content == "sounds":
+            realav.make_sounds(data, args.sounds)
+        elif not csv.is_file():
             realav.make(data, per_class=5 if quick else args.per_class, classes=4 if quick else 10,
                         durations=(2.0, 3.0) if quick else (3.0, 5.0))
         made_s = time.perf_counter() - t0
@@ -247,15 +258,19 @@ def main() -> None:
         bb = backbones.create(p.extract.backbone, p.extract.weights, image_size=p.extract.image_size,
                               engine=p.extract.engine)
         if args.backbones:
+            names = args.only or list(FRAME_BACKBONES)[:3 if quick else None]
+            rows = frame_backbones(items, base, ids, y, (args.data or Path(tmp)) / "backbones",
+                                   2 if quick else args.cost_clips, names)
+            if args.only:  # the other rows as measured before, in the table's order
+                rows = {n: rows.get(n) or json.loads(args.out.read_text())["backbones"][n] for n in FRAME_BACKBONES
+                        if n in rows or n in json.loads(args.out.read_text())["backbones"]}
             results = {"clips": len(items), "val_clips": len(ids["val"]), "test_clips": len(ids["test"]),
-                       "backbones": frame_backbones(items, base, ids, y, (args.data or Path(tmp)) / "backbones",
-                                                    2 if quick else args.cost_clips,
-                                                    list(FRAME_BACKBONES)[:3 if quick else None])}
+                       "backbones": rows}
             real = {n: r for n, r in results["backbones"].items() if "val" in r}
             results["chosen"] = choose(real, len(ids["val"]))
             return _write(results, args.out, backbone_report)
-        results: dict[str, dict] = {"clips": len(items), "generate_s": made_s, "image_size": p.extract.image_size,
-                                    "video": {}, "audio": {}}
+        results: dict[str, dict] = {"clips": len(items), "content": args.content, "generate_s": made_s,
+                                    "image_size": p.extract.image_size, "video": {}, "audio": {}}
         feats: dict[tuple[str, str], Path] = {}
         for mod, table in settings.items():
             for name, overrides in table.items():
@@ -325,15 +340,23 @@ def backbone_report(r: dict) -> str:
 
 def report(r: dict) -> str:
     """The markdown tables of a run."""
-    lines = [f"{r['clips']} clips, frames at {r['image_size']} px, efficientnet_lite0; linear probe = logistic "
-             "regression on clip-mean embeddings, C chosen on val; test ± binomial s.e.; **bold**: the setting chosen "
-             "on val (the cheapest within one s.e. of the best val top-1).",
+    content = {"speech": "objects' names spoken over their photographs", "sounds": "real recorded sound events "
+               "under unrelated photographs"}[r.get("content", "speech")]
+    lines = [f"{r['clips']} clips ({content}), frames at {r['image_size']} px, efficientnet_lite0; linear probe = "
+             "logistic regression on clip-mean embeddings, C chosen on val; test ± binomial s.e.; paired: test top-1 "
+             "minus the chosen setting's on the same clips, 95 % bootstrap interval; **bold**: the setting chosen on "
+             "val (the cheapest within one s.e. of the best val top-1).",
              ""]
     for mod in [m for m in ("video", "audio") if r[m]]:
-        lines += [f"| {mod} setting | ms / row | probe val top-1 | probe test top-1 |", "|---|---|---|---|"]
+        lines += [f"| {mod} setting | ms / row | probe val top-1 | probe test top-1 | paired test vs chosen |",
+                  "|---|---|---|---|---|"]
+        chosen = r[mod][r["chosen"][mod]]
         for name, v in r[mod].items():
             shown = f"**{name}**" if name == r["chosen"][mod] else name
-            lines.append(f"| {shown} | {v['ms_per_row']:.1f} | {v['val']:.3f} | {v['test']:.3f} ± {v['test_se']:.3f} |")
+            paired = ("–" if v is chosen or "test_right" not in v or "test_right" not in chosen else
+                      intervals.bootstrap(np.array(v["test_right"]), np.array(chosen["test_right"])).signed())
+            lines.append(f"| {shown} | {v['ms_per_row']:.1f} | {v['val']:.3f} | {v['test']:.3f} ± {v['test_se']:.3f} "
+                         f"| {paired} |")
         lines.append("")
     if not r.get("combined"):
         return "\n".join(lines)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +194,58 @@ def test_scale_benchmark_quick(tmp_path):
     train = report["train"]
     assert set(train["results"]) == {"1", "2"} and train["steps"] == 1
     assert all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in train["results"].values())
+
+
+def _tone_file(path: Path, freq: float, seconds: float, rate: int = 22050) -> None:
+    """A decaying tone written with PyAV: ``.wav`` as PCM, ``.ogg`` as Opus (the codecs the product's wheel bundles)."""
+    import av
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.5 * np.sin(2 * np.pi * freq * t) * np.exp(-2 * t)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le" if path.suffix == ".wav" else "libopus", rate=48000 if
+                                path.suffix == ".ogg" else rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono",
+                                      rate=stream.codec_context.sample_rate)
+        for f in [*resampler.resample(frame), *resampler.resample(None)]:
+            out.mux(stream.encode(f))
+        out.mux(stream.encode(None))
+
+
+def test_sound_events_set_splits_by_recording(tmp_path):
+    """benchmarks/realav.make_sounds on a library laid out like the two Debian packages: each class's files found
+    by its patterns (Tux Paint's spoken descriptions never), every recording in exactly one split, a training
+    recording in three clips, and clips that decode with the recording's sound in them."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import realav
+
+    from cmmvt.media import load_audio, probe
+
+    lib = tmp_path / "lib"
+    tux, wes = lib / realav._TUX, lib / realav._WES
+    for i, name in enumerate(["crow", "hen", "owl", "heron_greatblue_flying"]):
+        _tone_file(tux / "animals/birds" / f"{name}.ogg", 2000 + 300 * i, 0.8)
+    _tone_file(tux / "animals/birds/crow_desc_fr.ogg", 100, 0.1)  # speech about the stamp: not a bird sound
+    for name in ["axe", "mace-miss", "hatchet", "sword-1"]:
+        _tone_file(wes / f"{name}.wav", 400, 0.5)
+    for name in ["horn-signals/horn-1.ogg", "horn-signals/horn-2.ogg", "fanfare-short.wav", "horn-signals/horn-3.ogg"]:
+        _tone_file(wes / name, 200, 1.2)
+    found = realav.sound_library(lib)  # both package folders exist: nothing is fetched
+    assert {c: len(f) for c, f in found.items() if f} == {"bird": 4, "melee strike": 4, "horn or music": 4}
+    assert not any("_desc" in f.name for f in found["bird"])
+
+    df = pd.read_csv(realav.make_sounds(tmp_path / "set", lib, seed=1))
+    assert set(df.label) == {"bird", "melee strike", "horn or music"}
+    per_recording = df.groupby("recording").split.agg(["nunique", "first", "size"])
+    assert (per_recording["nunique"] == 1).all()  # no recording heard in two splits
+    assert (per_recording["size"] == per_recording["first"].map({"train": 3, "val": 1, "test": 1})).all()
+    assert set(df.split) == {"train", "val", "test"}
+    for row in df.head(4).itertuples():
+        clip = tmp_path / "set" / row.path
+        assert 2.0 <= probe(clip).duration <= 5.1
+        audio = load_audio(clip, 16000).samples
+        assert np.abs(audio).max() > 10 * np.median(np.abs(audio))  # the recording stands out of the noise bed
