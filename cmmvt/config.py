@@ -58,9 +58,10 @@ class DataParams(_Section):
     # `seed` (prototypes, pretrain, train) so that `dvc exp run -S seed=1` never regenerates the data
     # or re-extracts features.
     seed: int = 0
-    source: Literal["synth", "folder", "kinetics", "csv"] = "synth"
+    source: Literal["synth", "folder", "kinetics", "csv", "audioset", "vggsound"] = "synth"
     root: str = "data/synth"
-    csv: str | None = None
+    csv: str | list[str] | None = None  # kinetics, csv, vggsound: one file; audioset: one or several segment CSVs
+    class_index: str | None = None  # audioset: class_labels_indices.csv (label ids → names)
     manifest: str = "data/manifest.csv"
     splits: SplitParams = SplitParams()
     synth: SynthParams = SynthParams()

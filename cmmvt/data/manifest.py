@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from cmmvt.config import DataParams, SplitParams
+from cmmvt.data import stratify
 from cmmvt.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ VIDEO_EXTENSIONS = {
     ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",
 }
 COLUMNS = ["video_id", "path", "label", "split"]
+SEGMENT_COLUMNS = ["start", "end"]  # optional: seconds of a segment of a longer file (blank: the whole file)
+LABEL_SEP = ";"  # several labels of one clip, sorted, in the ``label`` column: ``cat;dog``
 SPLITS = ("train", "val", "test")  # the labelled splits
 UNLABELLED = "unlabelled"  # the split (and folder) of clips without a label
 ISSUES_NAME = "manifest_issues.csv"
@@ -132,10 +135,25 @@ def _strip_video_ext(rel: str) -> str:
 
 
 def _frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
-    """Rows → a manifest frame with exactly :data:`COLUMNS`, sorted by ``video_id``."""
-    df = pd.DataFrame(list(rows), columns=COLUMNS)
+    """Rows → a manifest frame with :data:`COLUMNS` (and :data:`SEGMENT_COLUMNS` where a row has them), sorted by
+    ``video_id``."""
+    rows = list(rows)
+    segments = any("start" in r for r in rows)
+    df = pd.DataFrame(rows, columns=COLUMNS + (SEGMENT_COLUMNS if segments else []))
     df = df.astype(object)
+    if segments:
+        df[SEGMENT_COLUMNS] = df[SEGMENT_COLUMNS].where(df[SEGMENT_COLUMNS].notna(), "")
     return df.sort_values("video_id", kind="stable").reset_index(drop=True)
+
+
+def label_set(label: object) -> list[str]:
+    """The labels of a ``label`` cell: ``"cat;dog"`` → ``["cat", "dog"]`` (blank: none)."""
+    return [x for x in (t.strip() for t in str(label).split(LABEL_SEP)) if x] if isinstance(label, str) else []
+
+
+def join_labels(labels: Iterable[str]) -> str:
+    """Several labels → one ``label`` cell: sorted, each once, ``;``-joined."""
+    return LABEL_SEP.join(sorted({x.strip() for x in labels if x and x.strip()}))
 
 
 def _norm_label(text: str) -> str:
@@ -378,7 +396,9 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
             extra = f" with label {label!r} (kept {label0!r})" if label != label0 else ""
             duplicates.append((shown0, f"clip {clip} listed again at {where}{extra}; first at line {line0}"))
             continue
-        found = index.get(clip, [])
+        found, segment = index.get(clip, []), {}
+        if not found and index.get(rec.youtube_id):  # the whole video: extraction reads the segment only
+            found, segment = index[rec.youtube_id], {"start": rec.time_start, "end": rec.time_end}
         if not found:
             first[clip] = (line, label, clip)
             missing.append(clip)
@@ -393,7 +413,7 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
             duplicates.append((_posix(other), f"another copy of clip {clip}; kept {kept}"))
         first[clip] = (line, label, kept)
         used.add(clip)
-        rows.append({"video_id": clip, "path": kept, "label": label, "split": split})
+        rows.append({"video_id": clip, "path": kept, "label": label, "split": split, **segment})
     unlisted = sum(len(v) for k, v in index.items() if k not in used)
     if unlisted:
         log.info("%s: %d video file(s) under %s are not listed in the CSV (ignored)", csv_path, unlisted, root)
@@ -422,11 +442,18 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
     if root is not None and not Path(root).expanduser().is_dir():
         raise ManifestError(f"{root}: no such folder (relative paths of {csv_path} are resolved against it)")
     base = Path(root).expanduser() if root is not None else csv_path.parent
-    table = _read_table(csv_path, _CSV_REQUIRED)
+    table = _read_table(csv_path, ["path"])
+    if "label" not in table.columns and "labels" in table.columns:  # several labels per clip, ``;``-separated
+        table = table.rename(columns={"labels": "label"})
+    if "label" not in table.columns:
+        raise ManifestError(f"{csv_path}: missing column(s) label (or labels) (found: {', '.join(table.columns)}; "
+                            f"expected {', '.join(_CSV_REQUIRED)})")
+    table["label"] = [join_labels(label_set(x)) for x in table["label"]]
+    segments = {"start", "end"} <= set(table.columns)
     has_split = "split" in table.columns
     base_abs = os.path.abspath(base)
 
-    entries: list[tuple[str, str, str, str | None]] = []  # (key, path, label, split)
+    entries: list[tuple[str, str, str, str | None, dict[str, str]]] = []  # (key, path, label, split, segment)
     missing: list[str] = []
     duplicates: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
@@ -447,6 +474,9 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
         label = "" if not rec.label or split == UNLABELLED else rec.label
         split = UNLABELLED if not label else split
         absolute = os.path.normcase(os.path.abspath(path))
+        segment = {"start": rec.start, "end": rec.end} if segments and (rec.start or rec.end) else {}
+        if segment:  # several segments of one file are several clips
+            absolute += f"#{rec.start}-{rec.end}"
         if absolute in first:
             line0, label0 = first[absolute]
             extra = f" with label {label!r} (kept {label0!r})" if label != label0 else ""
@@ -458,13 +488,20 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
             continue
         rel = os.path.relpath(os.path.abspath(path), base_abs)
         key = _posix(rel) if not rel.startswith("..") else _posix(os.path.abspath(path)).lstrip("/")
-        entries.append((key, shown, label, split))
+        if segment:
+            key = f"{_strip_video_ext(key)}_{_seconds(segment['start'] or 0):06d}_{_seconds(segment['end']):06d}"
+        entries.append((key, shown, label, split, segment))
     keys = [e[0] for e in entries]
     paths = [e[1] for e in entries]
     ids, clashed = _make_ids(keys)
     duplicates += _clash_reasons(keys, paths, ids, clashed)
-    rows = [{"video_id": vid, "path": e[1], "label": e[2], "split": e[3]} for vid, e in zip(ids, entries)]
+    rows = [{"video_id": vid, "path": e[1], "label": e[2], "split": e[3], **e[4]} for vid, e in zip(ids, entries)]
     return ManifestReport(_frame(rows), missing, duplicates, skipped)
+
+
+def _seconds(value: str | float) -> int:
+    """Whole seconds of a segment bound for its clip id (a blank end: the file's end, shown as 999999)."""
+    return int(float(value)) if str(value).strip() else 999999
 
 
 def build(data: DataParams) -> ManifestReport:
@@ -498,12 +535,24 @@ def build(data: DataParams) -> ManifestReport:
         return report
     if data.csv is None:
         raise ManifestError(f"data.csv is required when data.source = {data.source!r}")
-    if not Path(data.csv).expanduser().is_file():
-        raise ManifestError(f"data.csv = {data.csv!r}: no such file")
-    if data.source == "kinetics":
-        report = from_kinetics(data.csv, root)
+    csvs = [data.csv] if isinstance(data.csv, str) else list(data.csv)
+    if len(csvs) != 1 and data.source != "audioset":
+        raise ManifestError(f"data.csv: one file for data.source = {data.source!r} (a list only for audioset)")
+    for c in csvs:
+        if not Path(c).expanduser().is_file():
+            raise ManifestError(f"data.csv = {c!r}: no such file")
+    if data.source in ("audioset", "vggsound"):
+        from cmmvt.data import youtube
+
+        if data.source == "audioset" and not (data.class_index and Path(data.class_index).expanduser().is_file()):
+            raise ManifestError(f"data.class_index = {data.class_index!r}: AudioSet's class_labels_indices.csv is "
+                                "required to name the label ids (no such file)")
+        report = (youtube.from_audioset(csvs, data.class_index, root) if data.source == "audioset"
+                  else youtube.from_vggsound(csvs[0], root))
+    elif data.source == "kinetics":
+        report = from_kinetics(csvs[0], root)
     else:
-        report = from_csv(data.csv, root)
+        report = from_csv(csvs[0], root)
     if report.manifest.empty:
         listed = len(report.missing) + len(report.duplicates) + len(report.skipped)
         raise ManifestError(
@@ -537,7 +586,8 @@ def _class_seed(seed: int, label: str) -> list[int]:
 
 
 def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.DataFrame:
-    """Fill in ``split`` where it is blank: deterministic and stratified per class.
+    """Fill in ``split`` where it is blank: deterministic and stratified per class (per label where clips have
+    several: :func:`cmmvt.data.stratify.iterative`).
 
     Rows are sorted by ``video_id`` first, so the result does not depend on row order. Each class is
     shuffled by its own generator seeded from ``(seed, label)``, so adding or removing a class leaves the
@@ -571,6 +621,14 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
             split[i] = UNLABELLED
         elif s is None:
             todo[labels[i]].append(i)
+    if any(LABEL_SEP in label for label in todo):  # several labels per clip: keep every label's frequency
+        rows = sorted(i for members in todo.values() for i in members)
+        names = sorted({x for label in todo for x in label_set(label)})
+        y = np.array([[x in label_set(labels[i]) for x in names] for i in rows], bool)  # (N, C)
+        where = stratify.iterative(y, frac, np.random.default_rng(_class_seed(seed, LABEL_SEP)))
+        for i, s in zip(rows, where):
+            split[i] = SPLITS[s]
+        todo = {}
     for label in sorted(todo):
         rows = todo[label]
         counts = _split_counts(len(rows), frac)
@@ -648,7 +706,8 @@ def write(report: ManifestReport, path: str | Path) -> None:
     path = Path(path)
     df = report.manifest
     _validate(df, f"manifest for {path}")
-    df = df[COLUMNS].sort_values("video_id", kind="stable").reset_index(drop=True)
+    df = df[COLUMNS + [c for c in SEGMENT_COLUMNS if c in df.columns]]
+    df = df.sort_values("video_id", kind="stable").reset_index(drop=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_csv(df, path)
     _atomic_csv(issues_frame(report), issues_path(path))
