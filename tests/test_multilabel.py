@@ -117,3 +117,45 @@ def test_multilabel_splits_keep_every_labels_frequency():
         per_split = out[out.label.str.split(";").apply(lambda x: name in x)].split.value_counts()
         assert set(per_split.index) == {"train", "val", "test"}, name
         assert abs(per_split["train"] - 0.6 * total) <= max(2, 0.15 * total), (name, per_split.to_dict())
+
+
+def _changing_clip(path: Path, first: int, seconds: int, fps: int = 10, rate: int = 16000) -> None:
+    """Second s of the film: its own coarse random picture and its own tone (the same for a file cut from it);
+    PCM sound, so a cut file holds the very samples of the film."""
+    from cmmvt import media
+
+    frames, audio = [], []
+    for s in range(first, first + seconds):
+        rng = np.random.default_rng(s)
+        picture = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # (64, 64, 3)
+        frames += [picture] * fps
+        t = np.arange(rate) / rate
+        audio.append(0.3 * np.sin(2 * np.pi * (300 + 150 * s) * t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    media.encode_clip(path, np.stack(frames), fps, np.concatenate(audio).astype(np.float32), rate, crf=10,
+                      acodec="pcm_s16le", video_options={"g": str(fps)})  # a keyframe a second: seeking lands near
+
+
+def test_a_segment_gives_the_rows_of_the_same_part_cut_to_its_own_file(tmp_path):
+    """Extraction of ``start``–``end`` of a 12-s film (seeking to it) equals extraction of a file holding only those
+    seconds, row for row in both modalities, and differs from another segment; a segment past the end fails with
+    its reason, the others still extract."""
+    from cmmvt.config import ExtractParams
+    from cmmvt.features import backbones, cache, extract
+
+    _changing_clip(tmp_path / "film.mkv", 0, 12)
+    _changing_clip(tmp_path / "cut.mkv", 5, 4)
+    items = [extract.Item("seg", tmp_path / "film.mkv", (5.0, 9.0)), extract.Item("cut", tmp_path / "cut.mkv"),
+             extract.Item("other", tmp_path / "film.mkv", (0.0, 4.0)),
+             extract.Item("past", tmp_path / "film.mkv", (30.0, 40.0))]
+    p = ExtractParams(out=str(tmp_path / "f"), backbone="none", image_size=64, fps=4.0, batch_size=8)
+    bb = backbones.create("none", image_size=64)
+    for mod in ("video", "audio"):
+        s = extract.run_modality(items, p, mod, bb)
+        ((path, reason),) = s.failures  # the file and the segment named
+        assert s.succeeded == 3 and path.endswith("film.mkv") and "segment 30.0–40.0 s is outside the video" in reason
+        with cache.CacheReader(tmp_path / "f", mod) as r:
+            seg, cut, other = r["seg"], r["cut"], r["other"]
+        assert seg.shape == cut.shape == (16, r.dim)
+        gap = np.abs(seg - cut).mean()
+        assert gap < 0.02 * np.abs(seg - other).mean(), (mod, gap, np.abs(seg - other).mean())

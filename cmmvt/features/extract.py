@@ -57,10 +57,11 @@ MODALITIES: tuple[Modality, ...] = ("video", "audio")
 
 @dataclass(frozen=True)
 class Item:
-    """One video to extract: a unique id (the cache key) and its path."""
+    """One video to extract: a unique id (the cache key), its path and, for a part of a longer file, the segment."""
 
     video_id: str
     path: Path
+    segment: tuple[float, float | None] | None = None  #: (start, end) seconds; None: the whole file
 
 
 @dataclass
@@ -146,7 +147,10 @@ def discover(path: str | Path) -> tuple[list[Item], list[tuple[str, str]]]:
     path = Path(path)
     if path.is_file() and path.suffix == ".csv":
         df = manifest.read(path)
-        return [Item(r.video_id, Path(r.path)) for r in df.itertuples()], []
+        if not set(manifest.SEGMENT_COLUMNS) <= set(df.columns):
+            return [Item(r.video_id, Path(r.path)) for r in df.itertuples()], []
+        return [Item(r.video_id, Path(r.path), (float(r.start or 0), float(r.end) if r.end else None)
+                     if r.start or r.end else None) for r in df.itertuples()], []
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder or manifest")
     files, skipped = manifest.scan(path)
@@ -245,7 +249,8 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
     block: np.ndarray | None = None  # (rows, V, S, S, 3), made at the first frame (V depends on its shape)
     t = np.empty(rows, np.float64)
     n = 0
-    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, skip_nonref=p.fast_decode, **fit):
+    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, skip_nonref=p.fast_decode, segment=item.segment,
+                                     **fit):
         views = frame_views(rgb, s, p.crop, p.flip)  # (V, S, S, 3)
         if block is None:
             block = np.empty((rows, *views.shape), np.uint8)
@@ -266,14 +271,16 @@ def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
     ``norm: clip`` reads the audio twice: once for the clip's statistics, once for the images.
     """
     a = sound.framing(p.audio)
-    t = media.sample_times(info.duration, p.fps)  # (T,)
-    chunks = media.audio_chunks(item.path, a.sample_rate)
+    start, stop = media.segment_span(item.path, info.duration, item.segment)
+    segment = (start, stop) if item.segment else None
+    t = media.sample_times(stop - start, p.fps)  # (T,)
+    chunks = media.audio_chunks(item.path, a.sample_rate, segment)
     if chunks is None:
         return None
     stats = None
     if a.norm == "clip":
         stats = logmel.clip_stats(logmel.stream_windows(chunks, t, a, rows))
-        chunks = media.audio_chunks(item.path, a.sample_rate)
+        chunks = media.audio_chunks(item.path, a.sample_rate, segment)
     size, k = (tuple(a.image) if a.image else None), a.stack
 
     def images(win: torch.Tensor) -> torch.Tensor:  # (n * k, M, W) → (n, 3, H, W'), or the audio model's (n, 1, W, M)
@@ -308,8 +315,9 @@ def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None =
         for x, t in blocks or ():
             yield _Piece(item, x, t, first=first, last=False, source=source)
             first = False
+        start, stop = media.segment_span(item.path, info.duration, item.segment)
         yield _Piece(item, None, np.zeros(0), first=first, last=True, has_stream=blocks is not None,
-                     duration=info.duration, source=source)
+                     duration=stop - start, source=source)
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run; the reason is kept
         reason = exc.reason if isinstance(exc, media.MediaError) else f"{type(exc).__name__}: {exc}"
         yield _Piece(item, None, np.zeros(0), first=first, last=True, source=source, error=reason)

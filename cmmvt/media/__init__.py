@@ -12,8 +12,9 @@ from cmmvt.media.decode import (
     probe,
     read_frames,
     sample_times,
+    segment_span,
 )
 from cmmvt.media.encode import encode_clip
 
 __all__ = ["Audio", "Frames", "MediaError", "VideoInfo", "audio_chunks", "encode_clip", "header_duration",
-           "iter_frames", "load_audio", "probe", "read_frames", "sample_times"]
+           "iter_frames", "load_audio", "probe", "read_frames", "sample_times", "segment_span"]

@@ -58,6 +58,7 @@ __all__ = [
     "VideoInfo",
     "iter_frames",
     "load_audio",
+    "segment_span",
     "probe",
     "read_frames",
     "sample_times",
@@ -189,6 +190,21 @@ def sample_times(duration: float, fps: float) -> np.ndarray:
     n = max(1, round(duration * fps))
     t = (np.arange(n, dtype=np.float64) + 0.5) / float(fps)  # (n,)
     return np.minimum(t, np.nextafter(duration, 0.0)).astype(np.float64)
+
+
+def segment_span(path: PathLike, duration: float, segment: tuple[float, float | None] | None) -> tuple[float, float]:
+    """``(start, stop)`` seconds of a file's ``segment`` (``(start, end)``; None: all of it), ``end`` clipped to the
+    file's ``duration``.
+
+    Raises:
+        MediaError: The segment is empty or starts at or after the file's end.
+    """
+    if segment is None:
+        return 0.0, duration
+    start, end = float(segment[0]), (duration if segment[1] is None else min(float(segment[1]), duration))
+    if not (0 <= start < end):
+        raise MediaError(Path(path), f"segment {segment[0]}–{segment[1]} s is outside the video (0–{duration:.3f} s)")
+    return start, end
 
 
 def _check_fps(fps: float) -> None:
@@ -418,8 +434,9 @@ def _to_rgb(frame: av.VideoFrame, short_side: int | None, long_side: int | None 
 
 def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
                 info: VideoInfo | None = None, long_side: int | None = None,
-                skip_nonref: bool = False) -> Iterator[tuple[np.ndarray, float]]:
-    """Stream the frames displayed at :func:`sample_times` ``(duration, fps)``.
+                skip_nonref: bool = False, segment: tuple[float, float | None] | None = None
+                ) -> Iterator[tuple[np.ndarray, float]]:
+    """Stream the frames displayed at :func:`sample_times` ``(duration, fps)`` (of a segment: :func:`segment_span`).
 
     For every target time ``t`` the frame shown at that instant is chosen: the last decoded frame
     whose presentation timestamp (relative to the stream start) is ``<= t``, so variable-frame-rate
@@ -439,10 +456,14 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
             ``skip_frame=NONREF``: the outer B-frames of H.264/HEVC, about half of x264's default stream).
             Each target then gets the last *decoded* frame at or before it - the nearest decodable frame,
             at most one source frame early for x264's default B-pyramid - for up to twice the decoding speed.
+        segment: ``(start, end)`` seconds of a part of the file (``end`` None: to its end). The decoder seeks to
+            the keyframe before ``start`` instead of decoding from the beginning; times are then sampled over
+            the segment and yielded relative to its start, as if it were a file of its own.
 
     Yields:
         ``(rgb, t)``: ``rgb`` an upright ``(H, W, 3)`` uint8 array, ``t`` the target time in seconds.
-        Exactly ``len(sample_times(probe(path).duration, fps))`` items, at least one.
+        Exactly ``len(sample_times(duration, fps))`` items, at least one, where ``duration`` is the file's
+        (``probe(path).duration``) or the segment's.
 
     Raises:
         MediaError: The file cannot be opened or decoded, or decoding fails part-way (e.g. a
@@ -457,7 +478,8 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
         raise ValueError("give short_side or long_side, not both")
     p = Path(path)
     info = info or probe(p)
-    times = sample_times(info.duration, fps)  # (n,)
+    start, stop = segment_span(p, info.duration, segment)
+    times = start + sample_times(stop - start, fps)  # (n,) seconds from the stream start
     n = len(times)
     k = 0  # next target to emit
     with _open(p) as container:
@@ -467,6 +489,8 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
             vs.codec_context.skip_frame = "NONREF"
         tb = vs.time_base
         origin = _stream_start(vs)
+        if start > 0 and origin is not None and tb is not None:  # to the keyframe at or before the segment
+            container.seek(int((origin + start) / tb), stream=vs, backward=True)
         prev: av.VideoFrame | None = None  # frame on screen before the current one
         prev_rgb: np.ndarray | None = None  # its RGB conversion, cached for repeats
         prev_rel = 0.0  # its presentation time, seconds from the stream start
@@ -495,7 +519,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
                 while k < n and times[k] < rel:  # targets shown before this frame appears
                     if prev_rgb is None:
                         prev_rgb = _to_rgb(prev, short_side, long_side)
-                    yield prev_rgb, float(times[k])
+                    yield prev_rgb, float(times[k]) - start
                     k += 1
             prev, prev_rgb, prev_rel = frame, None, rel
         if prev is None:
@@ -504,13 +528,13 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
             nominal = 1.0 / info.avg_fps if info.avg_fps > 0 else 0.0
             frame_dur = float(prev.duration * tb) if prev.duration and tb is not None else nominal
             covered = prev_rel + frame_dur
-            if covered < info.duration - (_TRUNCATION_TOLERANCE_S + 2 * nominal):
+            if covered < stop - (_TRUNCATION_TOLERANCE_S + 2 * nominal):
                 raise MediaError(p, f"video ends at {covered:.3f} s but the stream claims {info.duration:.3f} s "
                                     f"(truncated file?)")
         while k < n:  # the last frame stays on screen until the end
             if prev_rgb is None:
                 prev_rgb = _to_rgb(prev, short_side, long_side)
-            yield prev_rgb, float(times[k])
+            yield prev_rgb, float(times[k]) - start
             k += 1
 
 
@@ -557,7 +581,8 @@ def _mono_chunks(resampled: list[av.AudioFrame]) -> list[np.ndarray]:
     return out
 
 
-def audio_chunks(path: PathLike, sample_rate: int = 16000) -> Iterator[np.ndarray] | None:
+def audio_chunks(path: PathLike, sample_rate: int = 16000,
+                 segment: tuple[float, float] | None = None) -> Iterator[np.ndarray] | None:
     """Stream a clip's audio as mono float32 chunks at ``sample_rate``, in bounded memory.
 
     Decodes the best audio stream (as ranked by FFmpeg) of any codec (AAC, Opus, MP3, Vorbis,
@@ -570,6 +595,8 @@ def audio_chunks(path: PathLike, sample_rate: int = 16000) -> Iterator[np.ndarra
     Args:
         path: Media file (a pure audio file such as ``.wav`` works too).
         sample_rate: Output rate in Hz, > 0.
+        segment: ``(start, stop)`` seconds of a part of the file (:func:`segment_span`): the decoder seeks to
+            it, sample 0 is ``start`` (after the first video frame) and the waveform ends at ``stop``.
 
     Returns:
         An iterator of ``(n,)`` float32 chunks in ``[-1, 1]`` (their concatenation is the waveform), or
@@ -586,11 +613,13 @@ def audio_chunks(path: PathLike, sample_rate: int = 16000) -> Iterator[np.ndarra
     with _open(p) as container:
         if _audio_stream(container) is None:
             return None
-    return _iter_audio(p, int(sample_rate))
+    return _iter_audio(p, int(sample_rate), segment)
 
 
-def _iter_audio(p: Path, sample_rate: int) -> Iterator[np.ndarray]:
+def _iter_audio(p: Path, sample_rate: int, segment: tuple[float, float] | None = None) -> Iterator[np.ndarray]:
     """The generator behind :func:`audio_chunks` (the file is known to have an audio stream)."""
+    start, stop = segment or (0.0, None)
+    wanted = None if stop is None else round((stop - start) * sample_rate)  # samples of the segment
     with _open(p) as container:
         stream = _audio_stream(container)
         video_start: float | None = None
@@ -598,29 +627,40 @@ def _iter_audio(p: Path, sample_rate: int) -> Iterator[np.ndarray]:
             video_start = _stream_start(_video_stream(container, p))
         except MediaError:
             pass  # audio-only file: nothing to align to
+        if start > 0:  # sample 0 is ``start`` after the first video frame (the audio stream's start without one)
+            video_start = (video_start if video_start is not None else _stream_start(stream) or 0.0) + start
+            container.seek(int(max(video_start - 0.5, 0) / stream.time_base), stream=stream, backward=True)
         claimed = _declared_duration(stream)
         resampler: av.AudioResampler | None = None
         template: tuple[Any, ...] | None = None
         skip: int | None = None  # samples still to drop (audio starting before the video); None: not known yet
         produced = decoded = 0  # samples the stream produced (before alignment), decoded frames
 
+        emitted = 0  # samples yielded
+
         def out(chunks: list[np.ndarray]) -> Iterator[np.ndarray]:
-            nonlocal skip, produced
+            nonlocal skip, produced, emitted
             for x in chunks:
                 produced += len(x)
                 if skip:
                     x, skip = x[skip:], max(0, skip - len(x))
+                if wanted is not None:
+                    x = x[: wanted - emitted]
                 if len(x):
+                    emitted += len(x)
                     yield np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
 
         try:
             for frame in container.decode(stream):
+                if wanted is not None and emitted >= wanted:
+                    break
                 decoded += 1
                 if skip is None:
                     skip = 0
                     if video_start is not None and frame.pts is not None and frame.time_base is not None:
                         shift = round((float(frame.pts * frame.time_base) - video_start) * sample_rate)
                         if shift > 0:  # audio starts after the first video frame: silence until then
+                            emitted += shift
                             yield np.zeros(shift, np.float32)
                         skip = max(0, -shift)
                 sig = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -634,7 +674,12 @@ def _iter_audio(p: Path, sample_rate: int) -> Iterator[np.ndarray]:
         except _DECODE_ERRORS as exc:
             where = f"after {decoded} frames (truncated or corrupt file)" if decoded else "at the start"
             raise MediaError(p, f"audio decoding failed {where}: {_describe(exc)}") from exc
-    if claimed is not None and decoded:  # the stream produced less than it claims: a cut-off file
+    if segment is not None:  # the segment's part of the stream must be there
+        expected = (min(stop, claimed) if claimed is not None else stop) - start
+        if emitted / sample_rate < expected - _TRUNCATION_TOLERANCE_S:
+            raise MediaError(p, f"audio of the segment {start:g}–{stop:g} s ends after {emitted / sample_rate:.3f} s "
+                                "(truncated file?)")
+    elif claimed is not None and decoded:  # the stream produced less than it claims: a cut-off file
         if produced / sample_rate < claimed - _TRUNCATION_TOLERANCE_S:
             raise MediaError(p, f"audio ends at {produced / sample_rate:.3f} s but the stream claims "
                                 f"{claimed:.3f} s (truncated file?)")
@@ -646,6 +691,8 @@ def load_audio(path: PathLike, sample_rate: int = 16000) -> Audio | None:
     Args:
         path: Media file (a pure audio file such as ``.wav`` works too).
         sample_rate: Output rate in Hz, > 0.
+        segment: ``(start, stop)`` seconds of a part of the file (:func:`segment_span`): the decoder seeks to
+            it, sample 0 is ``start`` (after the first video frame) and the waveform ends at ``stop``.
 
     Returns:
         :class:`Audio` with ``(N,)`` float32 samples in ``[-1, 1]``, or ``None`` when the file has
