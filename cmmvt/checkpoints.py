@@ -30,12 +30,14 @@ def feature_params(features: str | Path, modalities: tuple[str, ...]) -> dict[st
 
 
 def save_checkpoint(path: str | Path, model: Classifier, p: Params, names: list[str], dims: dict[str, int],
-                    features: dict[str, dict[str, Any]]) -> None:
-    """Save weights + everything needed to rebuild and use the model (only tensors and plain types)."""
+                    features: dict[str, dict[str, Any]], thresholds: list[float] | None = None) -> None:
+    """Save weights + everything needed to rebuild and use the model (only tensors and plain types); a multi-label
+    model keeps its decision thresholds (one per class, chosen on val)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if thresholds is None else {"thresholds": thresholds}
     with atomic_path(path) as tmp:
         torch.save({"version": CHECKPOINT_VERSION, "state_dict": model.state_dict(), "params": p.model_dump(),
-                    "labels": names, "dims": dims, "features": features}, tmp)
+                    "labels": names, "dims": dims, "features": features, **extra}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Classifier, dict[str, Any]]:

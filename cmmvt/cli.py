@@ -380,7 +380,8 @@ def predict(
             if "error" in r:
                 console.print(f"[red]{r['path']}[/]: {r['error']}", highlight=False)
                 continue
-            typer.echo(f"{r['path']}: " + ", ".join(f"{label} {prob:.2f}" for label, prob in r["top"]))
+            shown = f"labels {';'.join(r['labels']) or '(none above threshold)'} · top " if "labels" in r else ""
+            typer.echo(f"{r['path']}: {shown}" + ", ".join(f"{label} {prob:.2f}" for label, prob in r["top"]))
     if all("error" in r for r in results):
         raise typer.Exit(1)
 

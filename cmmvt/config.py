@@ -181,6 +181,10 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     """Supervised training on cached features."""
 
+    # multiclass: one label per clip, softmax + cross-entropy | multilabel: several (``a;b``), sigmoid + binary CE
+    task: Literal["multiclass", "multilabel"] = "multiclass"
+    balance: Literal["none", "loss"] = "none"  # multilabel: loss: each class's positives weighted by negatives/positives
+    threshold: Literal["per_class", "global"] = "per_class"  # multilabel: decision thresholds chosen on val (max F1)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)

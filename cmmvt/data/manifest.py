@@ -10,8 +10,12 @@ Sources (``data.source``):
   ``root``: flat, in class folders (``root/<label>/``, spaces or underscores) or in split folders
   (``root/train/<label>/``). Split values ``train``/``val``/``validate``/``validation``/``test`` are
   normalised to ``train``/``val``/``test``.
-* ``csv``: a plain CSV ``path,label[,split]``. Relative paths are resolved against ``root`` when given
-  (:func:`build` passes ``data.root``), else against the CSV's own folder.
+  A row whose clip file is absent but whose whole video ``<youtube_id>.<ext>`` is there becomes a segment of it
+  (``start``/``end`` columns; extraction seeks to it).
+* ``csv``: a plain CSV ``path,label[,split][,start,end]``; several labels per clip as ``labels`` (or ``label``)
+  ``cat;dog``. Relative paths are resolved against ``root`` when given (:func:`build` passes ``data.root``), else
+  against the CSV's own folder. Rows with ``start``/``end`` are segments: several of one file are several clips.
+* ``audioset``, ``vggsound``: the released segment lists of those datasets (:mod:`cmmvt.data.youtube`).
 
 Columns:
 
@@ -23,9 +27,13 @@ Columns:
 * ``path`` — the file as a path usable from the working directory the pipeline runs in: ``root`` as
   given (``~`` expanded) joined with the path below it, e.g. ``data/synth/hum/hum_000.mp4``. It is
   absolute only when ``root`` (or the CSV entry) is.
-* ``label`` — a string (never parsed as a number).
+* ``label`` — a string (never parsed as a number); several labels of one clip sorted and ``;``-joined (``cat;dog``),
+  for ``train.task: multilabel``.
+* ``start``, ``end`` (only where a source has segments) — seconds of the part of ``path`` that is the clip; blank:
+  the whole file.
 * ``split`` — ``train``, ``val`` or ``test``: from the source where it gives one, else from
-  :func:`assign_splits` (deterministic, stratified per class); or ``unlabelled``.
+  :func:`assign_splits` (deterministic, stratified per class, or per label by iterative stratification where
+  clips have several); or ``unlabelled``.
 
 **Unlabelled pool.** Clips without a label — files under ``root/unlabelled/``, CSV or Kinetics rows with an
 empty label and no split, or the split ``unlabelled`` (``unlabeled``) — get split ``unlabelled`` and an empty
@@ -52,11 +60,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -64,185 +70,14 @@ import pandas as pd
 
 from cmmvt.config import DataParams, SplitParams
 from cmmvt.data import stratify
+from cmmvt.data.records import (  # the vocabulary every source shares; its public names are the manifest's too
+    COLUMNS, SEGMENT_COLUMNS, LABEL_SEP, SPLITS, UNLABELLED, ISSUES_NAME, ISSUE_COLUMNS,
+    KINETICS_REQUIRED, CSV_REQUIRED, ManifestError, ManifestReport, posix, strip_video_ext, frame, label_set,
+    join_labels, norm_label, norm_split, read_table, scan, clip_name,
+)
 from cmmvt.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = {
-    ".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",
-}
-COLUMNS = ["video_id", "path", "label", "split"]
-SEGMENT_COLUMNS = ["start", "end"]  # optional: seconds of a segment of a longer file (blank: the whole file)
-LABEL_SEP = ";"  # several labels of one clip, sorted, in the ``label`` column: ``cat;dog``
-SPLITS = ("train", "val", "test")  # the labelled splits
-UNLABELLED = "unlabelled"  # the split (and folder) of clips without a label
-ISSUES_NAME = "manifest_issues.csv"
-ISSUE_COLUMNS = ["kind", "path", "reason"]
-
-_SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
-    "unlabelled": UNLABELLED, "unlabeled": UNLABELLED,
-}
-_KINETICS_REQUIRED = ["label", "youtube_id", "time_start", "time_end"]
-_CSV_REQUIRED = ["path", "label"]
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be built or read; ``str()`` is one line naming the path or params key."""
-
-
-@dataclass
-class ManifestReport:
-    """A manifest and everything that did not make it in as-is.
-
-    Attributes:
-        manifest: Columns ``video_id, path, label, split`` sorted by ``video_id``; ``split`` is None
-            where the source gives none (see :func:`assign_splits`).
-        missing: Entries listed in the source CSV with no file on disk (csv: the resolved path;
-            kinetics: the clip name ``<youtube_id>_<start>_<end>``).
-        duplicates: ``(path, reason)``: the same file or clip listed twice, the same clip found in two
-            places (the first kept), or files sharing an id (both kept with distinct ids).
-        skipped: ``(path, reason)``: non-video files, files outside any class folder, unusable CSV rows.
-    """
-
-    manifest: pd.DataFrame
-    missing: list[str] = field(default_factory=list)
-    duplicates: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def _posix(path: str | Path) -> str:
-    return Path(path).as_posix()
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
-def _is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _strip_video_ext(rel: str) -> str:
-    """``a/b.mp4`` → ``a/b``; a name without a video extension is kept whole."""
-    p = Path(rel)
-    return _posix(p.with_suffix("")) if p.suffix.lower() in VIDEO_EXTENSIONS else rel
-
-
-def _frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
-    """Rows → a manifest frame with :data:`COLUMNS` (and :data:`SEGMENT_COLUMNS` where a row has them), sorted by
-    ``video_id``."""
-    rows = list(rows)
-    segments = any("start" in r for r in rows)
-    df = pd.DataFrame(rows, columns=COLUMNS + (SEGMENT_COLUMNS if segments else []))
-    df = df.astype(object)
-    if segments:
-        df[SEGMENT_COLUMNS] = df[SEGMENT_COLUMNS].where(df[SEGMENT_COLUMNS].notna(), "")
-    return df.sort_values("video_id", kind="stable").reset_index(drop=True)
-
-
-def label_set(label: object) -> list[str]:
-    """The labels of a ``label`` cell: ``"cat;dog"`` → ``["cat", "dog"]`` (blank: none)."""
-    return [x for x in (t.strip() for t in str(label).split(LABEL_SEP)) if x] if isinstance(label, str) else []
-
-
-def join_labels(labels: Iterable[str]) -> str:
-    """Several labels → one ``label`` cell: sorted, each once, ``;``-joined."""
-    return LABEL_SEP.join(sorted({x.strip() for x in labels if x and x.strip()}))
-
-
-def _norm_label(text: str) -> str:
-    """A label or folder name compared loosely: case, spaces, underscores and punctuation ignored."""
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
-
-
-def _norm_split(value: object, where: str) -> str | None:
-    """A source split value → ``train``/``val``/``test``/``unlabelled``; blank → None; anything else → error."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    try:
-        return _SPLIT_ALIASES[text.lower()]
-    except KeyError:
-        raise ManifestError(f"{where}: split {text!r} is not one of: train, val (validate), test, unlabelled"
-                            ) from None
-
-
-def _read_table(csv_path: Path, required: list[str]) -> pd.DataFrame:
-    """Read a source CSV as strings (no NA parsing), with lower-cased, stripped column names."""
-    if not csv_path.is_file():
-        raise ManifestError(f"{csv_path}: no such CSV file")
-    try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise ManifestError(f"{csv_path}: empty CSV (expected a header with {', '.join(required)})") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{csv_path}: not a readable CSV: {str(exc).strip().splitlines()[0]}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ManifestError(
-            f"{csv_path}: missing column(s) {', '.join(missing)} (found: {', '.join(df.columns)};"
-            f" expected {', '.join(required)})"
-        )
-    return df.apply(lambda col: col.str.strip())
-
-
-# ------------------------------------------------------------------------------------------ scanning
-
-
-def scan(root: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Every video file under ``root`` at any depth, and the other files.
-
-    Hidden files and folders are ignored. Symlinked folders are followed once (loops are cut).
-
-    Args:
-        root: The folder to scan.
-
-    Returns:
-        ``(files, skipped)``: the video files as ``root``-joined paths sorted by their path relative to
-        ``root``, and ``(path, reason)`` for every non-video file.
-
-    Raises:
-        ManifestError: ``root`` is not a folder.
-    """
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise ManifestError(f"{root}: no such folder")
-    found: list[tuple[str, Path]] = []
-    skipped: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop or a second link to a folder already scanned
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        rel_dir = Path(dirpath).relative_to(base)
-        for name in sorted(filenames):
-            if _is_hidden(name):
-                continue
-            rel = rel_dir / name
-            path = base / rel
-            if not path.is_file():  # broken symlink, socket, ...
-                skipped.append((_posix(path), "not a regular file (broken link?)"))
-            elif _is_video(name):
-                found.append((_posix(rel), path))
-            else:
-                ext = Path(name).suffix.lower() or "no extension"
-                skipped.append((_posix(path), f"not a video file ({ext})"))
-    found.sort(key=lambda item: item[0])
-    skipped.sort()
-    return [p for _, p in found], skipped
-
 
 def _make_ids(keys: list[str]) -> tuple[list[str], dict[int, list[int]]]:
     """Unique ids for unique relative paths: the path without extension, or the whole path on a clash.
@@ -251,7 +86,7 @@ def _make_ids(keys: list[str]) -> tuple[list[str], dict[int, list[int]]]:
         The ids (same order as ``keys``) and, for each key that had to keep its extension, the indices
         of the keys it clashed with.
     """
-    ids = [_strip_video_ext(k) for k in keys]
+    ids = [strip_video_ext(k) for k in keys]
     whole = [False] * len(keys)
     clashed: dict[int, list[int]] = {}
     while True:
@@ -275,7 +110,7 @@ def _clash_reasons(keys: list[str], paths: list[str], ids: list[str],
     out = []
     for i in sorted(clashed, key=lambda i: keys[i]):
         others = ", ".join(sorted({paths[j] for j in clashed[i]}))
-        out.append((paths[i], f"same id {_strip_video_ext(keys[i])!r} as {others}; kept with id {ids[i]!r}"))
+        out.append((paths[i], f"same id {strip_video_ext(keys[i])!r} as {others}; kept with id {ids[i]!r}"))
     return out
 
 
@@ -291,7 +126,7 @@ def unique_ids(root: str | Path, files: Iterable[str | Path]) -> dict[str, Path]
     """
     base = Path(root).expanduser()
     paths = [Path(f) for f in files]
-    keys = [_posix(p.relative_to(base)) for p in paths]
+    keys = [posix(p.relative_to(base)) for p in paths]
     ids, _ = _make_ids(keys)
     return dict(sorted(zip(ids, paths)))
 
@@ -319,22 +154,19 @@ def from_folder(root: str | Path) -> ManifestReport:
     for f in files:
         rel = f.relative_to(base)
         if len(rel.parts) < 2:
-            skipped.append((_posix(f), "not inside a class folder (expected root/<label>/<file>)"))
+            skipped.append((posix(f), "not inside a class folder (expected root/<label>/<file>)"))
         else:
             in_class.append(f)
-    keys = [_posix(f.relative_to(base)) for f in in_class]
-    paths = [_posix(f) for f in in_class]
+    keys = [posix(f.relative_to(base)) for f in in_class]
+    paths = [posix(f) for f in in_class]
     ids, clashed = _make_ids(keys)
     rows = []
     for vid, path, key in zip(ids, paths, keys):
         folder = key.split("/", 1)[0]
         pool = folder == UNLABELLED
         rows.append({"video_id": vid, "path": path, "label": "" if pool else folder, "split": UNLABELLED if pool else None})
-    return ManifestReport(_frame(rows), [], _clash_reasons(keys, paths, ids, clashed), sorted(skipped))
+    return ManifestReport(frame(rows), [], _clash_reasons(keys, paths, ids, clashed), sorted(skipped))
 
-
-def _clip_name(youtube_id: str, start: str, end: str) -> str:
-    return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
 
 
 def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
@@ -361,7 +193,7 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
     """
     csv_path = Path(csv_path).expanduser()
     base = Path(root).expanduser()
-    table = _read_table(csv_path, _KINETICS_REQUIRED)
+    table = read_table(csv_path, KINETICS_REQUIRED)
     files, skipped = scan(base)
     index: dict[str, list[Path]] = defaultdict(list)
     for f in files:
@@ -378,14 +210,14 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
         where = f"{csv_path}:{line}"
         label = rec.label
         try:
-            clip = _clip_name(rec.youtube_id, rec.time_start, rec.time_end)
+            clip = clip_name(rec.youtube_id, rec.time_start, rec.time_end)
         except (ValueError, OverflowError):
             skipped.append((where, f"bad time_start/time_end {rec.time_start!r}, {rec.time_end!r}"))
             continue
         if not rec.youtube_id:
             skipped.append((where, "empty youtube_id"))
             continue
-        split = _norm_split(rec.split, where) if has_split else None
+        split = norm_split(rec.split, where) if has_split else None
         if not label and split in SPLITS:
             skipped.append((where, f"clip {clip}: empty label in split {split}"))
             continue
@@ -403,21 +235,21 @@ def from_kinetics(csv_path: str | Path, root: str | Path) -> ManifestReport:
             first[clip] = (line, label, clip)
             missing.append(clip)
             continue
-        want = _norm_label(label)
+        want = norm_label(label)
         ranked = sorted(found, key=lambda f: (
-            not any(_norm_label(part) == want for part in f.relative_to(base).parts[:-1]),
-            _posix(f.relative_to(base)),
+            not any(norm_label(part) == want for part in f.relative_to(base).parts[:-1]),
+            posix(f.relative_to(base)),
         ))
-        kept = _posix(ranked[0])
+        kept = posix(ranked[0])
         for other in ranked[1:]:
-            duplicates.append((_posix(other), f"another copy of clip {clip}; kept {kept}"))
+            duplicates.append((posix(other), f"another copy of clip {clip}; kept {kept}"))
         first[clip] = (line, label, kept)
         used.add(clip)
         rows.append({"video_id": clip, "path": kept, "label": label, "split": split, **segment})
     unlisted = sum(len(v) for k, v in index.items() if k not in used)
     if unlisted:
         log.info("%s: %d video file(s) under %s are not listed in the CSV (ignored)", csv_path, unlisted, root)
-    return ManifestReport(_frame(rows), missing, duplicates, skipped)
+    return ManifestReport(frame(rows), missing, duplicates, skipped)
 
 
 def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestReport:
@@ -442,12 +274,12 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
     if root is not None and not Path(root).expanduser().is_dir():
         raise ManifestError(f"{root}: no such folder (relative paths of {csv_path} are resolved against it)")
     base = Path(root).expanduser() if root is not None else csv_path.parent
-    table = _read_table(csv_path, ["path"])
+    table = read_table(csv_path, ["path"])
     if "label" not in table.columns and "labels" in table.columns:  # several labels per clip, ``;``-separated
         table = table.rename(columns={"labels": "label"})
     if "label" not in table.columns:
         raise ManifestError(f"{csv_path}: missing column(s) label (or labels) (found: {', '.join(table.columns)}; "
-                            f"expected {', '.join(_CSV_REQUIRED)})")
+                            f"expected {', '.join(CSV_REQUIRED)})")
     table["label"] = [join_labels(label_set(x)) for x in table["label"]]
     segments = {"start", "end"} <= set(table.columns)
     has_split = "split" in table.columns
@@ -466,8 +298,8 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
             continue
         given = Path(rec.path).expanduser()
         path = given if given.is_absolute() else base / given
-        shown = _posix(path)
-        split = _norm_split(rec.split, where) if has_split else None
+        shown = posix(path)
+        split = norm_split(rec.split, where) if has_split else None
         if not rec.label and split in SPLITS:
             skipped.append((shown, f"empty label in split {split} at {where}"))
             continue
@@ -487,16 +319,16 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
             missing.append(shown)
             continue
         rel = os.path.relpath(os.path.abspath(path), base_abs)
-        key = _posix(rel) if not rel.startswith("..") else _posix(os.path.abspath(path)).lstrip("/")
+        key = posix(rel) if not rel.startswith("..") else posix(os.path.abspath(path)).lstrip("/")
         if segment:
-            key = f"{_strip_video_ext(key)}_{_seconds(segment['start'] or 0):06d}_{_seconds(segment['end']):06d}"
+            key = f"{strip_video_ext(key)}_{_seconds(segment['start'] or 0):06d}_{_seconds(segment['end']):06d}"
         entries.append((key, shown, label, split, segment))
     keys = [e[0] for e in entries]
     paths = [e[1] for e in entries]
     ids, clashed = _make_ids(keys)
     duplicates += _clash_reasons(keys, paths, ids, clashed)
     rows = [{"video_id": vid, "path": e[1], "label": e[2], "split": e[3], **e[4]} for vid, e in zip(ids, entries)]
-    return ManifestReport(_frame(rows), missing, duplicates, skipped)
+    return ManifestReport(frame(rows), missing, duplicates, skipped)
 
 
 def _seconds(value: str | float) -> int:
@@ -613,7 +445,7 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
     if "split" not in out.columns:
         out["split"] = None
     out = out.sort_values("video_id", kind="stable").reset_index(drop=True)
-    split = [_norm_split(v, f"video_id {vid!r}") for vid, v in zip(out["video_id"], out["split"].astype(object))]
+    split = [norm_split(v, f"video_id {vid!r}") for vid, v in zip(out["video_id"], out["split"].astype(object))]
     labels = [str(x) for x in out["label"]]
     todo: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(split):

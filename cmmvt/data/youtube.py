@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cmmvt.data import manifest as m
+from cmmvt.data import records as m
 
 __all__ = ["SegmentFiles", "from_audioset", "from_vggsound", "read_class_index"]
 
@@ -50,10 +50,10 @@ class SegmentFiles:
         for name in (f"{youtube_id}_{s:06d}_{e:06d}", f"{youtube_id}_{s:06d}", f"{youtube_id}_{s}_{e}",
                      f"{youtube_id}_{s}", f"Y{youtube_id}_{start:.3f}_{end:.3f}", f"{youtube_id}_{start:.3f}_{end:.3f}"):
             if name in self.by_stem:
-                return sorted(self.by_stem[name], key=m._posix), False
+                return sorted(self.by_stem[name], key=m.posix), False
         for name in (youtube_id, f"Y{youtube_id}"):
             if name in self.by_stem:
-                return sorted(self.by_stem[name], key=m._posix), True
+                return sorted(self.by_stem[name], key=m.posix), True
         return [], False
 
 
@@ -71,7 +71,7 @@ def segment_rows(table: pd.DataFrame, root: Path, where: str) -> m.ManifestRepor
         if not rec.youtube_id or not end > start >= 0:
             skipped.append((line, f"bad segment {rec.youtube_id!r} {rec.start}–{rec.end}"))
             continue
-        clip = m._clip_name(rec.youtube_id, rec.start, rec.end)
+        clip = m.clip_name(rec.youtube_id, rec.start, rec.end)
         if clip in seen:
             duplicates.append((clip, f"segment listed again at {line}; first at {seen[clip]}"))
             continue
@@ -81,17 +81,17 @@ def segment_rows(table: pd.DataFrame, root: Path, where: str) -> m.ManifestRepor
             missing.append(clip)
             continue
         for other in found[1:]:
-            duplicates.append((m._posix(other), f"another copy of {clip}; kept {m._posix(found[0])}"))
-        row = {"video_id": clip, "path": m._posix(found[0]), "label": rec.label, "split": rec.split}
+            duplicates.append((m.posix(other), f"another copy of {clip}; kept {m.posix(found[0])}"))
+        row = {"video_id": clip, "path": m.posix(found[0]), "label": rec.label, "split": rec.split}
         if whole:
             row |= {"start": f"{start:g}", "end": f"{end:g}"}
         rows.append(row)
-    return m.ManifestReport(m._frame(rows), missing, duplicates, skipped)
+    return m.ManifestReport(m.frame(rows), missing, duplicates, skipped)
 
 
 def read_class_index(path: str | Path) -> dict[str, str]:
     """AudioSet's ``class_labels_indices.csv`` (``index,mid,display_name``) → ``{mid: display_name}``."""
-    table = m._read_table(Path(path).expanduser(), ["mid", "display_name"])
+    table = m.read_table(Path(path).expanduser(), ["mid", "display_name"])
     return dict(zip(table["mid"], table["display_name"]))
 
 
@@ -141,5 +141,5 @@ def from_vggsound(csv_path: str | Path, root: str | Path) -> m.ManifestReport:
     if len(t) and not t["start"].iloc[0].replace(".", "", 1).isdigit():  # a header row
         t = t.iloc[1:]
     t["end"] = [f"{float(s) + VGGSOUND_SECONDS:g}" if s.replace(".", "", 1).isdigit() else "" for s in t["start"]]
-    t["split"] = [m._norm_split(s, f"{csv_path} row {i + 1}") for i, s in enumerate(t["split"])]
+    t["split"] = [m.norm_split(s, f"{csv_path} row {i + 1}") for i, s in enumerate(t["split"])]
     return segment_rows(t, Path(root).expanduser(), str(csv_path))

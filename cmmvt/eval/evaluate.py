@@ -8,6 +8,11 @@ Writes into ``out`` (default ``reports/eval``)::
     predictions.csv  video_id, actual, predicted                        (a DVC ``confusion`` plot)
     confusion.png    the confusion matrix with class names
 
+With several labels per clip (``train.task: multilabel``): metrics.json holds mAP, mean_auc, d_prime and clips
+(:func:`cmmvt.eval.metrics.multilabel_metrics`), per_class.csv ``class, support, ap``, predictions.csv the labels
+above the checkpoint's thresholds (chosen on val) ``;``-joined, and confusion.png each class's AP (a clip of
+several labels has no single confusion cell).
+
 Each test clip is classified whole, in one pass of up to ``model.max_frames`` rows (VTN's whole-video
 inference, Neimark et al. 2021); a longer clip from evenly spaced views with averaged logits
 (``evaluate.views``, by default as many as cover it). ``evaluate.max_frames`` caps the rows per view
@@ -56,21 +61,24 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
     world = world or distributed.from_env()
     with distributed.joined(world), distributed.sigterm_as_exit():
         distributed.share_cores(world)
-        logits, s, names = _logits(p, model_path or p.paths.classifier, features, split, world)
-        result = _metrics(logits, np.asarray(s.labels), names)
+        logits, s, names, ckpt = _logits(p, model_path or p.paths.classifier, features, split, world)
+        multilabel = "thresholds" in ckpt
+        result = (metrics.multilabel_metrics(logits, np.asarray(s.labels)) | {"clips": len(s.ids)} if multilabel
+                  else _metrics(logits, np.asarray(s.labels), names))
         if world.lead:
-            _write(Path(out or f"{p.paths.reports}/eval"), result, logits, s, names)
+            _write(Path(out or f"{p.paths.reports}/eval"), result, logits, s, names, ckpt.get("thresholds"))
         distributed.barrier(world)  # the reports are written
     return result
 
 
 def _logits(p: Params, model_path: str | Path, features: str | Path | None, split: str, world: World
-            ) -> tuple[np.ndarray, Split, list[str]]:
-    """The (N, C) logits of the clips of ``split``, the split and the class names."""
+            ) -> tuple[np.ndarray, Split, list[str], dict]:
+    """The (N, C) logits of the clips of ``split``, the split, the class names and the checkpoint."""
     model, ckpt = load_checkpoint(model_path)
     features = Path(features or p.extract.out)
     names: list[str] = ckpt["labels"]
-    sp, manifest_names = splits(manifest_mod.read(p.data.manifest), features, model.modalities)
+    sp, manifest_names = splits(manifest_mod.read(p.data.manifest), features, model.modalities,
+                                multilabel="thresholds" in ckpt)
     if manifest_names != names:
         raise ValueError(f"{model_path}: trained on classes {names}, the manifest has {manifest_names}")
     s = sp[split]
@@ -79,7 +87,7 @@ def _logits(p: Params, model_path: str | Path, features: str | Path | None, spli
     trained = Params.model_validate(ckpt["params"])
     frames = eval_frames(trained.model_copy(update={"evaluate": p.evaluate}))
     ds = ClipDataset(features, s.ids, s.labels, model.modalities, frames, views=p.evaluate.views)
-    return predict(model, ds, world=world), s, names  # (N, C)
+    return predict(model, ds, world=world), s, names, ckpt  # (N, C)
 
 
 def _metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -91,17 +99,50 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[s
     return result
 
 
-def _write(out: Path, result: dict[str, float], logits: np.ndarray, s: Split, names: list[str]) -> None:
+def _write(out: Path, result: dict[str, float], logits: np.ndarray, s: Split, names: list[str],
+           thresholds: list[float] | None = None) -> None:
     """Write metrics.json, per_class.csv, predictions.csv and confusion.png into ``out``."""
     labels = np.asarray(s.labels)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if thresholds is not None:  # several labels per clip
+        ap = metrics.per_class_ap(logits, labels)
+        pd.DataFrame({"class": names, "support": labels.sum(0).astype(int), "ap": ap}).to_csv(
+            out / "per_class.csv", index=False, float_format="%.4f")
+        above = 1 / (1 + np.exp(-logits)) >= np.asarray(thresholds)  # (N, C)
+        pd.DataFrame({"video_id": s.ids, "actual": [_joined(names, r > 0) for r in labels],
+                      "predicted": [_joined(names, r) for r in above]}).to_csv(out / "predictions.csv", index=False)
+        plot_ap(ap, names, out / "confusion.png")
+        return
     pd.DataFrame(metrics.per_class(logits, labels, names)).to_csv(out / "per_class.csv", index=False,
                                                                   float_format="%.4f")
     pred = logits.argmax(1)
     pd.DataFrame({"video_id": s.ids, "actual": [names[i] for i in labels],
                   "predicted": [names[i] for i in pred]}).to_csv(out / "predictions.csv", index=False)
     plot_confusion(metrics.confusion(logits, labels, len(names)), names, out / "confusion.png")
+
+
+def _joined(names: list[str], on: np.ndarray) -> str:
+    """The names where ``on`` (C,) is true, ``;``-joined."""
+    return manifest_mod.join_labels(n for n, x in zip(names, on) if x)
+
+
+def plot_ap(ap: np.ndarray, names: list[str], path: str | Path) -> None:
+    """Save each class's average precision as a bar chart PNG (multi-label clips have no confusion matrix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2 + 0.4 * len(names), 3.5))
+    ax.bar(range(len(names)), np.nan_to_num(ap))
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("average precision (test)")
+    ax.set_title(f"mAP {np.nanmean(ap):.3f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path) -> None:

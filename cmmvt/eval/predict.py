@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cmmvt.features import extract, sound
@@ -65,7 +64,9 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
 
     Returns:
         One ``{"path", "top": [(label, probability), ...]}`` per video, or ``{"path", "error"}`` for a file
-        that cannot be decoded.
+        that cannot be decoded. A multi-label model (``train.task: multilabel``) gives each label's own sigmoid
+        probability and also ``"labels"``: every label at or above its threshold (chosen on val), most probable
+        first.
     """
     model, ckpt = load_checkpoint(model_path)
     p = extract_params(ckpt)
@@ -74,6 +75,7 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
     views = views or params.evaluate.views
     frames = eval_frames(params)
     labels: list[str] = ckpt["labels"]
+    cut = torch.tensor(ckpt["thresholds"]) if "thresholds" in ckpt else None  # (C,) multi-label thresholds
     results = []
     for path in paths:
         try:
@@ -82,8 +84,11 @@ def predict(paths: list[str | Path], model_path: str | Path, top_k: int = 5, vie
             results.append({"path": str(path), "error": exc.reason})
             continue
         logits = model(clip_views(rows, frames, views)).mean(0)  # (C,)
-        prob = logits.softmax(-1)
+        prob = logits.softmax(-1) if cut is None else logits.sigmoid()
         top = prob.topk(min(top_k, len(labels)))
-        results.append({"path": str(path),
-                        "top": [(labels[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]})
+        result = {"path": str(path),
+                  "top": [(labels[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]}
+        if cut is not None:
+            result["labels"] = [labels[i] for i in prob.argsort(descending=True).tolist() if prob[i] >= cut[i]]
+        results.append(result)
     return results

@@ -215,6 +215,9 @@ def timeline(model: Classifier, ckpt: dict[str, Any], readers: Mapping[str, cach
             whole-clip prediction, with ``explain`` its relevance.
         explain: Also the attention rollout over the rows (:mod:`cmmvt.eval.explain`).
     """
+    if "thresholds" in ckpt:
+        raise ValueError("timelines score each window by a softmax over one label per clip; a multi-label model "
+                         "(train.task=multilabel) is not supported by --timeline yet")
     labels: list[str] = ckpt["labels"]
     mp = ckpt["params"]["model"]
     fps = float(readers[model.modalities[0]].attrs["fps"])

@@ -45,6 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cmmvt import config
 from cmmvt.config import PathParams
 from cmmvt.distributed import cores
 from cmmvt.io import atomic_write_text
@@ -222,6 +223,9 @@ def check_upstream(root: Path) -> None:
         AblateError: ``synth``, ``prepare`` or ``extract@*`` is not up to date in the workspace (then every
             queued experiment would regenerate the clips or re-extract the features).
     """
+    if config.load(root / "params.yaml").train.task == "multilabel":
+        raise AblateError("train.task = 'multilabel': the ablation grids compare test top-1, which clips with several "
+                          "labels do not have; compare mAP from `dvc exp show` instead")
     stale = json.loads(dvc(root, "status", "--json", *UPSTREAM) or "{}")
     if stale:
         raise AblateError(f"stages {', '.join(sorted(stale))} are not up to date, so every experiment would "

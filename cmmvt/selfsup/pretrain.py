@@ -352,7 +352,7 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
               world: World) -> PretrainResult:
     seed_everything(p.seed)
     df = manifest_mod.read(p.data.manifest)
-    sp, _ = splits(df, features, MODALITIES)
+    sp, _ = splits(df, features, MODALITIES, multilabel=True)  # ids only: no label is read
     ids = [i for s in p.pretrain.splits for i in sp[s].ids]  # no labels are used
     if not ids:
         raise ValueError(f"pretrain.splits = {p.pretrain.splits}: no clips with both caches in those splits")

@@ -31,37 +31,56 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cmmvt.data.manifest import SPLITS, UNLABELLED
+from cmmvt.data.manifest import LABEL_SEP, SPLITS, UNLABELLED, label_set
 from cmmvt.features.cache import CacheReader
 
 
 @dataclass(frozen=True)
 class Split:
-    """The ids and integer labels of one split."""
+    """The ids and labels of one split: integer labels, or (multi-label) each clip's (C,) 0/1 targets."""
 
     ids: list[str]
-    labels: list[int]
+    labels: list[int] | list[list[float]]
 
 
 def label_names(manifest: pd.DataFrame) -> list[str]:
-    """Sorted class names: index = integer label (the unlabelled pool is no class)."""
-    return sorted(manifest.loc[manifest["split"] != UNLABELLED, "label"].astype(str).unique())
+    """Sorted class names: index = integer label (the unlabelled pool is no class; ``a;b`` is two classes)."""
+    cells = manifest.loc[manifest["split"] != UNLABELLED, "label"].astype(str).unique()
+    return sorted({name for cell in cells for name in label_set(cell)})
 
 
-def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[str]) -> tuple[dict[str, Split], list[str]]:
+def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[str],
+           multilabel: bool = False) -> tuple[dict[str, Split], list[str]]:
     """Split the manifest into train/val/test (and the unlabelled pool) over the clips present in every needed cache.
 
     Args:
         manifest: video_id, path, label, split.
         features: Features root holding ``<modality>/`` caches.
         modalities: The caches that must hold a clip (failed extractions are left out).
+        multilabel: Labels as (C,) 0/1 targets (``train.task: multilabel``) instead of integers.
 
     Returns:
         ``({split: Split}, label_names)`` for the splits ``train``, ``val``, ``test`` and ``unlabelled`` (whose
-        labels are all -1: only self-supervised stages read it).
+        labels are all -1, or all-zero targets: only self-supervised stages read it).
+
+    Raises:
+        ValueError: Clips with several labels and ``multilabel`` False (one line naming a clip and the key).
     """
     names = label_names(manifest)
     index = {n: i for i, n in enumerate(names)}
+    several = manifest.loc[manifest["label"].astype(str).str.contains(LABEL_SEP, regex=False)]
+    if len(several) and not multilabel:
+        raise ValueError(f"{len(several)} clip(s) have several labels (e.g. {several['video_id'].iloc[0]}: "
+                         f"{several['label'].iloc[0]!r}): set train.task=multilabel")
+
+    def target(cell: object) -> int | list[float]:
+        if not multilabel:
+            return index[str(cell)]
+        hot = [0.0] * len(names)
+        for name in label_set(cell):
+            hot[index[name]] = 1.0
+        return hot
+
     cached = None
     for m in modalities:
         with CacheReader(features, m) as r:
@@ -70,7 +89,8 @@ def splits(manifest: pd.DataFrame, features: str | Path, modalities: Sequence[st
     out = {}
     for split in SPLITS + (UNLABELLED,):
         rows = manifest[(manifest["split"] == split) & manifest["video_id"].isin(cached or set())]
-        labels = [-1] * len(rows) if split == UNLABELLED else [index[str(x)] for x in rows["label"]]
+        labels = ([target("")] * len(rows) if multilabel else [-1] * len(rows)) if split == UNLABELLED else \
+            [target(x) for x in rows["label"]]
         out[split] = Split(rows["video_id"].tolist(), labels)
     return out, names
 
@@ -84,13 +104,13 @@ def per_class_subset(split: Split, n: int | None, seed: int, stream: int = 0) ->
     """
     if n is None:
         return split
-    labels = np.asarray(split.labels)
-    keep: list[int] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
+    labels = np.asarray(split.labels)  # (N,) integers or (N, C) multi-label targets
+    kept: set[int] = set()
+    for c in (range(labels.shape[1]) if labels.ndim == 2 else np.unique(labels)):
+        idx = np.flatnonzero(labels[:, c] > 0 if labels.ndim == 2 else labels == c)
         rng = np.random.default_rng([seed, int(c), stream])
-        keep.extend(rng.permutation(idx)[:n].tolist())
-    keep.sort()
+        kept.update(rng.permutation(idx)[:n].tolist())  # multi-label: the union of each class's draw
+    keep = sorted(kept)
     return Split([split.ids[i] for i in keep], [split.labels[i] for i in keep])
 
 

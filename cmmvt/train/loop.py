@@ -52,6 +52,7 @@ from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.models import MODALITIES, Classifier, build_model
 from cmmvt.runtime import live_logger, seed_everything, steps, warmup_cosine
 from cmmvt.train.dataset import ClipDataset, Split, per_class_subset, splits
+from cmmvt.train import objective
 from cmmvt.train.sampler import GlobalBatches
 
 
@@ -60,17 +61,19 @@ class TrainResult:
     """What :func:`train` did."""
 
     best_epoch: int  #: the epoch of the checkpoint kept (``train.select``)
-    best_val_top1: float  #: its validation top-1
+    best_val_top1: float  #: its validation score: top-1, or mAP for several labels per clip (``metric``)
     epochs_run: int
     train_clips: int
     steps: int  #: optimiser steps taken (global batches)
     step_seconds: float  #: time in those steps on this rank (validation excluded)
     baseline_val_top1: float | None = None  #: nearest-centroid on the same clips' frozen clip-mean features
     kept: str = "best"  #: which checkpoint was kept (:func:`selection`): ``best`` or ``last``
+    metric: str = "top1"  #: the validation score's name (:data:`cmmvt.train.objective.SCORE`)
 
     def line(self) -> str:
         """One line for the stage and the CLI (and a second where a simpler classifier does better on val)."""
-        out = (f"{self.kept} val top-1 {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs "
+        shown = {"top1": "top-1"}.get(self.metric, self.metric)
+        out = (f"{self.kept} val {shown} {self.best_val_top1:.3f} at epoch {self.best_epoch} ({self.epochs_run} epochs "
                f"run, {self.steps} steps at {self.steps / max(self.step_seconds, 1e-9):.3g} steps/s)")
         if self.baseline_val_top1 is not None and self.baseline_val_top1 > self.best_val_top1:
             out += (f"\nnote: nearest-centroid on the frozen clip-mean features scores {self.baseline_val_top1:.3f} on "
@@ -86,7 +89,7 @@ def _datasets(p: Params, features: str | Path, df: pd.DataFrame) -> tuple[dict[s
     set to choose a checkpoint on. Both draws follow ``train.label_draw`` (not ``seed``), so runs that differ
     in method or seed see the same labelled clips.
     """
-    sp, names = splits(df, features, MODALITIES[p.model.modalities])
+    sp, names = splits(df, features, MODALITIES[p.model.modalities], multilabel=p.train.task == "multilabel")
     sp["train_all"] = sp["train"]
     sp["train"] = per_class_subset(sp["train"], p.train.labels_per_class, p.train.label_draw)
     sp["val"] = per_class_subset(sp["val"], p.train.labels_per_class, p.train.label_draw, stream=1)
@@ -254,7 +257,8 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
     # encoders' unused token-embedding tables stay without gradients, as in one process)
     net = DistributedDataParallel(model, static_graph=True) if world.group else model
     torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=p.train.label_smoothing)
+    loss_fn = objective.loss_fn(p.train, sp["train"].labels)
+    task, metric = p.train.task, objective.SCORE[p.train.task]
     live = live_logger(live_dir) if world.lead else None
     provenance = feature_params(features, mods)
     best = (-1.0, -1)
@@ -275,32 +279,33 @@ def _train(p: Params, out: Path, live_dir: str | Path | None, features: Path, pr
             sched.step()
             step += 1
             loss_sum += loss.item() * share.clips
-            correct += int((logits[: share.clips].argmax(1) == batch["label"][: share.clips]).sum())
+            correct += objective.hits(task, logits[: share.clips], batch["label"][: share.clips])
             seen += share.clips
             if step == ends[-1]:
                 break
         seconds += time.perf_counter() - t0
         loss_sum, correct, seen = (sum(x) for x in zip(*distributed.all_gather(world, (loss_sum, correct, seen))))
         val_logits = predict(model, val_ds, world=world)  # (N_val, C), on every rank
-        val_top1 = float((val_logits.argmax(1) == np.asarray(val_split.labels)).mean())
+        val_top1 = objective.score(task, val_logits, val_split.labels)  # top-1, or mAP for several labels
         if live is not None:
             live.log_metric("train/loss", loss_sum / seen)
-            live.log_metric("train/top1", correct / seen)
-            live.log_metric("val/top1", val_top1)
+            live.log_metric("train/top1" if task == "multiclass" else "train/exact_match", correct / seen)
+            live.log_metric(f"val/{metric}", val_top1)
             live.log_metric("lr", sched.get_last_lr()[0])
             live.next_step()
         last = step == ends[-1]
         if (select == "best" and val_top1 > best[0]) or (select == "last" and last):
             best = (val_top1, epoch)
             if world.lead:
-                save_checkpoint(out, model, p, names, train_ds.dims, provenance)
+                save_checkpoint(out, model, p, names, train_ds.dims, provenance,
+                                objective.thresholds(p.train, val_logits, val_split.labels))
         elif select == "best" and epoch - best[1] >= patience:
             break
         if last:
             break
     if live is not None:
         live.end()
-    few = p.train.labels_per_class is not None and world.lead  # where a simpler classifier may well win
+    few = p.train.labels_per_class is not None and world.lead and task == "multiclass"  # a simpler one may win
     baseline = nearest_centroid_val(features, sp | {"val": val_split}, mods) if few else None
     return TrainResult(best_epoch=best[1], best_val_top1=best[0], epochs_run=epoch + 1, train_clips=len(train_ds),
-                       steps=step, step_seconds=seconds, baseline_val_top1=baseline, kept=select)
+                       steps=step, step_seconds=seconds, baseline_val_top1=baseline, kept=select, metric=metric)
