@@ -103,12 +103,14 @@ def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
                          antialias=True)[0].permute(1, 2, 0).numpy()
 
 
-def render_video(rng: np.random.Generator, word: str, width: int, height: int, frames: int) -> np.ndarray:
-    """A photograph of the object, framed like a picture held up, drifting over a panning scene.
+def render_video(rng: np.random.Generator, word: str | list[str], width: int, height: int, frames: int) -> np.ndarray:
+    """A photograph of the object (of each object of a list), framed like a picture held up, drifting over a
+    panning scene.
 
     Returns:
         ``(frames, height, width, 3)`` uint8.
     """
+    words = [word] if isinstance(word, str) else list(word)
     objects, scenes = _material()
     scene = scenes[rng.integers(len(scenes))]
     ph, pw = scene.shape[:2]  # 427, 640
@@ -116,7 +118,24 @@ def render_video(rng: np.random.Generator, word: str, width: int, height: int, f
     scene = _resize(scene, int(ph * zoom) + 1, int(pw * zoom) + 1)  # (H', W', 3)
     free = np.array(scene.shape[:2]) - [height, width]  # room to pan
     b0, b1 = rng.integers(0, free + 1), rng.integers(0, free + 1)  # the view's top-left at the start, the end
-    photo = objects[word][rng.integers(len(objects[word]))]
+    sprites = [_sprite(rng, objects[w], width, height) for w in words]  # [(sprite, start, end)]
+    out = np.empty((frames, height, width, 3), np.uint8)
+    for f in range(frames):
+        u = f / max(frames - 1, 1)
+        y, x = (b0 + u * (b1 - b0)).astype(int)
+        frame = scene[y : y + height, x : x + width].copy()  # (height, width, 3)
+        for sprite, a0, a1 in sprites:
+            ty, tx = (a0 + u * (a1 - a0)).astype(int)
+            frame[ty : ty + sprite.shape[0], tx : tx + sprite.shape[1]] = sprite
+        out[f] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
+
+
+def _sprite(rng: np.random.Generator, photos: list[np.ndarray], width: int, height: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random crop of one of an object's photographs, scaled to 25–45 % of the frame's shorter side, and its
+    top-left corner at the start and the end of the clip."""
+    photo = photos[rng.integers(len(photos))]
     oh, ow = photo.shape[:2]
     keep = rng.uniform(0.6, 1.0)  # a random crop of the object's photograph
     ch, cw = int(oh * keep), int(ow * keep)
@@ -126,21 +145,23 @@ def render_video(rng: np.random.Generator, word: str, width: int, height: int, f
     sprite = _resize(photo[y : y + ch, x : x + cw], sh, sw)  # (sh, sw, 3)
     a0 = np.array([rng.uniform(0, height - sh), rng.uniform(0, width - sw)])  # top-left at the start
     a1 = np.clip(a0 + rng.normal(0, 0.15, 2) * [height, width], 0, [height - sh, width - sw])
-    out = np.empty((frames, height, width, 3), np.uint8)
-    for f in range(frames):
-        u = f / max(frames - 1, 1)
-        y, x = (b0 + u * (b1 - b0)).astype(int)
-        frame = scene[y : y + height, x : x + width].copy()  # (height, width, 3)
-        ty, tx = (a0 + u * (a1 - a0)).astype(int)
-        frame[ty : ty + sh, tx : tx + sw] = sprite
-        out[f] = np.clip(frame, 0, 255).astype(np.uint8)
-    return out
+    return sprite, a0, a1
 
 
-def render_audio(rng: np.random.Generator, speaker: Speaker, word: str, voice: str, seconds: float) -> np.ndarray:
-    """The word spoken once at a random instant over a noise bed: ``(seconds · 22050,)`` float32."""
-    speech = speaker.say(word, voice, rate=int(rng.integers(120, 200)), pitch=int(rng.integers(25, 75)))
-    return over_noise(rng, speech, int(round(seconds * SPEECH_RATE)))
+def render_audio(rng: np.random.Generator, speaker: Speaker, word: str | list[str], voice: str,
+                 seconds: float) -> np.ndarray:
+    """The word (each word of a list) spoken once at a random instant over a noise bed: ``(seconds · 22050,)``
+    float32."""
+    words = [word] if isinstance(word, str) else list(word)
+    n = int(round(seconds * SPEECH_RATE))
+    out = over_noise(rng, speaker.say(words[0], voice, rate=int(rng.integers(120, 200)),
+                                      pitch=int(rng.integers(25, 75))), n)
+    for w in words[1:]:  # the others at their own instant, rate, pitch and level (they may overlap)
+        speech = speaker.say(w, voice, rate=int(rng.integers(120, 200)), pitch=int(rng.integers(25, 75)))[: n - 1]
+        start = rng.integers(0, n - len(speech))
+        out[start : start + len(speech)] += speech * 10 ** (rng.uniform(-24, -3) / 20) / max(
+            float(np.abs(speech).max()), 1e-6)
+    return np.clip(out, -1, 1).astype(np.float32)
 
 
 def over_noise(rng: np.random.Generator, sound: np.ndarray, n: int) -> np.ndarray:
@@ -193,6 +214,40 @@ def make(out: str | Path, per_class: int = 30, seed: int = 0, durations: tuple[f
             _encode(path, frames, fps, audio, SPEECH_RATE)
             rows.append({"path": str(path.relative_to(out)), "label": "" if split == "unlabelled" else word,
                          "split": split})
+    csv = out / "clips.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def make_multilabel(out: str | Path, counts: tuple[int, int, int] = (240, 80, 80), seed: int = 0, classes: int = 10,
+                    durations: tuple[float, float] = (3.0, 5.0)) -> Path:
+    """Write clips of one or two objects — each shown and its name spoken — and ``clips.csv`` (``path,labels,split``).
+
+    Half the clips hold one object, half two different ones (their photographs both in the picture, both names
+    spoken by one voice at their own instants); the labels are the objects, ``;``-joined. Voices are held out in
+    val and test as in :func:`make`; sizes, frame rates and codecs as there.
+
+    Args:
+        counts: Clips in train, val and test.
+
+    Returns:
+        The CSV's path.
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    speaker = Speaker()
+    rows = []
+    for split, n in zip(("train", "val", "test"), counts):
+        for _ in range(n):
+            words = sorted(rng.choice(WORDS[:classes], size=int(rng.integers(1, 3)), replace=False).tolist())
+            width, height = SIZES[rng.integers(len(SIZES))]
+            fps = int(rng.choice([25, 30]))
+            seconds = float(rng.uniform(*durations))
+            voice = rng.choice(ACCENTS) + rng.choice(VARIANTS[split])
+            path = out / "clips" / split / f"clip_{len(rows):04d}.{'webm' if rng.random() < 0.25 else 'mp4'}"
+            frames = render_video(rng, words, width, height, int(seconds * fps))
+            _encode(path, frames, fps, render_audio(rng, speaker, words, voice, seconds), SPEECH_RATE)
+            rows.append({"path": str(path.relative_to(out)), "labels": ";".join(words), "split": split})
     csv = out / "clips.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     return csv

@@ -114,9 +114,11 @@ def synth(
 
 @app.command()
 def manifest(
-    source: Annotated[str | None, typer.Option(help="synth | folder | kinetics | csv (default: data.source).")] = None,
+    source: Annotated[str | None, typer.Option(help="synth | folder | kinetics | csv | audioset | vggsound "
+                                               "(default: data.source).")] = None,
     root: Annotated[Path | None, typer.Option(help="Folder of clips (default: data.root).")] = None,
-    csv: Annotated[Path | None, typer.Option(help="Kinetics-style or plain CSV, for those sources.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="The source's CSV (Kinetics-style, plain, AudioSet segments, "
+                                             "vggsound.csv).")] = None,
     out: Annotated[Path | None, typer.Option(help="Manifest to write (default: data.manifest).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -129,6 +131,9 @@ def manifest(
         cmmvt manifest
         cmmvt manifest --source folder --root ~/ucf101 --out data/manifest.csv
         cmmvt manifest --source kinetics --csv k400/train.csv --root k400/videos
+        cmmvt manifest --source vggsound --csv vggsound.csv --root vggsound/videos
+        cmmvt manifest --source audioset --csv eval_segments.csv --root audioset/videos \\
+            -S data.class_index=class_labels_indices.csv
     """
     from cmmvt.data import manifest as manifest_mod
 

@@ -249,3 +249,16 @@ def test_sound_events_set_splits_by_recording(tmp_path):
         assert 2.0 <= probe(clip).duration <= 5.1
         audio = load_audio(clip, 16000).samples
         assert np.abs(audio).max() > 10 * np.median(np.abs(audio))  # the recording stands out of the noise bed
+
+
+@pytest.mark.slow
+def test_multilabel_benchmark_quick(tmp_path):
+    """Clips of one or two objects, each shown and named (espeak-ng, scikit-image) → features → cmmvt with
+    train.task=multilabel against one-vs-rest logistic regression, a paired mAP interval."""
+    report = run_quick("multilabel", tmp_path)
+    assert report["clips"] == {"train": 16, "val": 8, "test": 8} and len(report["classes"]) == 4
+    (run,) = report["cmmvt"]
+    assert 0 <= run["mAP"] <= 1 and 0 <= report["logistic"]["mAP"] <= 1 and 0 <= run["exact"] <= 1
+    d = report["paired_mAP"]
+    assert d["low"] <= d["mean"] <= d["high"]
+    assert "Paired mAP difference" in (tmp_path / "multilabel.md").read_text()

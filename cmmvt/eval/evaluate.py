@@ -61,7 +61,7 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
     world = world or distributed.from_env()
     with distributed.joined(world), distributed.sigterm_as_exit():
         distributed.share_cores(world)
-        logits, s, names, ckpt = _logits(p, model_path or p.paths.classifier, features, split, world)
+        logits, s, names, ckpt = split_logits(p, model_path or p.paths.classifier, features, split, world)
         multilabel = "thresholds" in ckpt
         result = (metrics.multilabel_metrics(logits, np.asarray(s.labels)) | {"clips": len(s.ids)} if multilabel
                   else _metrics(logits, np.asarray(s.labels), names))
@@ -71,7 +71,7 @@ def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | 
     return result
 
 
-def _logits(p: Params, model_path: str | Path, features: str | Path | None, split: str, world: World
+def split_logits(p: Params, model_path: str | Path, features: str | Path | None, split: str, world: World
             ) -> tuple[np.ndarray, Split, list[str], dict]:
     """The (N, C) logits of the clips of ``split``, the split, the class names and the checkpoint."""
     model, ckpt = load_checkpoint(model_path)
