@@ -201,3 +201,26 @@ def test_train_stage_under_torchrun_steps_a_stand_in_and_writes_checkpoint_param
     assert len(curve.read_text().splitlines()) == 1 + EPOCHS  # one writer: a header and a row per epoch
     assert json.loads((work / "reports" / "train" / "metrics.json").read_text())["step"] == EPOCHS - 1
     assert np.isfinite(json.loads((work / "reports" / "train" / "metrics.json").read_text())["train"]["loss"])
+
+
+@pytest.mark.slow
+def test_two_ranks_train_a_multilabel_model_like_one_process(tiny):
+    """Several labels per clip (``train.task=multilabel``): 2 ranks reach one process's weights and the same
+    decision thresholds (chosen on val on every rank, written once)."""
+    df = pd.read_csv(tiny / "manifest.csv")
+    names = sorted(df.label.unique())
+    df["label"] = [f"{x};{names[(names.index(x) + 1) % len(names)]}" if i % 2 else x for i, x in enumerate(df.label)]
+    df.to_csv(tiny / "manifest-ml.csv", index=False)
+    d = params_dict(tiny)
+    d["data"]["manifest"] = str(tiny / "manifest-ml.csv")
+    d["train"]["task"] = "multilabel"
+    work = tiny / "work-ml"
+    work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(d))
+    with rank_threads():
+        loop.train(config.validate(d), tiny / "one-ml.pt", world=World())
+    proc = run_ranks("-m", "cmmvt.cli", "train", "--out", str(tiny / "two-ml.pt"), cwd=work)
+    one, two = (torch.load(tiny / f"{n}-ml.pt", weights_only=True) for n in ("one", "two"))
+    assert_close(two["state_dict"], one["state_dict"])
+    assert two["thresholds"] == pytest.approx(one["thresholds"], abs=1e-4) and len(one["thresholds"]) == len(names)
+    assert proc.stderr.count("best val mAP") == 1
