@@ -309,3 +309,10 @@ def test_report_marker_names_the_code_commit_under_a_preset_commit(tmp_path):
     (tmp_path / "code.py").write_text("x = 2\n")
     git("commit", "-qam", "code change")
     assert report.code_commit(tmp_path, git("rev-parse", "HEAD")) == git("rev-parse", "HEAD")
+
+
+def test_ablate_refuses_multilabel_in_one_line(tmp_path):
+    """The grids compare test top-1, which several labels per clip do not have: refused before anything runs."""
+    (tmp_path / "params.yaml").write_text("train:\n  task: multilabel\n")
+    with pytest.raises(ablate.AblateError, match="train.task = 'multilabel'.*compare mAP"):
+        ablate.check_upstream(tmp_path)

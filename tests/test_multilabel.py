@@ -241,5 +241,9 @@ def test_multilabel_training_beats_chance_and_predicts_both_labels(tmp_path):
     found = predict.predict(two.path.tolist(), tmp_path / "model.pt")
     both = [set(r["labels"]) == set(label.split(";")) for r, label in zip(found, two.label)]
     assert len(two) >= 5 and np.mean(both) >= 0.8, list(zip(two.label, found))
+    from cmmvt.eval import timeline
+
+    with pytest.raises(ValueError, match="multi-label model .* not supported by --timeline"):
+        timeline.from_cache(p.extract.out, two.video_id.tolist()[:1], tmp_path / "model.pt")
     with pytest.raises(ValueError, match="several labels .* set train.task=multilabel"):
         loop.train(config.load(tmp_path / "none.yaml", [*overrides, "train.task=multiclass"]), tmp_path / "x.pt")
