@@ -247,3 +247,40 @@ def test_multilabel_training_beats_chance_and_predicts_both_labels(tmp_path):
         timeline.from_cache(p.extract.out, two.video_id.tolist()[:1], tmp_path / "model.pt")
     with pytest.raises(ValueError, match="several labels .* set train.task=multilabel"):
         loop.train(config.load(tmp_path / "none.yaml", [*overrides, "train.task=multiclass"]), tmp_path / "x.pt")
+
+
+def test_segments_of_one_file_share_one_decoding_pass(tmp_path, monkeypatch):
+    """Overlapping and close segments of one file (and one far away) in one run: the close ones are decoded in one
+    pass — frames once, audio once — and every segment's rows equal those it gets extracted on its own."""
+    from cmmvt import media
+    from cmmvt.config import ExtractParams
+    from cmmvt.features import backbones, cache, extract
+
+    _changing_clip(tmp_path / "film.mkv", 0, 30)
+    spans = {"a": (2.0, 6.0), "b": (4.0, 8.0), "c": (9.5, 12.0), "far": (24.0, 27.0)}  # a, b overlap; c is close
+    items = [extract.Item(k, tmp_path / "film.mkv", v) for k, v in spans.items()]
+    bb = backbones.create("none", image_size=64)
+    calls = {"frames": 0, "audio": 0}
+
+    def counting(name: str, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(media, "frames_at", counting("frames", media.frames_at))
+    monkeypatch.setattr(media.decode, "frames_at", media.frames_at)
+    monkeypatch.setattr(media, "audio_chunks", counting("audio", media.audio_chunks))
+    together = ExtractParams(out=str(tmp_path / "together"), backbone="none", image_size=64, fps=4.0, workers=0)
+    for mod in ("video", "audio"):
+        assert extract.run_modality(items, together, mod, bb).succeeded == 4
+    assert calls == {"frames": 2, "audio": 2}  # one pass for a, b, c and one for far, per modality
+    alone = together.model_copy(update={"out": str(tmp_path / "alone")})
+    for it in items:
+        for mod in ("video", "audio"):
+            extract.run_modality([it], alone, mod, bb)
+    for mod in ("video", "audio"):
+        with cache.CacheReader(tmp_path / "together", mod) as r, cache.CacheReader(tmp_path / "alone", mod) as q:
+            for k, (start, end) in spans.items():
+                assert len(r[k]) == round((end - start) * 4)
+                np.testing.assert_allclose(r[k], q[k], atol=1e-4, err_msg=f"{mod} {k}")

@@ -48,7 +48,7 @@ import torch
 from cmmvt import distributed, media
 from cmmvt.config import ExtractParams
 from cmmvt.distributed import World
-from cmmvt.features import backbones, cache, logmel, sound
+from cmmvt.features import backbones, cache, logmel, segments, sound
 from cmmvt.features.fingerprint import Fingerprint, fingerprint, is_current
 
 Modality = Literal["video", "audio"]
@@ -241,16 +241,19 @@ def frame_views(rgb: np.ndarray, side: int, crop: str = "centre", flip: bool = F
     return np.concatenate([out, out[:, :, ::-1]]) if flip else out
 
 
-def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int,
+                  shared: tuple[segments.SharedPass, int] | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
     """Frames at ``extract.fps``, resized while converting and cut into square views per clip (see
-    :func:`frame_views`): ``(n, V, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together."""
+    :func:`frame_views`): ``(n, V, S, S, 3)`` uint8 blocks, so clips of any size and aspect ratio batch together.
+    ``shared``: the pass over several segments of one file this one's frames come from, and its index there."""
     s = p.image_size
     fit = {"long_side": s} if p.crop == "full" else {"short_side": s}
     block: np.ndarray | None = None  # (rows, V, S, S, 3), made at the first frame (V depends on its shape)
     t = np.empty(rows, np.float64)
     n = 0
-    for rgb, ti in media.iter_frames(item.path, p.fps, info=info, skip_nonref=p.fast_decode, segment=item.segment,
-                                     **fit):
+    frames = (shared[0].frames(shared[1], skip_nonref=p.fast_decode, **fit) if shared else
+              media.iter_frames(item.path, p.fps, info=info, skip_nonref=p.fast_decode, segment=item.segment, **fit))
+    for rgb, ti in frames:
         views = frame_views(rgb, s, p.crop, p.flip)  # (V, S, S, 3)
         if block is None:
             block = np.empty((rows, *views.shape), np.uint8)
@@ -263,10 +266,10 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
         yield torch.from_numpy(block[:n].copy()), t[:n].copy()
 
 
-def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
-                  rows: int) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
+def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int,
+                  shared: tuple[segments.SharedPass, int] | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
     """Log-mel images (or the audio model's input: :mod:`cmmvt.features.sound`) centred on the same instants as
-    the frames, streamed from the decoder; None: no audio.
+    the frames, streamed from the decoder (or taken from a ``shared`` pass's audio); None: no audio.
 
     ``norm: clip`` reads the audio twice: once for the clip's statistics, once for the images.
     """
@@ -274,13 +277,15 @@ def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo,
     start, stop = media.segment_span(item.path, info.duration, item.segment)
     segment = (start, stop) if item.segment else None
     t = media.sample_times(stop - start, p.fps)  # (T,)
-    chunks = media.audio_chunks(item.path, a.sample_rate, segment)
+    read = shared[0].audio(shared[1], a.sample_rate) if shared else (
+        lambda: media.audio_chunks(item.path, a.sample_rate, segment))
+    chunks = read() if read else None
     if chunks is None:
         return None
     stats = None
     if a.norm == "clip":
         stats = logmel.clip_stats(logmel.stream_windows(chunks, t, a, rows))
-        chunks = media.audio_chunks(item.path, a.sample_rate, segment)
+        chunks = read()
     size, k = (tuple(a.image) if a.image else None), a.stack
 
     def images(win: torch.Tensor) -> torch.Tensor:  # (n * k, M, W) → (n, 3, H, W'), or the audio model's (n, 1, W, M)
@@ -300,9 +305,10 @@ def _offsets(blocks: Iterable[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor
         i += len(block)
 
 
-def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None = None) -> Iterator[_Piece]:
+def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None = None,
+            shared: tuple[segments.SharedPass, int] | None = None) -> Iterator[_Piece]:
     """One clip as pieces of at most ``rows`` (default :data:`ROWS_PER_PIECE`) rows; any failure (also part-way)
-    becomes a last piece with the reason, never an exception."""
+    becomes a last piece with the reason, never an exception. ``shared``: see :func:`_video_pieces`."""
     rows = rows or ROWS_PER_PIECE
     first = True
     try:
@@ -310,8 +316,8 @@ def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None =
     except OSError:
         source = None  # unreadable: decoding says why
     try:
-        info = media.probe(item.path)
-        blocks = (_video_pieces if modality == "video" else _audio_pieces)(item, p, info, rows)
+        info = shared[0].info if shared else media.probe(item.path)
+        blocks = (_video_pieces if modality == "video" else _audio_pieces)(item, p, info, rows, shared)
         for x, t in blocks or ():
             yield _Piece(item, x, t, first=first, last=False, source=source)
             first = False
@@ -323,15 +329,40 @@ def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None =
         yield _Piece(item, None, np.zeros(0), first=first, last=True, source=source, error=reason)
 
 
+def _pass_pieces(items: list[Item], modality: Modality, p: ExtractParams) -> Iterator[_Piece]:
+    """The pieces of ``items``, in order: one clip, or segments of one file that share a decoding pass
+    (:func:`cmmvt.features.segments.passes`)."""
+    if len(items) == 1:
+        yield from _pieces(items[0], modality, p)
+        return
+    try:
+        info = media.probe(items[0].path)
+    except media.MediaError:
+        for it in items:  # each says why
+            yield from _pieces(it, modality, p)
+        return
+    spans = []
+    for it in items:
+        try:
+            spans.append(media.segment_span(it.path, info.duration, it.segment))
+        except media.MediaError:
+            spans.append(None)  # not in the file: its own piece says so
+    shared = segments.SharedPass(items[0].path, info, spans, p.fps)
+    for j, it in enumerate(items):
+        yield from _pieces(it, modality, p, shared=(shared, j))
+
+
 def _prefetched(items: list[Item], modality: Modality, p: ExtractParams) -> Iterator[_Piece]:
     """The pieces of ``items`` in order, decoded by ``p.workers`` background threads a bounded amount ahead.
 
     Each clip being decoded ahead holds at most two pieces (PyAV and torch release the GIL while decoding
-    and computing spectrograms), so memory does not grow with a clip's length or the folder's size.
+    and computing spectrograms), so memory does not grow with a clip's length or the folder's size. Segments of
+    one file that overlap or sit close are decoded in one pass (:mod:`cmmvt.features.segments`).
     """
+    units = [[items[i] for i in unit] for unit in segments.passes([(it.path, it.segment) for it in items])]
     if p.workers == 0:
-        for it in items:
-            yield from _pieces(it, modality, p)
+        for unit in units:
+            yield from _pass_pieces(unit, modality, p)
         return
     stop = threading.Event()
     done = object()
@@ -346,8 +377,8 @@ def _prefetched(items: list[Item], modality: Modality, p: ExtractParams) -> Iter
                 continue
         return False
 
-    def pump(item: Item, q: queue.Queue) -> None:
-        for piece in _pieces(item, modality, p):
+    def pump(unit: list[Item], q: queue.Queue) -> None:
+        for piece in _pass_pieces(unit, modality, p):
             if not put(q, piece):
                 return
         put(q, done)
@@ -356,10 +387,10 @@ def _prefetched(items: list[Item], modality: Modality, p: ExtractParams) -> Iter
     pool = ThreadPoolExecutor(p.workers, thread_name_prefix=f"decode-{modality}")
     queues: list[queue.Queue] = []
     try:
-        for i in range(len(items)):
-            while len(queues) < min(len(items), i + 1 + ahead):
+        for i in range(len(units)):
+            while len(queues) < min(len(units), i + 1 + ahead):
                 queues.append(queue.Queue(maxsize=2))
-                pool.submit(pump, items[len(queues) - 1], queues[-1])
+                pool.submit(pump, units[len(queues) - 1], queues[-1])
             while (piece := queues[i].get()) is not done:
                 yield piece
             queues[i] = None  # type: ignore[call-overload]

@@ -6,6 +6,7 @@ from cmmvt.media.decode import (
     MediaError,
     VideoInfo,
     audio_chunks,
+    frames_at,
     header_duration,
     iter_frames,
     load_audio,
@@ -16,5 +17,5 @@ from cmmvt.media.decode import (
 )
 from cmmvt.media.encode import encode_clip
 
-__all__ = ["Audio", "Frames", "MediaError", "VideoInfo", "audio_chunks", "encode_clip", "header_duration",
+__all__ = ["Audio", "Frames", "MediaError", "VideoInfo", "audio_chunks", "encode_clip", "frames_at", "header_duration",
            "iter_frames", "load_audio", "probe", "read_frames", "sample_times", "segment_span"]

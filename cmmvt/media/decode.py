@@ -53,6 +53,7 @@ import numpy as np
 __all__ = [
     "Audio",
     "audio_chunks",
+    "frames_at",
     "Frames",
     "MediaError",
     "VideoInfo",
@@ -480,6 +481,27 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
     info = info or probe(p)
     start, stop = segment_span(p, info.duration, segment)
     times = start + sample_times(stop - start, fps)  # (n,) seconds from the stream start
+    for rgb, t in frames_at(p, times, info, short_side, long_side, skip_nonref, stop):
+        yield rgb, t - start
+
+
+def frames_at(path: PathLike, times: np.ndarray, info: VideoInfo, short_side: int | None = None,
+              long_side: int | None = None, skip_nonref: bool = False, stop: float | None = None
+              ) -> Iterator[tuple[np.ndarray, float]]:
+    """The frames displayed at ``times`` — sorted seconds from the stream start, repeats allowed — in one pass
+    that starts at the keyframe before the first (see :func:`iter_frames`, which samples a clip or a segment
+    with it; several segments of one file share a pass through it).
+
+    Args:
+        stop: Where the wanted part of the stream ends (default: ``info.duration``): a stream that ends earlier
+            than that (less the tolerance) is a truncated file.
+
+    Yields:
+        ``(rgb, t)`` for each ``t`` of ``times``.
+    """
+    p = Path(path)
+    stop = info.duration if stop is None else stop
+    start = float(times[0]) if len(times) else 0.0
     n = len(times)
     k = 0  # next target to emit
     with _open(p) as container:
@@ -519,7 +541,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
                 while k < n and times[k] < rel:  # targets shown before this frame appears
                     if prev_rgb is None:
                         prev_rgb = _to_rgb(prev, short_side, long_side)
-                    yield prev_rgb, float(times[k]) - start
+                    yield prev_rgb, float(times[k])
                     k += 1
             prev, prev_rgb, prev_rel = frame, None, rel
         if prev is None:
@@ -534,7 +556,7 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
         while k < n:  # the last frame stays on screen until the end
             if prev_rgb is None:
                 prev_rgb = _to_rgb(prev, short_side, long_side)
-            yield prev_rgb, float(times[k]) - start
+            yield prev_rgb, float(times[k])
             k += 1
 
 
