@@ -32,6 +32,12 @@ must not grow with a video's length (target: the hour within +200 MB of the 10 s
 
     python benchmarks/extract.py --memory --image-size 224   # writes reports/bench/extract-memory.json
     python benchmarks/extract.py --memory --quick            # 10 s vs 2 min
+
+``--segments`` times decoding (rows prepared, no CNN) of a 10-s segment 5 minutes into a 10-minute clip: seeking
+to it (the product), decoding from the start up to it (what a reader without seeking does) and the same 10 s cut
+to a file of its own (the bound); and three overlapping segments in one shared pass against one at a time.
+
+    python benchmarks/extract.py --segments                  # writes reports/bench/extract-segments.json
 """
 
 from __future__ import annotations
@@ -303,10 +309,54 @@ def speed(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2))
 
 
+def segments(args: argparse.Namespace) -> None:
+    """Decoding a segment of a long video (seeking) against decoding up to it and against the segment cut to a file
+    of its own (the bound); overlapping segments in one pass against one at a time. Decoding and row preparation
+    only (frame views and log-mel images, both modalities): the CNN's cost per row is the same either way."""
+    long_s, at = (60.0, 30.0) if args.quick else (600.0, 300.0)
+    p = ExtractParams(image_size=args.image_size, workers=0)
+
+    def decode(items: list[extract.Item], together: bool = True) -> float:
+        """Seconds to prepare every row of ``items`` (in one pass where they share one, else one by one)."""
+        t0 = time.perf_counter()
+        for mod in ("video", "audio"):
+            for unit in ([items] if together else [[it] for it in items]):
+                for piece in extract._pass_pieces(unit, mod, p):
+                    assert piece.error is None, piece.error
+        return time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        film, cut = Path(tmp) / "film.mp4", Path(tmp) / "cut.mp4"
+        write_long_clip(film, long_s)
+        write_long_clip(cut, 10.0)
+        seg = [extract.Item("seg", film, (at, at + 10))]
+        overlapping = [extract.Item(f"o{k}", film, (at + d, at + d + 10)) for k, d in enumerate((0.0, 4.0, 8.0))]
+        runs = {"segment (seek)": [], f"decode from 0 to {at + 10:g} s": [], "cut to its own file (bound)": [],
+                "3 overlapping segments, one pass": [], "3 overlapping segments, one at a time": []}
+        for _ in range(1 if args.quick else args.repeats):  # interleaved; the best run of each kept
+            runs["segment (seek)"].append(decode(seg))
+            runs[f"decode from 0 to {at + 10:g} s"].append(decode([extract.Item("prefix", film, (0.0, at + 10))]))
+            runs["cut to its own file (bound)"].append(decode([extract.Item("cut", cut)]))
+            runs["3 overlapping segments, one pass"].append(decode(overlapping))
+            runs["3 overlapping segments, one at a time"].append(decode(overlapping, together=False))
+    best = {k: min(v) for k, v in runs.items()}
+    report = {"clip": f"{long_s:g}-s 320x180 25 fps H.264 (keyframe every 10 s) + AAC 16 kHz",
+              "segment": f"10 s at {at:g} s", "image_size": args.image_size, "seconds": best,
+              "from_start_over_seek": best[f"decode from 0 to {at + 10:g} s"] / best["segment (seek)"],
+              "seek_over_bound": best["segment (seek)"] / best["cut to its own file (bound)"],
+              "one_at_a_time_over_one_pass": best["3 overlapping segments, one at a time"]
+              / best["3 overlapping segments, one pass"]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run for CI")
     ap.add_argument("--memory", action="store_true", help="peak RSS of a 10-s vs a long clip instead of speed")
+    ap.add_argument("--segments", action="store_true", help="a segment of a long video (seeking) vs decoding up to "
+                    "it and vs its own file; overlapping segments in one pass vs one at a time")
     ap.add_argument("--long", type=float, default=3600.0, help="--memory: the long clip's seconds (default: 1 hour)")
     ap.add_argument("--preset", choices=["synthetic", "real"], default="synthetic")
     ap.add_argument("--clips", type=int, default=24, help="synthetic preset: how many clips")
@@ -321,6 +371,9 @@ def main() -> None:
     if args.memory:
         args.out = args.out or Path("reports/bench/extract-memory.json")
         return memory(args)
+    if args.segments:
+        args.out = args.out or Path("reports/bench/extract-segments.json")
+        return segments(args)
     args.out = args.out or Path(f"reports/bench/extract-{args.preset}.json")
     return speed(args)
 

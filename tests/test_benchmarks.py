@@ -262,3 +262,15 @@ def test_multilabel_benchmark_quick(tmp_path):
     d = report["paired_mAP"]
     assert d["low"] <= d["mean"] <= d["high"]
     assert "Paired mAP difference" in (tmp_path / "multilabel.md").read_text()
+
+
+@pytest.mark.slow
+def test_extract_segments_benchmark_quick(tmp_path):
+    """A segment of a long clip by seeking vs decoding up to it vs its own file; overlapping segments in one pass."""
+    out = tmp_path / "seg.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/extract.py"), "--segments", "--quick", "--out", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    report = json.loads(out.read_text())
+    assert set(report["seconds"]) == {"segment (seek)", "decode from 0 to 40 s", "cut to its own file (bound)",
+                                      "3 overlapping segments, one pass", "3 overlapping segments, one at a time"}
+    assert all(v > 0 for v in report["seconds"].values()) and report["from_start_over_seek"] > 0
