@@ -224,3 +224,8 @@ def test_two_ranks_train_a_multilabel_model_like_one_process(tiny):
     assert_close(two["state_dict"], one["state_dict"])
     assert two["thresholds"] == pytest.approx(one["thresholds"], abs=1e-4) and len(one["thresholds"]) == len(names)
     assert proc.stderr.count("best val mAP") == 1
+    with rank_threads():  # pretraining reads no label: the multi-label manifest pretrains as the single-label one
+        pt.pretrain(config.validate(d), tiny / "pre-ml.pt", live_dir=None, world=World())
+        pt.pretrain(config.validate(params_dict(tiny)), tiny / "pre-sl.pt", live_dir=None, world=World())
+    ml, sl = (torch.load(tiny / f"pre-{n}.pt", weights_only=True) for n in ("ml", "sl"))
+    assert_close(ml["state_dict"], sl["state_dict"], atol=0)
