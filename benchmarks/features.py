@@ -262,8 +262,8 @@ def main() -> None:
             rows = frame_backbones(items, base, ids, y, (args.data or Path(tmp)) / "backbones",
                                    2 if quick else args.cost_clips, names)
             if args.only:  # the other rows as measured before, in the table's order
-                rows = {n: rows.get(n) or json.loads(args.out.read_text())["backbones"][n] for n in FRAME_BACKBONES
-                        if n in rows or n in json.loads(args.out.read_text())["backbones"]}
+                before = json.loads(args.out.read_text())["backbones"] if args.out.is_file() else {}
+                rows = {n: rows.get(n) or before[n] for n in FRAME_BACKBONES if n in rows or n in before}
             results = {"clips": len(items), "val_clips": len(ids["val"]), "test_clips": len(ids["test"]),
                        "backbones": rows}
             real = {n: r for n, r in results["backbones"].items() if "val" in r}

@@ -284,3 +284,31 @@ def test_segments_of_one_file_share_one_decoding_pass(tmp_path, monkeypatch):
             for k, (start, end) in spans.items():
                 assert len(r[k]) == round((end - start) * 4)
                 np.testing.assert_allclose(r[k], q[k], atol=1e-4, err_msg=f"{mod} {k}")
+
+
+def test_released_test_sets_stay_test_and_validation_comes_from_training_rows(tmp_path):
+    """AudioSet's eval file is the test split and its training file's rows go to train and val only; VGGSound's
+    train rows give train and val (the release has no val); fractional segment bounds keep ids apart."""
+    (tmp_path / "class_labels_indices.csv").write_text(CLASS_INDEX)
+    rows = [f'v{i:03d}, {10 * i}.000, {10 * i + 10}.000, "/m/09x0r,/m/0jbk"' for i in range(20)]
+    (tmp_path / "balanced_train_segments.csv").write_text("# YTID, start_seconds, end_seconds, positive_labels\n"
+                                                           + "\n".join(rows) + "\n")
+    (tmp_path / "eval_segments.csv").write_text('# header\nev1, 0.000, 10.000, "/m/0bt9lr"\n')
+    root = tmp_path / "v"
+    for i in range(20):
+        _touch(root / f"v{i:03d}.mp4")
+    _touch(root / "ev1_000000_000010.mp4")
+    p = config.load(tmp_path / "none.yaml", ["data.source=audioset", f"data.root={root}",
+                                             f"data.csv=[{tmp_path / 'balanced_train_segments.csv'},"
+                                             f"{tmp_path / 'eval_segments.csv'}]",
+                                             f"data.class_index={tmp_path / 'class_labels_indices.csv'}",
+                                             f"data.manifest={tmp_path / 'm.csv'}"])
+    df = manifest.prepare(p.data).manifest.set_index("video_id")
+    assert df.loc["ev1_000000_000010", "split"] == "test"
+    train_rows = df.drop(index="ev1_000000_000010")
+    assert set(train_rows.split) == {"train", "val"} and (train_rows.split == "val").sum() == 5  # 0.6 : 0.2
+
+    (tmp_path / "list.csv").write_text("path,labels,start,end\nlong.mp4,a,10.2,20.2\nlong.mp4,b,10.7,20.7\n")
+    _touch(tmp_path / "c" / "long.mp4")
+    ids = manifest.from_csv(tmp_path / "list.csv", tmp_path / "c").manifest.video_id.tolist()
+    assert ids == ["long_000010.200_000020.200", "long_000010.700_000020.700"]

@@ -73,7 +73,7 @@ from cmmvt.data import stratify
 from cmmvt.data.records import (  # the vocabulary every source shares; its public names are the manifest's too
     COLUMNS, SEGMENT_COLUMNS, LABEL_SEP, SPLITS, UNLABELLED, ISSUES_NAME, ISSUE_COLUMNS,
     KINETICS_REQUIRED, CSV_REQUIRED, ManifestError, ManifestReport, posix, strip_video_ext, frame, label_set,
-    join_labels, norm_label, norm_split, read_table, scan, clip_name,
+    join_labels, norm_label, norm_split, read_table, scan, clip_name, segment_id,
 )
 from cmmvt.io import atomic_path
 
@@ -321,7 +321,7 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
         rel = os.path.relpath(os.path.abspath(path), base_abs)
         key = posix(rel) if not rel.startswith("..") else posix(os.path.abspath(path)).lstrip("/")
         if segment:
-            key = f"{strip_video_ext(key)}_{_seconds(segment['start'] or 0):06d}_{_seconds(segment['end']):06d}"
+            key = segment_id(strip_video_ext(key), segment["start"], segment["end"])
         entries.append((key, shown, label, split, segment))
     keys = [e[0] for e in entries]
     paths = [e[1] for e in entries]
@@ -330,10 +330,6 @@ def from_csv(csv_path: str | Path, root: str | Path | None = None) -> ManifestRe
     rows = [{"video_id": vid, "path": e[1], "label": e[2], "split": e[3], **e[4]} for vid, e in zip(ids, entries)]
     return ManifestReport(frame(rows), missing, duplicates, skipped)
 
-
-def _seconds(value: str | float) -> int:
-    """Whole seconds of a segment bound for its clip id (a blank end: the file's end, shown as 999999)."""
-    return int(float(value)) if str(value).strip() else 999999
 
 
 def build(data: DataParams) -> ManifestReport:
@@ -456,7 +452,10 @@ def assign_splits(df: pd.DataFrame, fractions: SplitParams, seed: int) -> pd.Dat
     if any(LABEL_SEP in label for label in todo):  # several labels per clip: keep every label's frequency
         rows = sorted(i for members in todo.values() for i in members)
         names = sorted({x for label in todo for x in label_set(label)})
-        y = np.array([[x in label_set(labels[i]) for x in names] for i in rows], bool)  # (N, C)
+        index = {x: c for c, x in enumerate(names)}
+        y = np.zeros((len(rows), len(names)), bool)  # (N, C)
+        for r, i in enumerate(rows):
+            y[r, [index[x] for x in label_set(labels[i])]] = True
         where = stratify.iterative(y, frac, np.random.default_rng(_class_seed(seed, LABEL_SEP)))
         for i, s in zip(rows, where):
             split[i] = SPLITS[s]
@@ -582,6 +581,9 @@ def read(path: str | Path) -> pd.DataFrame:
 def prepare(data: DataParams, seed: int = 0) -> ManifestReport:
     """The ``prepare`` stage: :func:`build`, :func:`assign_splits`, :func:`write` to ``data.manifest``.
 
+    AudioSet's ``eval_segments.csv`` and VGGSound's test rows stay the test set; the other rows are split into
+    train and val only (``data.splits``' train : val), so validation never comes out of the released test set.
+
     Args:
         data: The ``data`` params.
         seed: The dataset seed (`data.seed`), which fixes the splits.
@@ -590,7 +592,10 @@ def prepare(data: DataParams, seed: int = 0) -> ManifestReport:
         The report with splits assigned.
     """
     report = build(data)
-    report.manifest = assign_splits(report.manifest, data.splits, seed)
+    fractions = data.splits
+    if data.source in ("audioset", "vggsound") and (report.manifest["split"] == "test").any():
+        fractions = fractions.model_copy(update={"test": 0.0})  # the released test set stays the test set
+    report.manifest = assign_splits(report.manifest, fractions, seed)
     write(report, data.manifest)
     return report
 

@@ -190,3 +190,23 @@ def scan(root: str | Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def clip_name(youtube_id: str, start: str, end: str) -> str:
     return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
+
+
+def bound(value: str | float | None) -> str:
+    """A segment bound in a clip id: whole seconds as ``000030``, a fraction kept to the millisecond
+    (``000030.250``), a blank end (the file's end) as ``end``."""
+    if value is None or not str(value).strip():
+        return "end"
+    x = float(value)
+    return f"{int(x):06d}" if x == int(x) else f"{x:010.3f}"
+
+
+def segment_id(stem: str, start: str | float, end: str | float | None) -> str:
+    """The clip id of a segment: ``<stem>_<start>_<end>`` (:func:`bound`), the Kinetics naming for whole seconds, so
+    segments of one file stay apart."""
+    return f"{stem}_{bound(start or 0)}_{bound(end)}"
+
+
+def seconds_text(x: float) -> str:
+    """Seconds as written in a manifest: no float noise, every millisecond kept (``30``, ``1234.567``)."""
+    return f"{x:.3f}".rstrip("0").rstrip(".")

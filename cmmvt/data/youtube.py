@@ -9,7 +9,8 @@ Sources (``data.source``):
   that names the ids. Several labels per clip (Gemmeke et al. 2017, "Audio Set"). A file named ``eval_*`` is the
   test split; the training files' rows get train and val from ``data.splits`` (:mod:`cmmvt.data.stratify`).
 * ``vggsound``: ``vggsound.csv`` (``youtube_id, start_seconds, label, split``, no header, 10-s segments, one label;
-  Chen et al. 2020, "VGGSound").
+  Chen et al. 2020, "VGGSound"). Its test rows are the test split; its train rows get train and val from
+  ``data.splits`` (the release has no validation split).
 
 A row's file is found by name anywhere under ``data.root`` (flat, class or split folders), cut or not:
 
@@ -18,7 +19,8 @@ A row's file is found by name anywhere under ``data.root`` (flat, class or split
 * the whole (untrimmed) video ``<id>`` or ``Y<id>``: the manifest row then carries the segment's ``start`` and
   ``end`` and extraction reads only that part.
 
-The clip id is ``<id>_<start:06d>_<end:06d>`` either way, so segments of one video are cached apart.
+The clip id is ``<id>_<start:06d>_<end:06d>`` either way (a fractional bound to the millisecond:
+:func:`cmmvt.data.records.segment_id`), so segments of one video are cached apart.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def segment_rows(table: pd.DataFrame, root: Path, where: str) -> m.ManifestRepor
         if not rec.youtube_id or not end > start >= 0:
             skipped.append((line, f"bad segment {rec.youtube_id!r} {rec.start}–{rec.end}"))
             continue
-        clip = m.clip_name(rec.youtube_id, rec.start, rec.end)
+        clip = m.segment_id(rec.youtube_id, start, end)
         if clip in seen:
             duplicates.append((clip, f"segment listed again at {line}; first at {seen[clip]}"))
             continue
@@ -84,7 +86,7 @@ def segment_rows(table: pd.DataFrame, root: Path, where: str) -> m.ManifestRepor
             duplicates.append((m.posix(other), f"another copy of {clip}; kept {m.posix(found[0])}"))
         row = {"video_id": clip, "path": m.posix(found[0]), "label": rec.label, "split": rec.split}
         if whole:
-            row |= {"start": f"{start:g}", "end": f"{end:g}"}
+            row |= {"start": m.seconds_text(start), "end": m.seconds_text(end)}
         rows.append(row)
     return m.ManifestReport(m.frame(rows), missing, duplicates, skipped)
 
@@ -116,9 +118,10 @@ def from_audioset(csv_paths: list[str | Path], class_index: str | Path, root: st
                         names=["youtube_id", "start", "end", "ids"], usecols=range(4), engine="python")
         t = t.apply(lambda col: col.str.strip())
         labels = []
-        for i, ids in enumerate(t["ids"]):
-            known = [names[x] for x in ids.split(",") if x.strip() in names]
-            unknown = [x for x in ids.split(",") if x.strip() and x.strip() not in names]
+        for i, cell in enumerate(t["ids"]):
+            ids = [x.strip() for x in cell.split(",") if x.strip()]
+            known = [names[x] for x in ids if x in names]
+            unknown = [x for x in ids if x not in names]
             if unknown:
                 skipped.append((f"{csv_path} row {i + 1}", f"label id(s) not in {class_index}: {', '.join(unknown)}"
                                 + ("" if known else " (row skipped)")))
@@ -140,6 +143,8 @@ def from_vggsound(csv_path: str | Path, root: str | Path) -> m.ManifestReport:
     t = t.apply(lambda col: col.str.strip())
     if len(t) and not t["start"].iloc[0].replace(".", "", 1).isdigit():  # a header row
         t = t.iloc[1:]
-    t["end"] = [f"{float(s) + VGGSOUND_SECONDS:g}" if s.replace(".", "", 1).isdigit() else "" for s in t["start"]]
+    t["end"] = [m.seconds_text(float(s) + VGGSOUND_SECONDS) if s.replace(".", "", 1).isdigit() else ""
+                for s in t["start"]]
     t["split"] = [m.norm_split(s, f"{csv_path} row {i + 1}") for i, s in enumerate(t["split"])]
+    t["split"] = [None if s == "train" else s for s in t["split"]]  # train and val are carved from train
     return segment_rows(t, Path(root).expanduser(), str(csv_path))

@@ -125,15 +125,20 @@ def thresholds(probs: np.ndarray, targets: np.ndarray, per_class: bool = True) -
     """
     y = np.asarray(targets) > 0
 
-    def f1(pred: np.ndarray, truth: np.ndarray) -> float:
-        tp = float((pred & truth).sum())
-        return 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
-
     def best(p: np.ndarray, truth: np.ndarray) -> float:
-        u = np.unique(p)
-        grid = np.concatenate([[0.5], (u[1:] + u[:-1]) / 2, u[:1]])  # midway between neighbouring scores
-        return float(max(grid, key=lambda t: (f1(p >= t, truth), -abs(t - 0.5))))
+        """The F1-best cut of scores ``p`` in one sort: after the k highest scores, TP_k positives of k."""
+        order = np.argsort(-p, kind="stable")
+        ps, tp = p[order], np.cumsum(truth[order])  # (M,) each
+        ends = np.flatnonzero(np.r_[ps[1:] != ps[:-1], True])  # the last index of each run of equal scores
+        f1 = 2 * tp[ends] / (ends + 1 + truth.sum())  # predicting the top ends+1 scores
+        lower = np.r_[ps[ends[1:]], -np.inf]  # the next lower score after each cut
+        cuts = np.where((lower < 0.5) & (0.5 <= ps[ends]), 0.5, (ps[ends] + lower) / 2)  # 0.5 where it fits, else
+        cuts[-1] = min(ps[-1], 0.5)  # midway; everything predicted: at the lowest score (or 0.5)
+        f1 = np.r_[f1, 0.0 if truth.any() else 1.0]  # nothing predicted (above every score)
+        cuts = np.r_[cuts, max(ps[0] + 1e-6, 0.5)]
+        top = np.flatnonzero(np.isclose(f1, f1.max()))
+        return float(cuts[top[np.argmin(np.abs(cuts[top] - 0.5))]])
 
     if not per_class:
-        return np.full(probs.shape[1], best(probs, y))
+        return np.full(probs.shape[1], best(probs.ravel(), y.ravel()))
     return np.array([best(probs[:, c], y[:, c]) if y[:, c].any() else 0.5 for c in range(probs.shape[1])])

@@ -267,7 +267,8 @@ def _video_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int
 
 
 def _audio_pieces(item: Item, p: ExtractParams, info: media.VideoInfo, rows: int,
-                  shared: tuple[segments.SharedPass, int] | None = None) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
+                  shared: tuple[segments.SharedPass, int] | None = None
+                  ) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
     """Log-mel images (or the audio model's input: :mod:`cmmvt.features.sound`) centred on the same instants as
     the frames, streamed from the decoder (or taken from a ``shared`` pass's audio); None: no audio.
 
@@ -317,6 +318,7 @@ def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None =
         source = None  # unreadable: decoding says why
     try:
         info = shared[0].info if shared else media.probe(item.path)
+        media.segment_span(item.path, info.duration, item.segment)  # a segment outside the file fails here
         blocks = (_video_pieces if modality == "video" else _audio_pieces)(item, p, info, rows, shared)
         for x, t in blocks or ():
             yield _Piece(item, x, t, first=first, last=False, source=source)
@@ -508,14 +510,22 @@ def _extract(pieces: Iterable[_Piece], sink: cache.CacheWriter | _Sink, modality
     drain(final=True)
 
 
+def _seconds(item: Item) -> float:
+    """A clip's length to weigh its work: its segment's, else the file's declared duration."""
+    if item.segment is not None and item.segment[1] is not None:
+        return float(item.segment[1]) - float(item.segment[0])
+    return media.header_duration(item.path)
+
+
 def share(items: list[Item], done: set[str], world: World) -> tuple[list[Item], int]:
     """This rank's share of the clips not in ``done``, and the number of cached clips it accounts for.
 
     Shares are balanced by the clips' declared durations (:func:`cmmvt.media.header_duration`, read from
-    the container headers, no decoding) with :func:`cmmvt.distributed.balanced_split`, so every rank computes
-    the same split from the same list. The ranks of a group agree on ``done`` (read from every writer's shards
-    before anyone writes) and split only the clips left, probing their durations together; after a crash or
-    with another number of ranks the remaining work is balanced again. Independent ranks (``--shard i/N``)
+    the container headers, no decoding; a segment's own length) with :func:`cmmvt.distributed.balanced_split`
+    over the decoding passes (:func:`cmmvt.features.segments.passes`: segments that share one stay together), so
+    every rank computes the same split from the same list. The ranks of a group agree on ``done`` (read from
+    every writer's shards before anyone writes) and split only the clips left, probing their durations
+    together; after a crash or with another number of ranks the remaining work is balanced again. Independent ranks (``--shard i/N``)
     cannot agree on what is left, so each splits the whole list (probing every clip itself) and skips the
     clips already done.
 
@@ -532,8 +542,10 @@ def share(items: list[Item], done: set[str], world: World) -> tuple[list[Item], 
     if world.size == 1:
         return todo, len(items) - len(todo)
     pool = todo if world.group else items
-    weights = distributed.map_shared(world, media.header_duration, [it.path for it in pool])
-    mine = [pool[i] for i in distributed.balanced_split(weights, world.size)[world.rank]]
+    units = segments.passes([(it.path, it.segment) for it in pool])  # segments sharing a pass stay on one rank
+    seconds = distributed.map_shared(world, _seconds, pool)
+    weights = [sum(seconds[i] for i in unit) for unit in units]
+    mine = [pool[i] for u in distributed.balanced_split(weights, world.size)[world.rank] for i in units[u]]
     if world.group:
         return mine, (len(items) - len(todo) if world.rank == 0 else 0)
     return [it for it in mine if it.video_id not in done], sum(it.video_id in done for it in mine)

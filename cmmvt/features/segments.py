@@ -30,13 +30,16 @@ MAX_SPAN_S = 120.0  #: the longest union of segments one pass covers (its audio 
 
 
 def passes(keys: list[tuple[Path, tuple[float, float | None] | None]]) -> list[list[int]]:
-    """Group consecutive items (``(path, segment)``) into passes: runs of segments of one file, each starting at
-    most :data:`CLOSE_S` after the run so far ends, spanning at most :data:`MAX_SPAN_S`; any other item alone.
+    """Group consecutive items (``(path, segment)``) into passes: runs of segments of one file, each starting no
+    earlier than the run's first and at most :data:`CLOSE_S` after the run so far ends, spanning at most
+    :data:`MAX_SPAN_S`; any other item alone.
 
     Example:
         >>> f = Path("film.mp4")
         >>> passes([(f, (0, 10)), (f, (5, 15)), (f, (18, 28)), (f, (300, 310)), (Path("x.mp4"), None)])
         [[0, 1, 2], [3], [4]]
+        >>> passes([(f, (1000, 1010)), (f, (0, 10)), (f, (12, 20))])  # out of order: never one long pass
+        [[0], [1, 2]]
     """
     out: list[list[int]] = []
     first = end = 0.0
@@ -44,7 +47,7 @@ def passes(keys: list[tuple[Path, tuple[float, float | None] | None]]) -> list[l
         whole = seg is None or seg[1] is None
         prev = keys[out[-1][-1]] if out else None
         if (not whole and prev is not None and prev[0] == path and prev[1] is not None and prev[1][1] is not None
-                and seg[0] <= end + CLOSE_S and max(end, seg[1]) - first <= MAX_SPAN_S):
+                and first <= seg[0] <= end + CLOSE_S and max(end, seg[1]) - first <= MAX_SPAN_S):
             out[-1].append(i)
             end = max(end, float(seg[1]))
         else:
@@ -76,8 +79,9 @@ class SharedPass:
         self._count = {j: self._owner.count(j) for j in set(self._owner)}
         self._frames: Iterator | None = None
         self._waiting: dict[int, deque] = defaultdict(deque)
-        self._error: media.MediaError | None = None
+        self._error: Exception | None = None
         self._wave: np.ndarray | None | bool = False  # False: not read yet; None: the file has no audio
+        self._audio_error: Exception | None = None
 
     def frames(self, j: int, **decode: object) -> Iterator[tuple[np.ndarray, float]]:
         """Segment ``j``'s frames as :func:`cmmvt.media.iter_frames` yields them for the segment alone; ``decode``:
@@ -89,11 +93,11 @@ class SharedPass:
                     raise self._error
                 if self._frames is None:
                     stop = max(span[1] for span in self.spans if span is not None)
-                    self._frames = zip(media.frames_at(self.path, self._times, self.info, stop=stop, **decode),
-                                       self._owner)
+                    self._frames = zip(media.frames_at(self.path, self._times, self.info, stop=stop,
+                                                       seek=float(self._times[0]), **decode), self._owner)
                 try:
                     (rgb, t), owner = next(self._frames)
-                except media.MediaError as exc:
+                except Exception as exc:  # noqa: BLE001 - this segment and every later one fail with it
                     self._error = exc
                     raise
                 self._waiting[owner].append((rgb, t))
@@ -104,10 +108,16 @@ class SharedPass:
         """Segment ``j``'s waveform as :func:`cmmvt.media.audio_chunks` gives it for the segment alone (a function
         that returns a fresh iterator of it each call), or None when the file has no audio."""
         first = min(span[0] for span in self.spans if span is not None)
+        if self._audio_error is not None:  # read once: every segment of the pass fails with the reason
+            raise self._audio_error
         if self._wave is False:
             last = max(span[1] for span in self.spans if span is not None)
-            chunks = media.audio_chunks(self.path, sample_rate, (first, last))
-            self._wave = None if chunks is None else np.concatenate([np.zeros(0, np.float32), *chunks])
+            try:
+                chunks = media.audio_chunks(self.path, sample_rate, (first, last))
+                self._wave = None if chunks is None else np.concatenate([np.zeros(0, np.float32), *chunks])
+            except Exception as exc:  # noqa: BLE001 - kept for the later segments
+                self._audio_error = exc
+                raise
         if self._wave is None:
             return None
         start, stop = self.spans[j]

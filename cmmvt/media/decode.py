@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import re
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -191,6 +192,24 @@ def sample_times(duration: float, fps: float) -> np.ndarray:
     n = max(1, round(duration * fps))
     t = (np.arange(n, dtype=np.float64) + 0.5) / float(fps)  # (n,)
     return np.minimum(t, np.nextafter(duration, 0.0)).astype(np.float64)
+
+
+def _from(container: av.container.InputContainer, stream: av.stream.Stream, seek: float) -> Iterator[Any]:
+    """Decoded frames of ``stream`` from the keyframe at or before ``seek`` seconds after the stream start (0: from
+    the start); where the demuxer lands after ``seek`` (or cannot seek), rewound to the stream start instead."""
+    origin, tb = _stream_start(stream), stream.time_base
+    if seek <= 0 or origin is None or tb is None:
+        return container.decode(stream)
+    try:
+        container.seek(int((origin + seek) / tb), stream=stream, backward=True)
+        frames = container.decode(stream)
+        first = next(frames, None)
+    except _DECODE_ERRORS:
+        first = None
+    if first is not None and first.pts is not None and float(first.pts * tb) - origin <= seek + 1e-6:
+        return itertools.chain([first], frames)
+    container.seek(int(origin / tb), stream=stream, backward=True)  # landed late: read from the start
+    return container.decode(stream)
 
 
 def segment_span(path: PathLike, duration: float, segment: tuple[float, float | None] | None) -> tuple[float, float]:
@@ -481,27 +500,28 @@ def iter_frames(path: PathLike, fps: float, short_side: int | None = None,
     info = info or probe(p)
     start, stop = segment_span(p, info.duration, segment)
     times = start + sample_times(stop - start, fps)  # (n,) seconds from the stream start
-    for rgb, t in frames_at(p, times, info, short_side, long_side, skip_nonref, stop):
+    for rgb, t in frames_at(p, times, info, short_side, long_side, skip_nonref, stop, seek=start):
         yield rgb, t - start
 
 
 def frames_at(path: PathLike, times: np.ndarray, info: VideoInfo, short_side: int | None = None,
-              long_side: int | None = None, skip_nonref: bool = False, stop: float | None = None
-              ) -> Iterator[tuple[np.ndarray, float]]:
+              long_side: int | None = None, skip_nonref: bool = False, stop: float | None = None,
+              seek: float = 0.0) -> Iterator[tuple[np.ndarray, float]]:
     """The frames displayed at ``times`` — sorted seconds from the stream start, repeats allowed — in one pass
-    that starts at the keyframe before the first (see :func:`iter_frames`, which samples a clip or a segment
-    with it; several segments of one file share a pass through it).
+    (see :func:`iter_frames`, which samples a clip or a segment with it; several segments of one file share a
+    pass through it).
 
     Args:
         stop: Where the wanted part of the stream ends (default: ``info.duration``): a stream that ends earlier
             than that (less the tolerance) is a truncated file.
+        seek: Start decoding at the keyframe at or before this many seconds (at most ``times[0]``; 0: from the
+            first frame). A demuxer that lands after it (some cannot seek precisely) is read from the start.
 
     Yields:
         ``(rgb, t)`` for each ``t`` of ``times``.
     """
     p = Path(path)
     stop = info.duration if stop is None else stop
-    start = float(times[0]) if len(times) else 0.0
     n = len(times)
     k = 0  # next target to emit
     with _open(p) as container:
@@ -511,13 +531,14 @@ def frames_at(path: PathLike, times: np.ndarray, info: VideoInfo, short_side: in
             vs.codec_context.skip_frame = "NONREF"
         tb = vs.time_base
         origin = _stream_start(vs)
-        if start > 0 and origin is not None and tb is not None:  # to the keyframe at or before the segment
-            container.seek(int((origin + start) / tb), stream=vs, backward=True)
         prev: av.VideoFrame | None = None  # frame on screen before the current one
         prev_rgb: np.ndarray | None = None  # its RGB conversion, cached for repeats
         prev_rel = 0.0  # its presentation time, seconds from the stream start
         decoded = 0
-        frames = container.decode(vs)
+        try:
+            frames = _from(container, vs, seek)
+        except _DECODE_ERRORS as exc:
+            raise MediaError(p, f"cannot seek to {seek:.3f} s: {_describe(exc)}") from exc
         while k < n:
             try:
                 frame = next(frames, None)
@@ -649,9 +670,14 @@ def _iter_audio(p: Path, sample_rate: int, segment: tuple[float, float] | None =
             video_start = _stream_start(_video_stream(container, p))
         except MediaError:
             pass  # audio-only file: nothing to align to
+        frames = container.decode(stream)
         if start > 0:  # sample 0 is ``start`` after the first video frame (the audio stream's start without one)
-            video_start = (video_start if video_start is not None else _stream_start(stream) or 0.0) + start
-            container.seek(int(max(video_start - 0.5, 0) / stream.time_base), stream=stream, backward=True)
+            audio_start = _stream_start(stream) or 0.0
+            video_start = (video_start if video_start is not None else audio_start) + start
+            try:  # half a second early: the decoder's first frames after a seek prime it
+                frames = _from(container, stream, max(video_start - 0.5 - audio_start, 0.0))
+            except _DECODE_ERRORS as exc:
+                raise MediaError(p, f"cannot seek the audio to {start:.3f} s: {_describe(exc)}") from exc
         claimed = _declared_duration(stream)
         resampler: av.AudioResampler | None = None
         template: tuple[Any, ...] | None = None
@@ -673,7 +699,7 @@ def _iter_audio(p: Path, sample_rate: int, segment: tuple[float, float] | None =
                     yield np.clip(x, -1.0, 1.0).astype(np.float32, copy=False)
 
         try:
-            for frame in container.decode(stream):
+            for frame in frames:
                 if wanted is not None and emitted >= wanted:
                     break
                 decoded += 1
