@@ -67,11 +67,8 @@ def paired_map(a: np.ndarray, b: np.ndarray, y: np.ndarray, n_boot: int = 1000, 
         b: (N, C) scores of the method compared against.
         y: (N, C) 0/1 targets.
     """
-    def mean_ap(scores: np.ndarray, idx: np.ndarray) -> float:
-        return float(np.nanmean(metrics.per_class_ap(scores[idx], y[idx])))
-
     def diff(idx: np.ndarray) -> float:
-        return float(np.mean([mean_ap(r, idx) for r in a]) - mean_ap(b, idx))
+        return float(np.mean([metrics.mean_ap(r[idx], y[idx]) for r in a]) - metrics.mean_ap(b[idx], y[idx]))
 
     rng = np.random.default_rng(seed)
     stats = [diff(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]

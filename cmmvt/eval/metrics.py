@@ -96,11 +96,16 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray) -> dict[str, flo
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(targets) > 0  # (N, C)
-    ap = per_class_ap(logits, targets)
     aucs = [roc_auc_score(y[:, c], logits[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
     mean_auc = float(np.mean(aucs)) if aucs else float("nan")
-    return {"mAP": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"), "mean_auc": mean_auc,
+    return {"mAP": mean_ap(logits, targets), "mean_auc": mean_auc,
             "d_prime": float(np.sqrt(2) * norm.ppf(min(mean_auc, 1 - 1e-12))) if aucs else float("nan")}
+
+
+def mean_ap(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Macro average precision over the classes with at least one positive clip (NaN when none has)."""
+    ap = per_class_ap(logits, targets)
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 
 def per_class_ap(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

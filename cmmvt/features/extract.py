@@ -147,14 +147,17 @@ def discover(path: str | Path) -> tuple[list[Item], list[tuple[str, str]]]:
     path = Path(path)
     if path.is_file() and path.suffix == ".csv":
         df = manifest.read(path)
-        if not set(manifest.SEGMENT_COLUMNS) <= set(df.columns):
-            return [Item(r.video_id, Path(r.path)) for r in df.itertuples()], []
-        return [Item(r.video_id, Path(r.path), (float(r.start or 0), float(r.end) if r.end else None)
-                     if r.start or r.end else None) for r in df.itertuples()], []
+        return [Item(r.video_id, Path(r.path), _segment(r)) for r in df.itertuples()], []
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder or manifest")
     files, skipped = manifest.scan(path)
     return [Item(vid, p) for vid, p in manifest.unique_ids(path, files).items()], skipped
+
+
+def _segment(row: object) -> tuple[float, float | None] | None:
+    """A manifest row's ``start``/``end`` (blank or absent: the whole file)."""
+    start, end = getattr(row, "start", ""), getattr(row, "end", "")
+    return (float(start or 0), float(end) if end else None) if start or end else None
 
 
 def for_backbone(p: ExtractParams, bb: backbones.Backbone) -> ExtractParams:
@@ -318,12 +321,11 @@ def _pieces(item: Item, modality: Modality, p: ExtractParams, rows: int | None =
         source = None  # unreadable: decoding says why
     try:
         info = shared[0].info if shared else media.probe(item.path)
-        media.segment_span(item.path, info.duration, item.segment)  # a segment outside the file fails here
+        start, stop = media.segment_span(item.path, info.duration, item.segment)  # one outside the file fails here
         blocks = (_video_pieces if modality == "video" else _audio_pieces)(item, p, info, rows, shared)
         for x, t in blocks or ():
             yield _Piece(item, x, t, first=first, last=False, source=source)
             first = False
-        start, stop = media.segment_span(item.path, info.duration, item.segment)
         yield _Piece(item, None, np.zeros(0), first=first, last=True, has_stream=blocks is not None,
                      duration=stop - start, source=source)
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the run; the reason is kept
@@ -525,9 +527,9 @@ def share(items: list[Item], done: set[str], world: World) -> tuple[list[Item], 
     over the decoding passes (:func:`cmmvt.features.segments.passes`: segments that share one stay together), so
     every rank computes the same split from the same list. The ranks of a group agree on ``done`` (read from
     every writer's shards before anyone writes) and split only the clips left, probing their durations
-    together; after a crash or with another number of ranks the remaining work is balanced again. Independent ranks (``--shard i/N``)
-    cannot agree on what is left, so each splits the whole list (probing every clip itself) and skips the
-    clips already done.
+    together; after a crash or with another number of ranks the remaining work is balanced again. Independent
+    ranks (``--shard i/N``) cannot agree on what is left, so each splits the whole list (probing every clip
+    itself) and skips the clips already done.
 
     Args:
         items: Every clip of the job, the same list on every rank.

@@ -36,7 +36,7 @@ def score(task: str, logits: np.ndarray, labels: list) -> float:
     """Top-1 (multiclass) or mAP (multilabel) of (N, C) ``logits``."""
     if task == "multiclass":
         return float((logits.argmax(1) == np.asarray(labels)).mean())
-    return metrics.multilabel_metrics(logits, np.asarray(labels))["mAP"]
+    return metrics.mean_ap(logits, np.asarray(labels))
 
 
 def hits(task: str, logits: torch.Tensor, labels: torch.Tensor) -> int:
