@@ -143,8 +143,9 @@ def test_one_process_shares_rows_without_a_group():
 @pytest.mark.slow
 def test_two_ranks_train_the_weights_of_one_process_and_rank_0_writes_one_checkpoint(tiny, reference):
     work = tiny / "work"
-    proc = run_ranks("-m", "cmmvt.cli", "train", "--out", str(tiny / "two" / "model.pt"), cwd=work)
-    assert sorted(p.name for p in (tiny / "two").iterdir()) == ["model.pt"]
+    proc = run_ranks("-m", "cmmvt.cli", "train", "--out", str(tiny / "two" / "model.pt"), "--reports",
+                     str(tiny / "two-reports"), cwd=work)
+    assert sorted(p.name for p in (tiny / "two").iterdir()) == ["model.params.yaml", "model.pt"]  # rank 0's only
     assert sorted(p.name for p in work.iterdir()) == ["params.yaml"]
     one = torch.load(reference, weights_only=True)
     two = torch.load(tiny / "two" / "model.pt", weights_only=True)
@@ -157,11 +158,11 @@ def test_two_ranks_evaluate_every_test_clip_once(tiny, reference):
     p = config.validate(params_dict(tiny))
     with rank_threads():
         one = evaluate.evaluate(p, reference, tiny / "eval1", world=World())
-    proc = run_ranks("-m", "cmmvt.cli", "evaluate", "--model", str(reference), "--out", str(tiny / "eval2"),
+    proc = run_ranks("-m", "cmmvt.cli", "evaluate", "--model", str(reference), "--reports", str(tiny / "r2"),
                      cwd=tiny / "work")
-    two = json.loads((tiny / "eval2" / "metrics.json").read_text())
+    two = json.loads((tiny / "r2" / "eval" / "metrics.json").read_text())
     assert two == pytest.approx(one) and two["clips"] == 3
-    preds = pd.read_csv(tiny / "eval2" / "predictions.csv")
+    preds = pd.read_csv(tiny / "r2" / "eval" / "predictions.csv")
     test_ids = pd.read_csv(tiny / "manifest.csv").query("split == 'test'")["video_id"]
     assert sorted(preds["video_id"]) == sorted(test_ids)  # 3 clips over 2 ranks: each once, none padded in
     assert preds.equals(pd.read_csv(tiny / "eval1" / "predictions.csv"))
@@ -173,7 +174,8 @@ def test_two_ranks_pretrain_infonce_like_one_process(tiny):
     p = config.validate(params_dict(tiny))
     with rank_threads():
         pt.pretrain(p, tiny / "pre1.pt", live_dir=None, world=World())
-    proc = run_ranks("-m", "cmmvt.cli", "pretrain", "--out", str(tiny / "pre2" / "enc.pt"), cwd=tiny / "work")
+    proc = run_ranks("-m", "cmmvt.cli", "pretrain", "--out", str(tiny / "pre2" / "enc.pt"), "--reports",
+                     str(tiny / "pre2-reports"), cwd=tiny / "work")
     assert sorted(p.name for p in (tiny / "pre2").iterdir()) == ["enc.pt"]
     one = torch.load(tiny / "pre1.pt", weights_only=True)
     two = torch.load(tiny / "pre2" / "enc.pt", weights_only=True)
@@ -193,7 +195,7 @@ def test_train_stage_under_torchrun_steps_a_stand_in_and_writes_checkpoint_param
     work.mkdir()
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     proc = run_ranks(str(REPO / "stages" / "train.py"), cwd=work)
-    assert proc.stdout.count("best val top-1") == 1
+    assert proc.stderr.count("best val top-1") == 1
     assert {p.name for p in (work / "models").iterdir()} == {"classifier.pt", "classifier.params.yaml"}
     one = torch.load(tiny / "one4.pt", weights_only=True)["state_dict"]
     assert_close(torch.load(work / "models" / "classifier.pt", weights_only=True)["state_dict"], one)

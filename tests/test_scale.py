@@ -185,7 +185,7 @@ def test_dvc_stage_runs_extract_procs_torchrun_processes(folder, reference, tmp_
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "extract.py"), "video"], cwd=tmp_path,
                           capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("video: 8 succeeded, 0 failed") == 1  # rank 0 prints the job's summary
+    assert proc.stderr.count("video: 8 succeeded, 0 failed") == 1  # rank 0 prints the job's summary
     root = tmp_path / "features" / "video"
     assert (root / extract.COMPLETE).is_file() and list(root.glob("shard-*-w1.h5"))
     with cache.CacheReader(root) as r, cache.CacheReader(reference, "video") as ref:

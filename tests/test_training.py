@@ -93,8 +93,9 @@ def test_evaluate_writes_reports(tmp_path, make_cache, classes):
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
 
 
-def test_cli_train_writes_only_what_it_is_told(tmp_path, make_cache, monkeypatch):
-    """`cmmvt train --out X` writes X and nothing else (no DVCLive folder in the working directory)."""
+def test_cli_train_writes_only_where_it_is_told(tmp_path, make_cache, monkeypatch):
+    """`cmmvt train --out X --reports R` writes X, its resolved params beside it and the train stage's logs under R:
+    nothing in the working directory (the same files as the stage, moved by the flags: tests/test_stages.py)."""
     import yaml
     from typer.testing import CliRunner
 
@@ -106,10 +107,11 @@ def test_cli_train_writes_only_what_it_is_told(tmp_path, make_cache, monkeypatch
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "params.yaml").write_text(yaml.safe_dump(p))
     monkeypatch.chdir(tmp_path / "work")
-    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "out" / "m.pt")])
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "out" / "m.pt"), "--reports", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["params.yaml"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.pt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.params.yaml", "m.pt"]
+    assert (tmp_path / "r" / "train" / "metrics.json").is_file()
 
 
 def _pretrained(root, p):

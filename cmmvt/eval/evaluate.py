@@ -18,15 +18,17 @@ inference, Neimark et al. 2021); a longer clip from evenly spaced views with ave
 (``evaluate.views``, by default as many as cover it). ``evaluate.max_frames`` caps the rows per view
 (``16``: the 4-s centre crop that earlier versions evaluated on). ``order_pairs_top1`` is the top-1 accuracy on the test clips of
 the synthetic classes that differ from a partner only in the temporal order of one modality
-(:func:`cmmvt.data.synth.order_only_pairs`): where an order-blind model must fail.
+(:func:`cmmvt.data.synth_classes.order_only_pairs`): where an order-blind model must fail.
 
 Under torchrun the ranks classify every N-th clip each and gather the logits (each clip once, no padding);
-rank 0 writes the reports.
+rank 0 writes the reports. The ``evaluate`` stage (:func:`stage`) is one call for ``stages/evaluate.py`` and
+``cmmvt evaluate`` alike.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +37,27 @@ import pandas as pd
 from cmmvt import distributed
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.eval import metrics
-from cmmvt.data import synth
+from cmmvt.data import synth_classes
 from cmmvt.config import Params
 from cmmvt.distributed import World
 from cmmvt.train.dataset import ClipDataset, Split, splits
 from cmmvt.eval.inference import eval_frames, predict
 from cmmvt.checkpoints import load_checkpoint
+
+
+def stage(p: Params, world: World | None = None) -> dict[str, float]:
+    """The ``evaluate`` stage, for ``stages/evaluate.py`` and ``cmmvt evaluate`` alike: the checkpoint at
+    ``paths.classifier`` on the test split, reports into ``<paths.reports>/eval``, one summary line printed.
+
+    Returns:
+        The metrics, on every rank.
+    """
+    world = world or distributed.from_env()
+    m = evaluate(p, p.paths.classifier, f"{p.paths.reports}/eval", world=world)
+    if world.lead:
+        print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()),
+              file=sys.stderr, flush=True)
+    return m
 
 
 def evaluate(p: Params, model_path: str | Path | None = None, out: str | Path | None = None,
@@ -93,7 +110,8 @@ def split_logits(p: Params, model_path: str | Path, features: str | Path | None,
 def _metrics(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, float]:
     """metrics.json's content for (N, C) ``logits`` of clips with (N,) ``labels``."""
     result = metrics.classification_metrics(logits, labels, k=5) | {"clips": len(labels)}
-    pair_classes = [names.index(c) for pair in synth.order_only_pairs() if set(pair) <= set(names) for c in pair]
+    pairs = synth_classes.order_only_pairs()
+    pair_classes = [names.index(c) for pair in pairs if set(pair) <= set(names) for c in pair]
     if np.isin(labels, pair_classes).any():
         result["order_pairs_top1"] = metrics.subset_accuracy(logits, labels, pair_classes)
     return result

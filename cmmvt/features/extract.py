@@ -22,17 +22,20 @@ deterministic) and writes its own shard files (``CacheWriter(writer=rank)``); th
 Under ONNX Runtime (the default engine) each row is independent of its batch neighbours and of the thread
 count, so a run with N ranks caches the rows of a one-process run bit for bit (tests).
 
+:func:`stage` is the one entry for the DVC ``extract@<modality>`` stage and ``cmmvt extract``.
+
 Example (needs clips or caches on disk, so not run as a doctest)::
 
-    from cmmvt import config, extract
-    items, skipped = extract.discover("videos/")
-    extract.run(items, config.ExtractParams(), modality="both")
+    from cmmvt import config
+    from cmmvt.features import extract
+    extract.stage(config.ExtractParams(), "videos/")  # both modalities into data/features
 """
 
 from __future__ import annotations
 
 import platform
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -683,30 +686,57 @@ def run(
 COMPLETE = ".complete"
 
 
-def run_stage(p: ExtractParams, manifest: str | Path, modality: Modality) -> Summary:
-    """The DVC ``extract@<modality>`` stage over a manifest, in this process or as a rank of torchrun's.
+def stage(p: ExtractParams, source: str | Path, modality: Literal["video", "audio", "both"] = "both",
+          overwrite: bool = False, world: World | None = None) -> bool:
+    """Extract every clip of ``source``: the DVC ``extract@<modality>`` stage (``overwrite``) and ``cmmvt extract``
+    alike, in this process, as a rank of torchrun's, or as one of ``--shard i/N``'s independent processes.
 
-    The output folder is ``persist``-ed, so an interrupted run resumes where it stopped. A folder holding
-    a *completed* run is wiped first (by rank 0, before the other ranks open it): DVC reruns a completed stage
-    only when its inputs (clips, code, feature params) changed, and cached rows of changed inputs must not
-    survive. Rank 0 marks the run complete once every rank has published its shards.
+    With ``extract.procs`` > 1 (and not already under torchrun) the very command runs again as that many torchrun
+    processes (:func:`cmmvt.distributed.relaunch`). An interrupted run resumes where it stopped: clips already
+    cached are skipped. With ``overwrite`` a cache made with other feature params is replaced, and a folder
+    holding a *completed* run is wiped first (by rank 0, before the other ranks open it): DVC reruns a completed
+    stage only when its inputs (clips, code, feature params) changed, and cached rows of changed inputs must not
+    survive. Once every rank has published its shards the run is marked complete (``.complete``, its summary
+    line), except by independent ``--shard`` processes, none of which knows when the others finish. Skipped
+    files, failures and each modality's summary line are printed (rank 0 of a group).
+
+    Args:
+        p: Extraction params (``extract.out`` is the features root).
+        source: A folder of videos (recursive) or a manifest CSV (:func:`discover`).
+        modality: ``video``, ``audio`` or ``both``.
+        overwrite: Start afresh as above (what the DVC stage does).
+        world: This process among the ranks (default: torchrun's environment, else one process).
 
     Returns:
-        The job's summary.
+        Whether the run did its job: False where every clip of every modality failed (exit status 1).
     """
     import shutil
 
-    root = Path(p.out) / modality
-    world = distributed.from_env()
+    launched = distributed.relaunch(p.procs)
+    if launched is not None:
+        return launched == 0
+    world = world or distributed.from_env()
+    mods = MODALITIES if modality == "both" else (modality,)
     with distributed.joined(world):
         with distributed.rank_zero_first(world):
-            if world.rank == 0 and (root / COMPLETE).exists():
-                shutil.rmtree(root)
-        items, _ = discover(manifest)
-        summary = run(items, p, modality=modality, overwrite=True, show_progress=False, world=world)[0]
-        if world.rank == 0:
-            (root / COMPLETE).write_text(summary.line() + "\n")
-    return summary
+            for mod in mods if overwrite and world.rank == 0 else ():
+                if (Path(p.out) / mod / COMPLETE).exists():
+                    shutil.rmtree(Path(p.out) / mod)
+        items, skipped = discover(source)
+        summaries = run(items, p, modality=modality, overwrite=overwrite, show_progress=sys.stderr.isatty(),
+                        world=world)
+        if world.rank == 0 and (world.group or world.size == 1):
+            for s in summaries:
+                (Path(p.out) / s.modality).mkdir(parents=True, exist_ok=True)
+                (Path(p.out) / s.modality / COMPLETE).write_text(s.line() + "\n")
+    if world.lead:
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+        for s in summaries:
+            for path, reason in s.failures:
+                print(f"failed {path}: {reason}", file=sys.stderr, flush=True)
+            print(s.line(), file=sys.stderr, flush=True)
+    return any(s.succeeded or s.cached or not s.failed for s in summaries)
 
 
 def clip_features(path: str | Path, p: ExtractParams, bbs: Mapping[Modality, backbones.Backbone],

@@ -63,9 +63,9 @@ Prototypes, re-clustering and retrieval embed the clips split over the ranks and
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -317,6 +317,21 @@ def _cluster(emb: dict[str, np.ndarray], present: np.ndarray, k: dict[str, int],
         labels[present] = assign
         out[m] = labels
     return out
+
+
+def stage(p: Params, world: World | None = None) -> PretrainResult:
+    """The ``pretrain`` stage, for ``stages/pretrain.py`` and ``cmmvt pretrain`` alike: encoders at
+    ``paths.pretrained`` from the prototypes at ``paths.prototypes``, the DVCLive curve and metrics under
+    ``<paths.reports>/pretrain``, one summary line printed (rank 0 of several).
+
+    Returns:
+        What :func:`pretrain` did, on every rank.
+    """
+    world = world or distributed.from_env()
+    r = pretrain(p, p.paths.pretrained, p.paths.prototypes, live_dir=f"{p.paths.reports}/pretrain", world=world)
+    if world.lead:
+        print(describe(r), file=sys.stderr, flush=True)
+    return r
 
 
 def pretrain(p: Params, out: str | Path | None = None, prototypes_path: str | Path | None = None,

@@ -39,6 +39,7 @@ Example (needs clips or caches on disk, so not run as a doctest)::
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,6 +420,18 @@ def cluster_quality(assignments: Sequence[int] | np.ndarray, labels: Sequence[An
     np.add.at(table, (ai, yi), 1)
     purity = float(table.max(axis=1).sum() / len(a))
     return {"nmi": float(normalized_mutual_info_score(yi, ai)), "purity": purity}
+
+
+def stage(p: Any) -> dict[str, float]:
+    """The ``prototypes`` stage, for ``stages/prototypes.py`` and ``cmmvt prototypes`` alike: :func:`build` into
+    ``paths.prototypes``, the metrics into ``<paths.reports>/prototypes/metrics.json``, one summary line printed.
+
+    Returns:
+        The metrics.
+    """
+    m = build(p, p.paths.prototypes, f"{p.paths.reports}/prototypes/metrics.json")
+    print(", ".join(f"{k} {v:.3f}" for k, v in m.items()), file=sys.stderr, flush=True)
+    return m
 
 
 def build(p: Any, out: str | Path | None = None, metrics_path: str | Path | None = None) -> dict[str, float]:

@@ -22,16 +22,19 @@ process up to float rounding (with ``model.dropout: 0``; dropout masks are drawn
 split over the ranks and gathered, so all of them take the same early-stopping decisions; only rank 0
 writes the checkpoint and the DVCLive logs.
 
+The ``train`` stage (:func:`stage`) is one call for ``stages/train.py`` and ``cmmvt train`` alike.
+
 Example (needs clips or caches on disk, so not run as a doctest)::
 
     from cmmvt import config
     from cmmvt.train import loop
-    result = loop.train(config.load(), "models/classifier.pt")
+    result = loop.stage(config.load())  # models/classifier.pt, its params, reports/train
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cmmvt import distributed
+from cmmvt import config, distributed
 from cmmvt.checkpoints import feature_params, load_into, save_checkpoint
 from cmmvt.config import Params, TrainParams
 from cmmvt.data import manifest as manifest_mod
@@ -209,6 +212,26 @@ def nearest_centroid_val(features: str | Path, sp: dict[str, Split], modalities:
     x = {s: baselines.cl2n(means[s], means["train_all"]) for s in ("train", "val")}
     pred = baselines.nearest_centroid(x["train"], np.asarray(sp["train"].labels), x["val"])
     return float((pred == np.asarray(sp["val"].labels)).mean())
+
+
+def stage(p: Params, world: World | None = None) -> TrainResult:
+    """The ``train`` stage, for ``stages/train.py`` and ``cmmvt train`` alike: the same files from the same params.
+
+    Writes the checkpoint at ``paths.classifier``, the resolved params at ``paths.classifier_params``, the DVCLive
+    curves and metrics under ``<paths.reports>/train``, and prints the summary line (rank 0 of several).
+
+    Returns:
+        What :func:`train` did, on every rank.
+    """
+    world = world or distributed.from_env()
+    if world.lead:
+        config.dump(p, p.paths.classifier_params)
+    result = train(p, p.paths.classifier, live_dir=f"{p.paths.reports}/train", pretrained=p.paths.pretrained,
+                   world=world)
+    if world.lead:
+        print(f"saved {p.paths.classifier}: {result.line()}, torch threads: {torch.get_num_threads()}",
+              file=sys.stderr, flush=True)
+    return result
 
 
 def train(p: Params, out: str | Path | None = None, live_dir: str | Path | None = None,
