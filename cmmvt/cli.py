@@ -30,6 +30,8 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 _state: dict[str, Any] = {"traceback": False, "who": ""}  # who: "rank 1 of 2" in a process of several
 
+ReportsOpt = Annotated[Path | None, typer.Option(help="Reports root (paths.reports): the stage's metrics and curves "
+                                                        "go into its folder there.")]
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="The params file (the one source of truth).")]
 SetOpt = Annotated[
     list[str] | None,
@@ -156,7 +158,9 @@ def extract(
     device: Annotated[str | None, typer.Option(help="Torch device, e.g. cpu or cuda.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per CNN batch.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding threads.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a cache made with other feature params.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start afresh, as the extract stage does: replace a cache made "
+                                                "with other feature params and wipe a completed run first (an "
+                                                "interrupted one still resumes).")] = False,
     shard: Annotated[str | None, typer.Option(help="i/N: extract only share i of N, as one of N independent "
                                                    "processes (e.g. a SLURM job array).")] = None,
     params: ParamsOpt = Path("params.yaml"),
@@ -165,8 +169,10 @@ def extract(
     """Extract frozen-CNN video and log-mel audio embeddings into resumable HDF5 caches.
 
     Rerunning skips clips already cached; broken files go to failures.csv and the run goes on.
-    Exits 1 only when nothing succeeded. Under torchrun each process extracts its share into its own
-    shard files and rank 0 prints the job's summary; --shard i/N does the same without torchrun.
+    Exits 1 only when every clip failed. Under torchrun (or with extract.procs > 1, which relaunches the
+    command under torchrun) each process extracts its share into its own shard files and rank 0 prints the
+    job's summary; --shard i/N does the same without torchrun. The DVC stage extract@video is
+    `cmmvt extract --manifest data/manifest.csv --modality video --overwrite`: one code path.
 
     Examples:
         cmmvt extract --videos ~/clips --out data/features
@@ -186,15 +192,7 @@ def extract(
     p = _params(params, set_, {"extract.fps": fps, "extract.backbone": backbone, "extract.weights": _str(weights),
                                "extract.device": device, "extract.batch_size": batch_size,
                                "extract.workers": workers, "extract.out": _str(out)})
-    items, skipped = _run(lambda: extract_mod.discover(videos or manifest_))
-    for path, reason in skipped if world.lead else ():
-        console.print(f"[dim]skipped {path}: {reason}[/]", highlight=False)
-    summaries = _run(lambda: extract_mod.run(items, p.extract, modality=modality, overwrite=overwrite, world=world))
-    for s in summaries if world.lead else ():
-        for path, reason in s.failures:
-            console.print(f"[yellow]failed[/] {path}: {reason}", highlight=False)
-        console.print(s.line(), highlight=False)
-    if items and all(s.succeeded == 0 and s.cached == 0 for s in summaries):
+    if not _run(lambda: extract_mod.stage(p.extract, videos or manifest_, modality, overwrite, world)):
         raise typer.Exit(1)
 
 
@@ -233,11 +231,12 @@ def cache_info(
 
 @app.command()
 def prototypes(
-    out: Annotated[Path | None, typer.Option(help="Prototypes file to write (default: paths.prototypes).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Prototypes file to write (paths.prototypes).")] = None,
+    reports: ReportsOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """k-means prototypes of the cached video and audio embeddings (the `prototypes` stage).
+    """k-means prototypes of the cached video and audio embeddings (the `prototypes` stage, same files).
 
     NMI and purity against the labels are printed for insight only; labels never reach training.
 
@@ -247,21 +246,21 @@ def prototypes(
     """
     from cmmvt.selfsup import prototypes as prototypes_mod
 
-    p = _params(params, set_)
-    m = _run(lambda: prototypes_mod.build(p, out, metrics_path=None))
-    console.print(", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+    p = _params(params, set_, {"paths.prototypes": _str(out), "paths.reports": _str(reports)})
+    _run(lambda: prototypes_mod.stage(p))
 
 
 @app.command()
 def pretrain(
-    out: Annotated[Path | None, typer.Option(help="Pretrained encoders to write (default: paths.pretrained).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Pretrained encoders to write (paths.pretrained).")] = None,
     prototypes_: Annotated[Path | None, typer.Option("--prototypes", help="k-means prototypes for xdc and protonce "
-                                                                            "(default: paths.prototypes).")] = None,
+                                                                            "(paths.prototypes).")] = None,
     objective: Annotated[str | None, typer.Option(help="xdc | infonce | protonce | sync | mask | order | combined.")] = None,
+    reports: ReportsOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Cross-modal self-supervised pretraining of the encoders, without labels (the `pretrain` stage).
+    """Cross-modal self-supervised pretraining of the encoders, without labels (the `pretrain` stage, same files).
 
     Under torchrun the processes share each batch of pretrain.batch_size clips; rank 0 writes and reports.
 
@@ -273,61 +272,60 @@ def pretrain(
     from cmmvt.selfsup import pretrain as pretrain_mod
 
     world = _world()
-    p = _params(params, set_, {"pretrain.objective": objective})
-    r = _run(lambda: pretrain_mod.pretrain(p, out, prototypes_, live_dir=None, world=world))
-    if world.lead:
-        console.print(pretrain_mod.describe(r))
+    p = _params(params, set_, {"pretrain.objective": objective, "paths.pretrained": _str(out),
+                               "paths.prototypes": _str(prototypes_), "paths.reports": _str(reports)})
+    _run(lambda: pretrain_mod.stage(p, world))
 
 
 @app.command()
 def train(
-    out: Annotated[Path | None, typer.Option(help="Checkpoint to write (default: paths.classifier); nothing else "
-                                                  "is written.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint to write (paths.classifier; its resolved params "
+                                                  "go beside it, paths.classifier_params).")] = None,
+    reports: ReportsOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Train the temporal classifier on cached features (the `train` stage).
+    """Train the temporal classifier on cached features (the `train` stage: the same files and checkpoint).
 
     Under torchrun the processes train one model data-parallel (DDP): train.batch_size stays the global
     batch, split over them; rank 0 writes the checkpoint and reports.
 
     Examples:
         cmmvt train
-        cmmvt train -S model.attention=global -S model.modalities=video --out /tmp/video.pt
+        cmmvt train -S model.attention=global -S model.modalities=video --out /tmp/video.pt --reports /tmp/video-reports
         torchrun --standalone --nproc_per_node 4 $(which cmmvt) train
     """
     from cmmvt.train import loop
 
     world = _world()
-    p = _params(params, set_)
-    r = _run(lambda: loop.train(p, out, live_dir=None, world=world))  # DVCLive curves belong to the train stage
-    if world.lead:
-        console.print(f"saved {out or p.paths.classifier}: {r.line()}", highlight=False)
+    beside = None if out is None else str(out.with_suffix(".params.yaml"))
+    p = _params(params, set_, {"paths.classifier": _str(out), "paths.classifier_params": beside,
+                               "paths.reports": _str(reports)})
+    _run(lambda: loop.stage(p, world))
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path | None, typer.Option(help="Checkpoint (default: paths.classifier).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default: <paths.reports>/eval).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Checkpoint (paths.classifier).")] = None,
+    reports: ReportsOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Evaluate a checkpoint on the test split: metrics.json, per-class CSV, confusion matrix.
+    """Evaluate a checkpoint on the test split: metrics.json, per-class CSV, confusion matrix in
+    <reports>/eval (the `evaluate` stage, same files).
 
     Under torchrun the processes share the clips (each counted once); rank 0 writes and reports.
 
     Examples:
         cmmvt evaluate
-        cmmvt evaluate --model /tmp/video.pt --out /tmp/eval -S evaluate.views=3
+        cmmvt evaluate --model /tmp/video.pt --reports /tmp/video-reports -S evaluate.views=3
         torchrun --standalone --nproc_per_node 4 $(which cmmvt) evaluate
     """
     from cmmvt.eval import evaluate as evaluate_mod
 
     world = _world()
-    p = _params(params, set_)
-    m = _run(lambda: evaluate_mod.evaluate(p, model, out, world=world))
-    if world.lead:
-        console.print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    p = _params(params, set_, {"paths.classifier": _str(model), "paths.reports": _str(reports)})
+    _run(lambda: evaluate_mod.stage(p, world))
 
 
 @app.command()
@@ -503,11 +501,12 @@ def report(
     rev: Annotated[str | None, typer.Option(help="Baseline commit of the experiments (default: the one "
                                                  "`cmmvt ablate` recorded, else HEAD).")] = None,
     out: Annotated[Path, typer.Option(help="The markdown report.")] = Path("reports/ablations.md"),
-    readme: Annotated[bool, typer.Option("--readme", help="Also fill the README's <!-- ablations:begin --> "
-                                                          "block.")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Only check README.md's results blocks: exit 1 naming each "
-                                                        "one measured before the last change to the code its "
-                                                        "numbers depend on.")] = False,
+    results: Annotated[bool, typer.Option("--results", help="Also fill the <!-- ablations:begin --> block of "
+                                                            "reports/RESULTS.md.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only check the results blocks of README.md, "
+                                                        "reports/RESULTS.md and docs/*.md: exit 1 naming each one "
+                                                        "measured before the last change to the code its numbers "
+                                                        "depend on.")] = False,
 ) -> None:
     """Build the ablation report from the experiments' params and metrics (`dvc exp show --json`).
 
@@ -520,22 +519,22 @@ def report(
     Examples:
         cmmvt report
         cmmvt report --grid attention --out reports/attention.md
-        cmmvt report --readme
+        cmmvt report --grid poster --results
         cmmvt report --check
     """
     from cmmvt.experiments import report as report_mod
 
     root = Path.cwd()
     if check:
-        return _check_blocks(root / "README.md")
+        return _check_blocks(root)
     g = _run(lambda: ablate_mod.get_grid(grid))
     r = _run(lambda: report_mod.build(root, g, rev, out))
-    if readme:
-        _run(lambda: report_mod.update_readme(root / "README.md", r.body))
+    if results:
+        _run(lambda: report_mod.update_results(root / report_mod.RESULTS, r.body))
     console.print(f"{r.path}: {r.results} of {r.results + r.problems} experiments of grid '{g.name}' have a "
                   f"result" + (f", {r.problems} missing or failed (listed there)" if r.problems else "")
                   + (f"; grid wall time {report_mod.duration(r.wall_s)}" if r.wall_s is not None else "")
-                  + ("; README.md updated" if readme else ""), highlight=False)
+                  + (f"; {report_mod.RESULTS} updated" if results else ""), highlight=False)
 
 
 @app.command()
@@ -563,18 +562,23 @@ def preset(
                   highlight=False)
 
 
-def _check_blocks(readme: Path) -> None:
-    """``report --check``: each results block of ``readme`` measured before a change to the code it depends on."""
+def _check_blocks(root: Path) -> None:
+    """``report --check``: each results block of README.md, reports/RESULTS.md and docs/*.md under ``root`` measured
+    before a change to the code it depends on, as ``<file>:<line>``."""
     from cmmvt.experiments import provenance
 
-    blocks, stale = _run(lambda: provenance.check(readme))
-    for s in stale:
-        b = s.block
-        console.print(f"[red]{readme.name}:{b.line}[/]: measured on {b.commit} ({b.data}); "
-                      f"{len(s.changes)} later commit(s) change {', '.join(b.depends)}, newest: {s.changes[0][:72]}",
-                      highlight=False)
-    typer.echo(f"{len(blocks) - len(stale)} of {len(blocks)} results blocks current")
-    if stale:
+    checked = _run(lambda: provenance.check_files(root))
+    total = stale_n = 0
+    for path, (blocks, stale) in checked.items():
+        total, stale_n = total + len(blocks), stale_n + len(stale)
+        for s in stale:
+            b = s.block
+            console.print(f"[red]{path.relative_to(root).as_posix()}:{b.line}[/]: measured on {b.commit} ({b.data}); "
+                          f"{len(s.changes)} later commit(s) change {', '.join(b.depends)}, newest: "
+                          f"{s.changes[0][:72]}", highlight=False)
+    files = ", ".join(f"{p.relative_to(root).as_posix()} {len(b)}" for p, (b, _) in checked.items() if b)
+    typer.echo(f"{total - stale_n} of {total} results blocks current" + (f" ({files})" if files else ""))
+    if stale_n:
         raise typer.Exit(1)
 
 
