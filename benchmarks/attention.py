@@ -68,19 +68,15 @@ def _reset_peak() -> None:
 def _build(args: argparse.Namespace):
     import torch
 
-    from cmmvt.config import ModelParams
     from cmmvt.models.encoder import GlobalAttention, LocalAttention
     from cmmvt.models.native import NativeLocalAttention
 
     torch.manual_seed(0)
-    p = ModelParams(
-        hidden=args.hidden, heads=args.heads, window=args.window, layers=args.layers,
-        dropout=args.dropout, max_frames=max(args.lengths),
-    )
-    hf = LocalAttention(p)
-    native = NativeLocalAttention(p)
+    sizes = dict(hidden=args.hidden, heads=args.heads, layers=args.layers, dropout=args.dropout)
+    hf = LocalAttention(**sizes, window=args.window)
+    native = NativeLocalAttention(**sizes, window=args.window)
     native.load_state_dict(hf.state_dict())
-    makers = {"native": lambda: native, "hf": lambda: hf, "full": lambda: GlobalAttention(p)}
+    makers = {"native": lambda: native, "hf": lambda: hf, "full": lambda: GlobalAttention(**sizes)}
     return {k: makers[k]().train() for k in args.backends}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 
 class ConfigError(ValueError):
@@ -168,14 +168,44 @@ class ModelParams(_Section):
     fusion: Literal["late", "early"] = "early"
     crop_frames: int = Field(16, ge=1)  # rows per training crop = learned position table (longer: interpolated)
     max_frames: int = Field(1024, ge=1)  # rows encoded in one pass at evaluation / predict; longer clips: views
-    window: int = Field(4, ge=2)
+    window: int = Field(4, ge=2, validate_default=True)  # local attention: total width, even (see _window_fits)
     hidden: int = Field(128, ge=8)
     layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1, validate_default=True)  # must divide hidden (see _heads_divide_hidden)
     dropout: float = Field(0.1, ge=0, lt=1)
     pool: Literal["cls", "mean", "both"] = "both"  # clip embedding: [CLS] | mean of the frames' outputs | their average
     input_norm: bool = False  # LayerNorm over each row's CNN features before the projection
     input_dropout: float = Field(0.0, ge=0, lt=1)  # dropout on the (normalised) CNN features
+
+    # What the transformer can be built with. Each check reads the keys declared above the one it names
+    # (pydantic validates in declaration order; a key that failed its own check is absent and skips it), so
+    # the message names that key, as for any other bad value. Defaults are validated too: `hidden: 18` alone
+    # makes the default `heads: 4` wrong.
+
+    @field_validator("window")
+    @classmethod
+    def _window_fits(cls, window: int, info: ValidationInfo) -> int:
+        """Local (Longformer) attention: ``window`` is the total width, even, and at least 4 with the hf backend."""
+        above = info.data
+        if above.get("encoder") != "longformer" or above.get("attention") != "local":
+            return window  # no sliding window: any width is unused
+        if window % 2:
+            raise ValueError("must be even with model.attention = 'local' (allowed: 2, 4, 6, …): it is the total "
+                             "width, each frame attending to window/2 neighbours either side")
+        if window == 2 and above.get("backend") == "hf":
+            raise ValueError("needs model.backend = 'native' (allowed with 'hf': 4, 6, 8, …): transformers' "
+                             "Longformer kernel fails for window/2 = 1")
+        return window
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_hidden(cls, heads: int, info: ValidationInfo) -> int:
+        """The transformer splits ``hidden`` evenly among the heads (``meanpool`` has none)."""
+        hidden, encoder = info.data.get("hidden"), info.data.get("encoder")
+        if encoder == "longformer" and hidden is not None and hidden % heads:
+            divisors = ", ".join(str(d) for d in range(1, hidden + 1) if hidden % d == 0)
+            raise ValueError(f"must divide model.hidden = {hidden} (allowed: {divisors})")
+        return heads
 
 
 class TrainParams(_Section):

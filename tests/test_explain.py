@@ -6,8 +6,8 @@ import torch
 
 from cmmvt.config import ModelParams
 from cmmvt.eval import explain
-from cmmvt.models import build_model
-from cmmvt.models.encoder import LocalAttention, TemporalEncoder
+from cmmvt.models import build_encoder, build_model
+from cmmvt.models.encoder import LocalAttention
 from cmmvt.models.native import AttentionLayout, NativeLocalAttention
 
 
@@ -15,8 +15,8 @@ def test_local_attention_probabilities_reproduce_the_native_kernel():
     """P @ V with the recomputed per-head probabilities equals the chunked-SDPA layer's output (the Longformer band,
     [CLS] column and global row, padding)."""
     torch.manual_seed(0)
-    p = ModelParams(hidden=32, heads=4, window=4, layers=1, dropout=0.0)
-    sa = NativeLocalAttention(p).eval().longformer.encoder.layer[0].attention.self
+    nat = NativeLocalAttention(hidden=32, heads=4, window=4, layers=1, dropout=0.0).eval()
+    sa = nat.longformer.encoder.layer[0].attention.self
     h = torch.randn(2, 11, 32)
     mask = torch.ones(2, 11, dtype=torch.bool)
     mask[1, 7:] = False
@@ -36,8 +36,8 @@ def test_local_attention_probabilities_reproduce_the_native_kernel():
 def test_both_backends_give_the_same_maps():
     torch.manual_seed(0)
     p = ModelParams(hidden=32, heads=4, window=4, layers=2, dropout=0.0, crop_frames=8, backend="hf")
-    hf = TemporalEncoder(16, p).eval()
-    native = TemporalEncoder(16, p.model_copy(update={"backend": "native"})).eval()
+    hf = build_encoder(p, 16).eval()
+    native = build_encoder(p.model_copy(update={"backend": "native"}), 16).eval()
     native.load_state_dict(hf.state_dict())
     assert isinstance(hf.backbone, LocalAttention)
     x, mask = torch.randn(3, 9, 16), torch.ones(3, 9, dtype=torch.bool)

@@ -5,8 +5,9 @@ import itertools
 import pytest
 import torch
 
+from cmmvt import config
 from cmmvt.config import ModelParams
-from cmmvt.models import Classifier, TemporalEncoder, build_model
+from cmmvt.models import Classifier, build_encoder, build_model
 from cmmvt.models.meanpool import MeanPoolEncoder
 
 DIMS = {"video": 24, "audio": 12}
@@ -112,7 +113,7 @@ def test_mean_pool_is_the_mean_of_the_real_frames_outputs(att):
     out = {}
     for pool in ("cls", "mean", "both"):
         torch.manual_seed(0)  # the same weights for every pool
-        enc = TemporalEncoder(8, _params(att=att, layers=1, dropout=0.0, pool=pool)).eval()
+        enc = build_encoder(_params(att=att, layers=1, dropout=0.0, pool=pool), 8).eval()
         with torch.no_grad():
             out[pool], tokens = enc(x, mask, return_tokens=True)  # (3, hidden), (3, 6, hidden)
     mean = out["mean"]
@@ -140,7 +141,7 @@ def test_missing_audio_uses_the_learned_missing_vector():
 def test_backbone_ignores_padded_tokens(att):
     """The attention masks themselves (not only input zeroing) hide padded tokens."""
     torch.manual_seed(0)
-    enc = TemporalEncoder(8, _params(att=att)).eval()
+    enc = build_encoder(_params(att=att), 8).eval()
     x = torch.randn(2, 13, 16)  # (B, L, D) already-embedded tokens, [CLS] first
     mask = torch.arange(13)[None] < torch.tensor([13, 6])[:, None]
     with torch.no_grad():
@@ -162,7 +163,7 @@ def test_one_local_layer_sees_only_its_window_and_cls_sees_all(j):
     x2[0, j] += 1.0
     for att in ("local", "global"):
         torch.manual_seed(0)
-        enc = TemporalEncoder(8, _params(att=att, layers=1, dropout=0.0)).eval()
+        enc = build_encoder(_params(att=att, layers=1, dropout=0.0), 8).eval()
         with torch.no_grad():
             cls1, tok1 = enc(x, mask, return_tokens=True)
             cls2, tok2 = enc(x2, mask, return_tokens=True)
@@ -182,7 +183,7 @@ def test_no_hidden_position_signal(att):
     Longformer's own position / token-type embeddings contribute nothing."""
     torch.manual_seed(0)
     T, half = 10, TINY["window"] // 2
-    enc = TemporalEncoder(8, _params(att=att, dropout=0.0)).eval()
+    enc = build_encoder(_params(att=att, dropout=0.0), 8).eval()
     with torch.no_grad():
         enc.pos.zero_()
         _, tok = enc(torch.randn(1, 1, 8).expand(1, T, 8), torch.ones(1, T, dtype=torch.bool), True)
@@ -207,16 +208,21 @@ def test_longformer_tables_stay_zero_and_frozen_under_training():
         assert not param.requires_grad and param.abs().sum() == 0, name
 
 
-def test_odd_window_names_the_key():
-    with pytest.raises(ValueError, match=r"model\.window"):
-        build_model(_params(att="local", window=5), DIMS, C)
+def test_odd_window_names_the_key(tmp_path):
+    # caught with the other bad params, before any model is built (ModelParams itself rejects it too)
+    with pytest.raises(config.ConfigError, match=r"model\.window"):
+        config.load(tmp_path / "params.yaml", {"model.attention": "local", "model.window": 5})
+    with pytest.raises(ValueError, match="window"):
+        _params(att="local", window=5)
     build_model(_params(att="global", window=5), DIMS, C)  # unused there
     build_model(_params(enc="meanpool", window=5), DIMS, C)
 
 
-def test_bad_dims_and_too_many_frames():
-    with pytest.raises(ValueError, match=r"model\.heads"):
-        build_model(_params(hidden=18, heads=4), DIMS, C)
+def test_bad_dims_and_too_many_frames(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"model\.heads"):  # caught in the params now (ModelParams too)
+        config.load(tmp_path / "params.yaml", {"model.hidden": 18, "model.heads": 4})
+    with pytest.raises(ValueError, match="heads"):
+        _params(hidden=18, heads=4)
     with pytest.raises(ValueError, match="audio"):
         build_model(_params(mod="av"), {"video": 24}, C)
     model = build_model(_params(mod="video", max_frames=8), DIMS, C)
@@ -241,7 +247,7 @@ def test_encoders_are_keyed_by_modality_and_swappable():
     early = build_model(_params(fus="early"), DIMS, C)
     assert isinstance(late, Classifier)
     assert sorted(late.encoders) == ["audio", "video"] and list(early.encoders) == ["av"]
-    pretrained = TemporalEncoder(DIMS["audio"], _params())
+    pretrained = build_encoder(_params(), DIMS["audio"])
     late.encoders["audio"].load_state_dict(pretrained.state_dict())
     meanpool = build_model(_params(enc="meanpool"), DIMS, C)
     assert all(isinstance(e, MeanPoolEncoder) for e in meanpool.encoders.values())

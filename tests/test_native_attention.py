@@ -15,8 +15,10 @@ import warnings
 import pytest
 import torch
 
+from cmmvt import config
 from cmmvt.config import ModelParams
-from cmmvt.models.encoder import LocalAttention, TemporalEncoder
+from cmmvt.models.encoder import LocalAttention
+from cmmvt.models.factory import build_encoder
 from cmmvt.models.native import AttentionLayout, NativeLocalAttention
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -32,8 +34,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def params(window: int, layers: int = 2, dropout: float = 0.1, **kw) -> ModelParams:
-    return ModelParams(hidden=HIDDEN, heads=HEADS, window=window, layers=layers, dropout=dropout, **kw)
+def params(window: int, layers: int = 2, dropout: float = 0.1) -> dict:
+    """The plain sizes both backends take."""
+    return dict(hidden=HIDDEN, heads=HEADS, window=window, layers=layers, dropout=dropout)
 
 
 def perturb(module: torch.nn.Module, seed: int = 0) -> None:
@@ -78,12 +81,12 @@ def assert_same(a, b) -> None:
         torch.testing.assert_close(gp_a[name], gp_b[name], **TOL, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def pair(p: ModelParams, seed: int = 0, **kw) -> tuple[LocalAttention, NativeLocalAttention]:
+def pair(p: dict, seed: int = 0, **kw) -> tuple[LocalAttention, NativeLocalAttention]:
     torch.manual_seed(seed)
-    hf = LocalAttention(p)
+    hf = LocalAttention(**p)
     perturb(hf, seed)
     hf.eval()
-    return hf, NativeLocalAttention.from_hf(hf, p, **kw)
+    return hf, NativeLocalAttention.from_hf(hf, **kw)
 
 
 def dense_reference(m: NativeLocalAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -121,7 +124,7 @@ def dense_reference(m: NativeLocalAttention, x: torch.Tensor, mask: torch.Tensor
 
 def test_state_dict_and_parameters_match_hf():
     p = params(window=4, layers=3)
-    hf, nat = LocalAttention(p), NativeLocalAttention(p)
+    hf, nat = LocalAttention(**p), NativeLocalAttention(**p)
     sd_hf, sd_nat = hf.state_dict(), nat.state_dict()
     assert list(sd_hf) == list(sd_nat)
     assert all(sd_hf[k].shape == sd_nat[k].shape for k in sd_hf)
@@ -132,7 +135,7 @@ def test_state_dict_and_parameters_match_hf():
     # both directions
     perturb(hf)
     nat.load_state_dict(hf.state_dict())
-    hf2 = LocalAttention(p)
+    hf2 = LocalAttention(**p)
     hf2.load_state_dict(nat.state_dict())
     for k, v in hf.state_dict().items():
         torch.testing.assert_close(hf2.state_dict()[k], v, atol=0, rtol=0)
@@ -140,11 +143,11 @@ def test_state_dict_and_parameters_match_hf():
 
 def test_init_equals_hf_for_a_seed():
     """Built without transformers, the native module draws exactly HF's weights and leaves the RNG as HF does."""
-    p = ModelParams(hidden=64, heads=4, window=4, layers=2)
+    p = dict(hidden=64, heads=4, window=4, layers=2, dropout=0.1)
     torch.manual_seed(3)
-    hf, after_hf = LocalAttention(p).state_dict(), torch.rand(3)
+    hf, after_hf = LocalAttention(**p).state_dict(), torch.rand(3)
     torch.manual_seed(3)
-    nat, after_nat = NativeLocalAttention(p).state_dict(), torch.rand(3)
+    nat, after_nat = NativeLocalAttention(**p).state_dict(), torch.rand(3)
     assert list(hf) == list(nat)
     for k in hf:
         assert torch.equal(nat[k], hf[k]), k
@@ -166,9 +169,11 @@ def test_native_backend_never_imports_transformers():
 
 
 @pytest.mark.parametrize("bad", [dict(window=5), dict(hidden=30, heads=4)])
-def test_invalid_params_raise(bad):
-    with pytest.raises(ValueError, match="model\\."):
-        NativeLocalAttention(ModelParams(**{**dict(hidden=32, heads=4, window=4), **bad}))
+def test_invalid_params_raise(bad, tmp_path):
+    """Caught with the other bad params when they are loaded, before any module is built."""
+    overrides = {f"model.{k}": v for k, v in {**dict(hidden=32, heads=4, window=4), **bad}.items()}
+    with pytest.raises(config.ConfigError, match="model\\."):
+        config.load(tmp_path / "params.yaml", overrides)
 
 
 # ---- equivalence with HF ---------------------------------------------------------------------
@@ -208,7 +213,7 @@ def test_dense_reference_matches_hf():
 def test_window_2_matches_dense_reference(B):
     """HF's chunked kernel crashes for window = 2; native follows the same rule: |i − j| ≤ 1."""
     torch.manual_seed(0)
-    nat = NativeLocalAttention(params(window=2))
+    nat = NativeLocalAttention(**params(window=2))
     perturb(nat)
     nat.eval()
     for L in (2, 3, 7, 20):
@@ -237,7 +242,7 @@ def test_window_boundary_is_inclusive():
 
 def test_padding_does_not_leak():
     """Changing padded tokens changes no real token's output (nor the [CLS])."""
-    nat = NativeLocalAttention(params(window=4)).eval()
+    nat = NativeLocalAttention(**params(window=4)).eval()
     x, mask = batch(3, 19, seed=5)
     y = x.clone()
     y[~mask] = torch.randn(int((~mask).sum()), HIDDEN) * 100
@@ -248,8 +253,7 @@ def test_padding_does_not_leak():
 
 def test_gradcheck_float64():
     """The hand-written backward passes (_Interleave, _Windows, _Finish) against finite differences."""
-    p = ModelParams(hidden=8, heads=2, window=4, layers=1, dropout=0.0)
-    nat = NativeLocalAttention(p, block=2).double().eval()
+    nat = NativeLocalAttention(hidden=8, heads=2, window=4, layers=1, dropout=0.0, block=2).double().eval()
     perturb(nat)
     x, _ = batch(2, 9)
     x = x[..., :8].double().requires_grad_(True)
@@ -265,7 +269,7 @@ def test_drop_in_for_temporal_encoder():
     with no real frame)."""
     p = ModelParams(hidden=HIDDEN, heads=HEADS, window=4, layers=2, max_frames=30, backend="hf")
     torch.manual_seed(0)
-    enc = TemporalEncoder(12, p).eval()
+    enc = build_encoder(p, 12).eval()
     perturb(enc.backbone)
     x = torch.randn(3, 30, 12)
     mask = torch.arange(30)[None] < torch.tensor([30, 17, 0])[:, None]
@@ -282,7 +286,7 @@ def test_drop_in_for_temporal_encoder():
 
 def test_train_mode_dropout():
     """Dropout is active in training (stochastic), off in eval (deterministic), grads finite."""
-    nat = NativeLocalAttention(params(window=4, dropout=0.5))
+    nat = NativeLocalAttention(**params(window=4, dropout=0.5))
     x, mask = batch(2, 20)
     a, b = nat(x, mask), nat(x, mask)
     assert not torch.allclose(a, b)
@@ -307,8 +311,7 @@ def test_memory_is_linear_in_length():
                     Largest.numel = max(Largest.numel, t.numel())
             return out
 
-    p = ModelParams(hidden=16, heads=2, window=8, layers=1, dropout=0.0, max_frames=4096)
-    nat = NativeLocalAttention(p)
+    nat = NativeLocalAttention(hidden=16, heads=2, window=8, layers=1, dropout=0.0)
     L = 2048
     x = torch.randn(2, L, 16, requires_grad=True)
     with Largest():
@@ -330,9 +333,9 @@ def test_flex_attention_forward_matches_sdpa():
     assert flex is not None
     p = params(window=4, dropout=0.0)
     torch.manual_seed(0)
-    sdpa = NativeLocalAttention(p).eval()
+    sdpa = NativeLocalAttention(**p).eval()
     perturb(sdpa)
-    fx = NativeLocalAttention(p, attn_impl="flex").eval()
+    fx = NativeLocalAttention(**p, attn_impl="flex").eval()
     fx.load_state_dict(sdpa.state_dict())
     x, mask = batch(3, 33, seed=2)
     with torch.no_grad(), warnings.catch_warnings():
@@ -357,7 +360,7 @@ def test_matches_hf_on_cuda():  # pragma: no cover - CPU CI
 
 def test_bad_attn_impl():
     with pytest.raises(ValueError, match="attn_impl"):
-        NativeLocalAttention(params(window=4), attn_impl="xla")  # type: ignore[arg-type]
+        NativeLocalAttention(**params(window=4), attn_impl="xla")  # type: ignore[arg-type]
 
 
 def test_matches_hf_float_inputs_mask_as_long():
@@ -375,7 +378,7 @@ def test_backend_param_gives_the_same_encoder():
     outs = {}
     for backend in ("native", "hf"):
         torch.manual_seed(0)
-        enc = TemporalEncoder(12, ModelParams(hidden=HIDDEN, heads=HEADS, window=4, layers=2, backend=backend)).eval()
+        enc = build_encoder(ModelParams(hidden=HIDDEN, heads=HEADS, window=4, layers=2, backend=backend), 12).eval()
         assert isinstance(enc.backbone, NativeLocalAttention) == (backend == "native")
         outs[backend] = enc(x, mask)
     torch.testing.assert_close(outs["native"], outs["hf"], **TOL)

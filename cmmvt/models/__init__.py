@@ -1,5 +1,6 @@
 """Models: temporal encoders (VTN, Neimark et al. 2021; Longformer, Beltagy et al. 2020) and the
-audio-visual classifier built from ``params.yaml``'s ``model`` section.
+audio-visual classifier built from ``params.yaml``'s ``model`` section by :func:`build_model`
+(:mod:`cmmvt.models.factory`, where every choice among the params' values is made).
 
 Example:
     >>> import torch
@@ -23,9 +24,9 @@ Example:
 
 from __future__ import annotations
 
-from cmmvt.config import ModelParams
-from cmmvt.models.classifier import MODALITIES, Classifier
+from cmmvt.models.classifier import Classifier
 from cmmvt.models.encoder import GlobalAttention, LocalAttention, TemporalEncoder
+from cmmvt.models.factory import MODALITIES, build_attention, build_encoder, build_model
 from cmmvt.models.fusion import EarlyFusion
 from cmmvt.models.meanpool import MeanPoolEncoder
 
@@ -37,29 +38,7 @@ __all__ = [
     "LocalAttention",
     "MeanPoolEncoder",
     "TemporalEncoder",
+    "build_attention",
+    "build_encoder",
     "build_model",
 ]
-
-
-def build_model(p: ModelParams, dims: dict[str, int], num_classes: int) -> Classifier:
-    """Build the classifier described by ``p``.
-
-    Args:
-        p: ``params.yaml``'s ``model`` section.
-        dims: Per-frame feature size per modality, e.g. ``{"video": 1280, "audio": 1280}``.
-        num_classes: Number of classes.
-
-    Returns:
-        A :class:`Classifier`; ``model(batch)`` gives (B, num_classes) logits.
-
-    Raises:
-        ValueError: On an odd ``model.window`` with local attention, ``model.hidden`` not divisible
-            by ``model.heads``, or ``dims`` missing a modality in use.
-
-    Example:
-        >>> from cmmvt.config import ModelParams
-        >>> m = build_model(ModelParams(hidden=16, heads=2, modalities="video"), {"video": 8}, 3)
-        >>> type(m.encoders["video"]).__name__
-        'TemporalEncoder'
-    """
-    return Classifier(dims, num_classes, p)

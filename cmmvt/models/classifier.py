@@ -14,6 +14,9 @@
 :class:`~cmmvt.models.meanpool.MeanPoolEncoder`; with ``early`` fusion the mean is taken over the
 fused tokens.
 
+Those choices are made in one place, :func:`cmmvt.models.factory.build_model`, which hands
+:class:`Classifier` its built encoders and fusion module.
+
 Batch keys: ``video`` (B, T, Dv) float, ``video_mask`` (B, T) bool, ``audio`` (B, T, Da) float,
 ``audio_mask`` (B, T) bool (True = real frame); only the modalities in use are read. Zeros in
 ``audio`` are never taken for sound: only the mask says what is real.
@@ -24,23 +27,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmmvt.config import ModelParams
-from cmmvt.models.encoder import TemporalEncoder
 from cmmvt.models.common import INIT_STD, init_weights
+from cmmvt.models.encoder import TemporalEncoder
 from cmmvt.models.fusion import EarlyFusion
-from cmmvt.models.meanpool import MeanPoolEncoder
-
-MODALITIES = {"video": ("video",), "audio": ("audio",), "av": ("video", "audio")}
 
 
 class Classifier(nn.Module):
     """Clip classifier over cached per-frame embeddings.
 
+    Built by :func:`cmmvt.models.factory.build_model`, which decides the encoders and the fusion.
+
     Args:
-        dims: Feature size per modality, e.g. ``{"video": 1280, "audio": 1280}`` (extra keys are
-            ignored; every modality in use must be present).
+        dims: Feature size per modality in use, in reading order, e.g. ``{"video": 1280, "audio": 1280}``.
         num_classes: Number of output logits.
-        p: Model parameters.
+        encoders: ``{modality: encoder}`` for each of ``dims`` (late fusion, single modality), or
+            ``{"av": encoder}``, one encoder over the fused tokens, with ``fusion``. Each maps
+            (B, T, D) features + (B, T) mask to a (B, hidden) embedding.
+        fusion: The :class:`EarlyFusion` of ``dims`` (early fusion), or ``None``.
+        hidden: Embedding size of every encoder (``model.hidden``).
+        dropout: Dropout in the head (``model.dropout``).
+        input_norm: LayerNorm over each row's features first (``model.input_norm``).
+        input_dropout: Dropout on the (normalised) features (``model.input_dropout``).
 
     Attributes:
         modalities: The modalities read from a batch, e.g. ``("video", "audio")``.
@@ -57,40 +64,37 @@ class Classifier(nn.Module):
         head_in: The size of :meth:`represent`'s output.
     """
 
-    def __init__(self, dims: dict[str, int], num_classes: int, p: ModelParams):
+    def __init__(self, dims: dict[str, int], num_classes: int, encoders: dict[str, nn.Module],
+                 fusion: EarlyFusion | None, hidden: int, dropout: float, input_norm: bool = False,
+                 input_dropout: float = 0.0):
         super().__init__()
-        self.modalities = MODALITIES[p.modalities]
-        absent = [m for m in self.modalities if m not in dims]
-        if absent:
-            raise ValueError(f"model.modalities = {p.modalities!r} needs feature dims for {absent}")
-        self.dims = {m: int(dims[m]) for m in self.modalities}
+        self.modalities = tuple(dims)
+        assert list(encoders) == (["av"] if fusion is not None else list(dims)), (list(encoders), list(dims))
+        self.dims = {m: int(d) for m, d in dims.items()}
         # per-row LayerNorm (Ba et al. 2016) of the frozen CNN's features, then dropout on them
         # (Srivastava et al. 2014): the features' scale varies by modality and setting, and the encoders
         # see a few hundred clips; no parameters at all when both are off
         self.inputs = nn.ModuleDict({
-            m: nn.Sequential(nn.LayerNorm(d) if p.input_norm else nn.Identity(), nn.Dropout(p.input_dropout))
+            m: nn.Sequential(nn.LayerNorm(d) if input_norm else nn.Identity(), nn.Dropout(input_dropout))
             for m, d in self.dims.items()})
-        self.early = len(self.modalities) > 1 and p.fusion == "early"
-        make = TemporalEncoder if p.encoder == "longformer" else MeanPoolEncoder
+        self.early = fusion is not None
+        self.fusion = fusion
+        self.encoders = nn.ModuleDict(encoders)
         if self.early:
-            self.fusion = EarlyFusion(self.dims, p)
-            self.encoders = nn.ModuleDict({"av": make(None, p)})
-            self.missing = None
-            head_in = p.hidden
+            self.missing = None  # early fusion keeps its own, per step
+            head_in = hidden
         else:
-            self.fusion = None
-            self.encoders = nn.ModuleDict({m: make(d, p) for m, d in self.dims.items()})
             self.missing = nn.ParameterDict(
-                {m: nn.Parameter(torch.randn(p.hidden) * INIT_STD) for m in self.modalities}
+                {m: nn.Parameter(torch.randn(hidden) * INIT_STD) for m in self.modalities}  # (hidden,) each
             )
-            head_in = p.hidden * len(self.modalities)
+            head_in = hidden * len(self.modalities)
         self.head_in = head_in
         self.head = nn.Sequential(
             nn.LayerNorm(head_in),
-            nn.Linear(head_in, p.hidden),
+            nn.Linear(head_in, hidden),
             nn.GELU(),
-            nn.Dropout(p.dropout),
-            nn.Linear(p.hidden, num_classes),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
         )
         self.head.apply(init_weights)
 

@@ -1,10 +1,8 @@
-"""What every module of :mod:`cmmvt.models` shares: BERT / Longformer init constants and the params check."""
+"""What every module of :mod:`cmmvt.models` shares: BERT / Longformer init constants and initialisation."""
 
 from __future__ import annotations
 
 from torch import nn
-
-from cmmvt.config import ModelParams
 
 INIT_STD = 0.02  # BERT / Longformer ``initializer_range``
 LN_EPS = 1e-5
@@ -27,15 +25,3 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.in_proj_weight, std=INIT_STD)
         nn.init.zeros_(module.in_proj_bias)
 
-
-def check_params(p: ModelParams) -> None:
-    """Raise ``ValueError`` naming the ``params.yaml`` key when ``p`` cannot build a transformer."""
-    if p.hidden % p.heads:
-        raise ValueError(f"model.hidden = {p.hidden} must be divisible by model.heads = {p.heads}")
-    if p.encoder == "longformer" and p.attention == "local" and p.window % 2:
-        raise ValueError(
-            f"model.window = {p.window} must be even for local (Longformer) attention: "
-            "it is the total width, each frame attending to window/2 neighbours either side"
-        )
-    if p.encoder == "longformer" and p.attention == "local" and p.backend == "hf" and p.window == 2:
-        raise ValueError("model.window = 2 needs model.backend = native (HF Longformer's kernel fails for window/2 = 1)")

@@ -3,8 +3,8 @@
 After VTN (Neimark et al., "Video Transformer Network", 2021): frozen per-frame CNN features are
 projected, given learned position embeddings, prefixed with a learned [CLS] token and passed through
 a transformer encoder whose [CLS] output, the mean of its frame outputs, or their average
-(``model.pool``) is the clip embedding. ``model.attention`` picks the
-attention pattern of an otherwise identical BERT-style (post-LN) encoder:
+(``model.pool``) is the clip embedding. The attention pattern of an otherwise identical BERT-style
+(post-LN) encoder is ``model.attention``'s, chosen by :func:`cmmvt.models.factory.build_attention`:
 
 * ``local``: Longformer sliding-window attention (Beltagy et al., "Longformer: The Long-Document
   Transformer", 2020), via ``transformers.LongformerModel``. ``model.window`` is the total window
@@ -15,17 +15,24 @@ attention pattern of an otherwise identical BERT-style (post-LN) encoder:
 Both backbones take the same ``(tokens, mask)`` and apply the same block structure:
 embedding LayerNorm → dropout → ``layers`` × [attention → residual → LayerNorm → FFN(GELU) →
 residual → LayerNorm], with the same initialisation (BERT: normal(0, 0.02)).
+
+The modules here take plain sizes; which one a ``params.yaml`` builds, and whether its values fit
+(even window, heads dividing hidden), is decided by :mod:`cmmvt.models.factory` and
+:class:`cmmvt.config.ModelParams`. The ``assert`` s below only catch a programming error.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmmvt.config import ModelParams
-from cmmvt.models.common import INIT_STD, LN_EPS, check_params, init_weights
-from cmmvt.models.native import NativeLocalAttention
+from cmmvt.models.common import INIT_STD, LN_EPS, init_weights
+
+Pool = Literal["cls", "mean", "both"]
+
 
 class LocalAttention(nn.Module):
     """Longformer encoder (sliding window + global [CLS]) over already-embedded tokens.
@@ -37,13 +44,17 @@ class LocalAttention(nn.Module):
     is the embedding LayerNorm + dropout, i.e. exactly the BERT embedding post-processing.
 
     Args:
-        p: Model parameters (``hidden``, ``layers``, ``heads``, ``window``, ``dropout``).
+        hidden: Model width ``D`` (FFN width 4D).
+        heads: Attention heads (dividing ``hidden``).
+        layers: Transformer blocks.
+        window: Total window width, even and ≥ 4 (transformers' kernel fails for ``window / 2 = 1``).
+        dropout: Dropout of hidden states and attention probabilities.
     """
 
-    def __init__(self, p: ModelParams):
+    def __init__(self, hidden: int, heads: int, layers: int, window: int, dropout: float):
         super().__init__()
-        check_params(p)
-        self.window = p.window
+        assert hidden % heads == 0 and window % 2 == 0 and window >= 4, (hidden, heads, window)
+        self.window = window
         from transformers import LongformerConfig, LongformerModel  # ~2 s to import: only for backend hf
 
         cfg = LongformerConfig(
@@ -55,14 +66,14 @@ class LocalAttention(nn.Module):
             eos_token_id=0,
             sep_token_id=0,
             tie_word_embeddings=False,
-            hidden_size=p.hidden,
-            num_hidden_layers=p.layers,
-            num_attention_heads=p.heads,
-            intermediate_size=4 * p.hidden,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
             hidden_act="gelu",
-            hidden_dropout_prob=p.dropout,
-            attention_probs_dropout_prob=p.dropout,
-            attention_window=[p.window] * p.layers,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            attention_window=[window] * layers,
             initializer_range=INIT_STD,
             layer_norm_eps=LN_EPS,
         )
@@ -103,25 +114,28 @@ class GlobalAttention(nn.Module):
     """Full self-attention with the same post-LN block structure as :class:`LocalAttention`.
 
     Args:
-        p: Model parameters (``hidden``, ``layers``, ``heads``, ``dropout``).
+        hidden: Model width ``D`` (FFN width 4D).
+        heads: Attention heads (dividing ``hidden``).
+        layers: Transformer blocks.
+        dropout: Dropout of hidden states and attention probabilities.
     """
 
-    def __init__(self, p: ModelParams):
+    def __init__(self, hidden: int, heads: int, layers: int, dropout: float):
         super().__init__()
-        check_params(p)
-        self.norm = nn.LayerNorm(p.hidden, eps=LN_EPS)  # embedding LayerNorm, as in BERT/Longformer
-        self.drop = nn.Dropout(p.dropout)
+        assert hidden % heads == 0, (hidden, heads)
+        self.norm = nn.LayerNorm(hidden, eps=LN_EPS)  # embedding LayerNorm, as in BERT/Longformer
+        self.drop = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
-            d_model=p.hidden,
-            nhead=p.heads,
-            dim_feedforward=4 * p.hidden,
-            dropout=p.dropout,
+            d_model=hidden,
+            nhead=heads,
+            dim_feedforward=4 * hidden,
+            dropout=dropout,
             activation="gelu",
             layer_norm_eps=LN_EPS,
             batch_first=True,
             norm_first=False,
         )
-        self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -161,27 +175,28 @@ class TemporalEncoder(nn.Module):
     Args:
         in_dim: Per-frame feature size, or ``None`` when the inputs are already ``hidden``-sized
             tokens (early fusion projects each modality itself), which skips the input projection.
-        p: Model parameters.
-
-    Raises:
-        ValueError: On an odd ``model.window`` with local attention, or ``hidden % heads != 0``.
+        hidden: Token size ``D`` (``model.hidden``).
+        crop_frames: Frame rows of the learned position table (``model.crop_frames``).
+        max_frames: Most frames encoded in one pass (``model.max_frames``).
+        pool: The clip embedding (``model.pool``): ``"cls"``, ``"mean"`` or ``"both"``.
+        backbone: Builds the attention backbone, (B, L, D) tokens + (B, L) mask → (B, L, D); called
+            once, after this module's own weights are drawn (so a seed gives the same weights whatever
+            the backbone).
     """
 
-    def __init__(self, in_dim: int | None, p: ModelParams):
+    def __init__(self, in_dim: int | None, hidden: int, crop_frames: int, max_frames: int, pool: Pool,
+                 backbone: Callable[[], nn.Module]):
         super().__init__()
-        check_params(p)
-        self.max_frames = p.max_frames
-        self.pool = p.pool
-        self.proj = nn.Linear(in_dim, p.hidden) if in_dim is not None else nn.Identity()
-        self.cls = nn.Parameter(torch.empty(1, 1, p.hidden))
-        self.pos = nn.Parameter(torch.empty(1, p.crop_frames + 1, p.hidden))  # [CLS] at 0, then frame positions
+        assert pool in ("cls", "mean", "both"), pool
+        self.max_frames = max_frames
+        self.pool = pool
+        self.proj = nn.Linear(in_dim, hidden) if in_dim is not None else nn.Identity()
+        self.cls = nn.Parameter(torch.empty(1, 1, hidden))
+        self.pos = nn.Parameter(torch.empty(1, crop_frames + 1, hidden))  # [CLS] at 0, then frame positions
         nn.init.normal_(self.cls, std=INIT_STD)
         nn.init.normal_(self.pos, std=INIT_STD)
         self.proj.apply(init_weights)
-        if p.attention == "local":  # both backends draw the same weights for a seed; native needs no transformers
-            self.backbone = NativeLocalAttention(p) if p.backend == "native" else LocalAttention(p)
-        else:
-            self.backbone = GlobalAttention(p)
+        self.backbone = backbone()
 
     def positions(self, T: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Position embeddings of [CLS] and ``T`` frames, per clip of its own length.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmmvt.config import ModelParams
 from cmmvt.models.common import INIT_STD, init_weights
 
 
@@ -21,19 +20,19 @@ class EarlyFusion(nn.Module):
 
     Args:
         dims: Feature size per modality, e.g. ``{"video": 1280, "audio": 1280}``.
-        p: Model parameters (``hidden``).
+        hidden: Token size (``model.hidden``).
     """
 
-    def __init__(self, dims: dict[str, int], p: ModelParams):
+    def __init__(self, dims: dict[str, int], hidden: int):
         super().__init__()
         self.modalities = tuple(dims)
-        self.proj = nn.ModuleDict({m: nn.Linear(d, p.hidden) for m, d in dims.items()})
+        self.proj = nn.ModuleDict({m: nn.Linear(d, hidden) for m, d in dims.items()})
         self.proj.apply(init_weights)
         self.modality = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(p.hidden) * INIT_STD) for m in self.modalities}
+            {m: nn.Parameter(torch.randn(hidden) * INIT_STD) for m in self.modalities}  # (hidden,) each
         )
         self.missing = nn.ParameterDict(
-            {m: nn.Parameter(torch.randn(p.hidden) * INIT_STD) for m in self.modalities}
+            {m: nn.Parameter(torch.randn(hidden) * INIT_STD) for m in self.modalities}  # (hidden,) each
         )
 
     def forward(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmmvt.config import ModelParams
 from cmmvt.models.common import init_weights
 
 
@@ -19,12 +18,12 @@ class MeanPoolEncoder(nn.Module):
 
     Args:
         in_dim: Per-frame feature size, or ``None`` for ``hidden``-sized tokens (early fusion).
-        p: Model parameters (only ``hidden`` is used).
+        hidden: Output size (``model.hidden``).
     """
 
-    def __init__(self, in_dim: int | None, p: ModelParams):
+    def __init__(self, in_dim: int | None, hidden: int):
         super().__init__()
-        self.proj = nn.Linear(in_dim if in_dim is not None else p.hidden, p.hidden)
+        self.proj = nn.Linear(in_dim if in_dim is not None else hidden, hidden)
         self.act = nn.GELU()
         self.apply(init_weights)
 

@@ -56,8 +56,7 @@ one-sided window of 1), and no padding to a multiple of the window is needed.
 PyTorch runs FlexAttention on CPU without gradients only, and this path has no attention dropout.
 
 Example:
-    >>> from cmmvt.config import ModelParams
-    >>> m = NativeLocalAttention(ModelParams(hidden=32, heads=4, window=4, layers=1)).eval()
+    >>> m = NativeLocalAttention(hidden=32, heads=4, layers=1, window=4, dropout=0.1).eval()
     >>> x, mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.bool)
     >>> m(x, mask).shape
     torch.Size([2, 9, 32])
@@ -72,8 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmmvt.config import ModelParams
-from cmmvt.models.common import INIT_STD, LN_EPS, check_params, init_weights
+from cmmvt.models.common import INIT_STD, LN_EPS, init_weights
 
 AttnImpl = Literal["sdpa", "flex"]
 
@@ -414,11 +412,11 @@ class _Encoder(nn.Module):
 
 
 class _Longformer(nn.Module):
-    def __init__(self, p: ModelParams, attn_impl: AttnImpl):
+    def __init__(self, hidden: int, heads: int, layers: int, window: int, dropout: float, attn_impl: AttnImpl):
         super().__init__()
-        self.embeddings = NativeEmbeddings(p.hidden, p.dropout)
+        self.embeddings = NativeEmbeddings(hidden, dropout)
         self.encoder = _Encoder(
-            [NativeLongformerLayer(p.hidden, p.heads, p.window, p.dropout, attn_impl) for _ in range(p.layers)]
+            [NativeLongformerLayer(hidden, heads, window, dropout, attn_impl) for _ in range(layers)]
         )
 
 
@@ -442,46 +440,47 @@ class NativeLocalAttention(nn.Module):
     (:func:`_longformer_init`).
 
     Args:
-        p: Model parameters (``hidden``, ``layers``, ``heads``, ``window``, ``dropout``).
+        hidden: Model width ``D`` (FFN width 4D).
+        heads: Attention heads (dividing ``hidden``).
+        layers: Transformer blocks.
+        window: Total window width (even); ``w = window // 2`` neighbours either side.
+        dropout: Dropout of hidden states and attention probabilities.
         attn_impl: ``"sdpa"`` (default; chunked SDPA, CPU or CUDA) or ``"flex"`` (FlexAttention;
             meant for CUDA — on CPU PyTorch supports it without gradients only).
         block: Queries per block of the chunked kernel (default :func:`default_block`); the result
             does not depend on it.
 
     Raises:
-        ValueError: On an odd ``model.window`` or ``hidden % heads != 0``.
+        ValueError: An ``attn_impl`` other than ``"sdpa"`` / ``"flex"``.
     """
 
-    def __init__(self, p: ModelParams, attn_impl: AttnImpl = "sdpa", block: int | None = None):
+    def __init__(self, hidden: int, heads: int, layers: int, window: int, dropout: float,
+                 attn_impl: AttnImpl = "sdpa", block: int | None = None):
         super().__init__()
-        check_params(p)
+        assert hidden % heads == 0 and window % 2 == 0, (hidden, heads, window)  # users' values: ModelParams
         if attn_impl not in ("sdpa", "flex"):
             raise ValueError(f"attn_impl = {attn_impl!r} is not one of: sdpa, flex")
-        self.window = p.window
+        self.window = window
         self.block = block
-        self.longformer = _Longformer(p, attn_impl)
+        self.longformer = _Longformer(hidden, heads, layers, window, dropout, attn_impl)
         self.longformer.apply(_longformer_init)  # the same draws, in the same order, as HF's post_init
         self.longformer.embeddings.freeze_tables()
 
     @classmethod
-    def from_hf(cls, local: nn.Module, p: ModelParams | None = None, **kwargs) -> "NativeLocalAttention":
+    def from_hf(cls, local: nn.Module, **kwargs) -> "NativeLocalAttention":
         """Build a native module carrying the weights (and train/eval mode, device, dtype) of an
-        HF-backed ``LocalAttention``. The reverse needs no helper:
-        ``LocalAttention(p).load_state_dict(native.state_dict())``.
+        HF-backed ``LocalAttention``, its sizes read back from its ``LongformerConfig``. The reverse
+        needs no helper: ``LocalAttention(...).load_state_dict(native.state_dict())``.
 
         Args:
             local: A ``cmmvt.models.encoder.LocalAttention`` (its ``state_dict`` keys are ours).
-            p: The parameters it was built with (default: read back from its ``LongformerConfig``).
             **kwargs: Passed to the constructor (``attn_impl``, ``block``).
         """
-        if p is None:
-            cfg = local.longformer.config
-            p = ModelParams(
-                hidden=cfg.hidden_size, layers=cfg.num_hidden_layers, heads=cfg.num_attention_heads,
-                window=cfg.attention_window[0], dropout=cfg.hidden_dropout_prob,
-            )
+        cfg = local.longformer.config
+        sizes = dict(hidden=cfg.hidden_size, heads=cfg.num_attention_heads, layers=cfg.num_hidden_layers,
+                     window=cfg.attention_window[0], dropout=cfg.hidden_dropout_prob)
         with torch.random.fork_rng(devices=[]):  # its own init is overwritten: leave the caller's RNG untouched
-            native = cls(p, **kwargs)
+            native = cls(**sizes, **kwargs)
         native.load_state_dict(local.state_dict())
         ref = next(local.parameters())
         native.train(local.training)

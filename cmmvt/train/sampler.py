@@ -5,6 +5,7 @@ clips to equal length, so what one optimiser step sees depends on N and some cli
 Here every rank draws the same seeded permutation of the clips each epoch (from ``(seed, epoch)``, without
 communication), cuts it into global batches of ``batch_size`` clips and takes its contiguous part of each,
 ``np.array_split(batch, N)[rank]``. With one process the part is the whole batch: one code path for any N.
+:class:`GlobalBatches` is the ``batch_sampler`` of a ``DataLoader``, which loads and collates each part.
 
 Data-parallel training (DDP: Li et al. 2020, "PyTorch Distributed: Experiences on Accelerating Data Parallel
 Training") averages the ranks' gradients. A rank multiplies its mean loss by its :attr:`Share.weight`,
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, Sampler
 
 from cmmvt.config import ConfigError
 from cmmvt.distributed import World
@@ -54,8 +55,9 @@ class Share:
     weight: float
 
 
-class GlobalBatches:
-    """Each epoch's global batches of ``batch_size`` clips out of ``n``, and this rank's part of each.
+class GlobalBatches(Sampler[list[int]]):
+    """Each epoch's global batches of ``batch_size`` clips out of ``n``, and this rank's part of each: a
+    ``batch_sampler`` yielding the part's clip indices for the epoch set by :meth:`set_epoch`.
 
     Args:
         n: Clips in the dataset.
@@ -75,6 +77,15 @@ class GlobalBatches:
             raise ConfigError(f"{key} = {batch_size} is the global batch, split over {world.size} processes: "
                               f"use a multiple of {world.size}")
         self.n, self.batch_size, self.world, self.seed, self.drop_last = n, batch_size, world, seed, drop_last
+        self._epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose permutation :meth:`__iter__` cuts (as ``DistributedSampler.set_epoch``)."""
+        self._epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """This rank's clip indices of each global batch of the current epoch."""
+        return (share.indices for share in self.epoch(self._epoch))
 
     def __len__(self) -> int:
         """Global batches (optimiser steps) per epoch, the same for every number of ranks."""
@@ -92,5 +103,5 @@ class GlobalBatches:
         """This rank's share of each global batch of epoch ``epoch`` and its collated training items (the
         epoch's crops, :meth:`ClipDataset.set_epoch`)."""
         ds.set_epoch(epoch)
-        for share in self.epoch(epoch):
-            yield share, default_collate([ds[i] for i in share.indices])
+        self.set_epoch(epoch)
+        yield from zip(self.epoch(epoch), DataLoader(ds, batch_sampler=self))
