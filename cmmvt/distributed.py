@@ -10,8 +10,9 @@ group, where every collective of this module is local.
 Extraction exchanges only small Python objects (clip durations, summaries), so the group always uses the
 gloo backend, on GPU ranks too; NCCL pays off for tensors on GPUs. Training is data-parallel (Li et al. 2020,
 "PyTorch Distributed: Experiences on Accelerating Data Parallel Training"): every rank holds the model and
-steps with its part of each global batch; :func:`average_gradients` and :func:`cat_ranks` are what the
-pretraining objectives need beyond ``DistributedDataParallel``; :func:`shared_rows` splits evaluation.
+steps with its part of each global batch; :func:`cat_ranks` is what the pretraining objectives need beyond
+``DistributedDataParallel`` (InfoNCE's negatives from the whole global batch); :func:`shared_rows` splits
+evaluation.
 
 This module sits at the bottom of the package (it imports only torch), so a stage can depend on it without
 depending on the training code.
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -200,25 +201,6 @@ def cat_ranks(world: World, x: torch.Tensor) -> torch.Tensor:
         warnings.simplefilter("ignore", FutureWarning)
         parts = dist_nn.all_gather(padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
-
-
-def average_gradients(world: World, params: Iterable[torch.nn.Parameter]) -> None:
-    """Replace each gradient by its mean over the ranks, in one all-reduce of all of them, flattened.
-
-    The averaging of ``DistributedDataParallel`` (Li et al. 2020), without its overlap with the backward
-    pass, for a step that calls a model through several methods, which DDP's one-``forward`` wrapper cannot
-    follow. Unlike DDP it does not copy rank 0's parameters to the others first: the ranks must build the same
-    model (the same seed). Parameters without a gradient are left alone: the graph must be the same on every
-    rank, so they lack it on all of them. Nothing for independent ranks.
-    """
-    if not world.group:
-        return
-    grads = [q.grad for q in params if q.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])  # (Σ numel,)
-    dist.all_reduce(flat)
-    flat /= world.size
-    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
-        g.copy_(mean.view_as(g))
 
 
 def balanced_split(weights: Sequence[float], n: int) -> list[list[int]]:

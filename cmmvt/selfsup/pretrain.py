@@ -51,11 +51,10 @@ audio alone never reveals the shift (no seam), only its timing against the video
 Clips missing a modality are left out of every cross-modal loss, never zero-filled.
 
 **Data-parallel under torchrun.** ``pretrain.batch_size`` is the global batch; each rank steps with its part
-(:class:`~cmmvt.train.sampler.GlobalBatches`) and the ranks' gradients are averaged
-(:func:`cmmvt.distributed.average_gradients`: the objectives call the model through ``embed``, ``represent``
-and the heads, which ``DistributedDataParallel``'s single ``forward`` cannot follow). InfoNCE takes its
-negatives from the whole global batch (:func:`cmmvt.distributed.cat_ranks`), so N ranks optimise the loss of
-one process; the per-clip objectives (xdc, protonce, sync) average within each rank's part, weighted by its
+(:class:`~cmmvt.train.sampler.GlobalBatches`) and ``DistributedDataParallel`` averages the ranks' gradients of
+:class:`Objectives`, whose one ``forward`` calls the model through ``embed``, ``represent`` and the heads. InfoNCE
+takes its negatives from the whole global batch (:func:`cmmvt.distributed.cat_ranks`), so N ranks optimise the
+loss of one process; the per-clip objectives (xdc, protonce, sync) average within each rank's part, weighted by its
 size, which equals the global mean when every clip has both modalities; sync's shifts are drawn per rank.
 Prototypes, re-clustering and retrieval embed the clips split over the ranks and gathered. Rank 0 writes.
 """
@@ -70,10 +69,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from cmmvt import distributed
-from cmmvt.config import Params
+from cmmvt.config import Params, PretrainParams
 from cmmvt.data import manifest as manifest_mod
 from cmmvt.distributed import World
 from cmmvt.features.cache import CacheReader
@@ -105,6 +105,79 @@ class PretrainHeads(nn.Module):
         self.mask = nn.ModuleDict({m: nn.Linear(hidden, k_rows[m]) for m in MODALITIES})
         self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(dims[m])) for m in MODALITIES})  # (D_m,)
         self.order = nn.ModuleDict({m: nn.Linear(hidden, places) for m in MODALITIES})
+
+
+class Objectives(nn.Module):
+    """The pretraining loss of one batch part: every objective of ``weights`` through the model and the heads, in
+    one ``forward`` (as dinov2's ``forward_backward``, Oquab et al. 2024), so that ``DistributedDataParallel`` can
+    average the gradients of the several methods it calls (``embed``, ``represent``, ``tokens``, the heads).
+
+    Args:
+        model: The classifier whose encoders are pretrained.
+        heads: The pretraining heads.
+        weights: Each objective's weight (:func:`_weights`); objectives left out are not computed.
+        pt: ``pretrain.*`` (temperature, mask and order ratios).
+        pro: The k-means prototypes (row targets of ``mask``).
+        shift: The smallest audio shift of ``sync``, in rows.
+        world: The ranks (InfoNCE draws its negatives from the whole global batch).
+    """
+
+    def __init__(self, model: Classifier, heads: PretrainHeads, weights: dict[str, float], pt: PretrainParams,
+                 pro: dict[str, protos.Prototypes], shift: int, world: World):
+        super().__init__()
+        self.model, self.heads = model, heads
+        self.weights, self.pt, self.pro, self.shift, self.world = weights, pt, pro, shift, world
+
+    def forward(self, batch: dict[str, torch.Tensor], clips: int, targets: dict[str, torch.Tensor | None],
+                prototypes_now: dict[str, torch.Tensor], shifts: torch.Generator) -> torch.Tensor:
+        """The weighted loss of ``batch`` (its first ``clips`` clips this rank's part; the rest a stand-in).
+
+        Args:
+            batch: Collated crops, ``{m: (B, T, D_m), m_mask: (B, T)}``.
+            clips: How many clips of the batch are this rank's part (InfoNCE leaves a stand-in out).
+            targets: Each modality's clips' cluster in the *other* modality, (B,) (XDC, ProtoNCE), or None.
+            prototypes_now: Each modality's prototypes in the projected space, (K, H) (ProtoNCE).
+            shifts: The rank's generator of sync shifts, mask spans and shuffled steps.
+        """
+        model, heads, weights, pt = self.model, self.heads, self.weights, self.pt
+        valid = batch["video_mask"].any(1) & batch["audio_mask"].any(1)  # (B,)
+        loss = torch.zeros(())
+        if weights.get("xdc") or weights.get("infonce") or weights.get("protonce"):  # one embedding per modality
+            emb = model.embed(batch)  # {m: (B, H)}
+            proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
+        if weights.get("infonce"):  # negatives from the global batch: every rank's part (a stand-in clip left out)
+            z_v, z_a, pairs = (distributed.cat_ranks(self.world, x[:clips])
+                               for x in (proj["video"], proj["audio"], valid.float()))
+            loss = loss + weights["infonce"] * losses.nt_xent(z_v, z_a, pt.temperature, valid=pairs.bool())
+        if weights.get("sync"):
+            in_sync, shifted, room = sync_pairs(batch, self.shift, shifts)
+            both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
+            rep = model.represent(both)  # (2B, head_in)
+            pos, neg = heads.sync(rep)[:, 0].chunk(2)  # (B,), (B,)
+            keep = valid & room
+            loss = loss + weights["sync"] * (losses.synchrony_bce(pos, neg, valid=keep)
+                                             + losses.variance_floor(rep[: len(keep)][keep]))
+        if weights.get("mask"):
+            hide = mask_spans({m: batch[f"{m}_mask"] for m in MODALITIES}, pt.mask_ratio, pt.mask_span,
+                              shifts)  # {m: (B, T)}
+            rows = model.tokens(batch, {m: (hide[m], heads.mask_token[m]) for m in MODALITIES})  # {m: (B, T, H)}
+            for m in MODALITIES:
+                target = torch.from_numpy(self.pro[m].row_targets(batch[m].numpy()))  # (B, T) row clusters
+                loss = loss + weights["mask"] * 0.5 * losses.row_ce(heads.mask[m](rows[m]), target, hide[m])
+        if weights.get("order"):
+            source, drawn = shuffle_steps({m: batch[f"{m}_mask"] for m in MODALITIES}, pt.order_ratio,
+                                          shifts)  # (B, T), (B, T)
+            rows = model.tokens(_gather_steps(batch, source))  # {m: (B, T, H)}
+            for m in MODALITIES:
+                loss = loss + weights["order"] * 0.5 * losses.row_ce(heads.order[m](rows[m]), source, drawn)
+        for m in MODALITIES:
+            if weights.get("xdc"):
+                loss = loss + weights["xdc"] * 0.5 * losses.cross_modal_cluster_ce(heads.xdc[m](emb[m]), targets[m],
+                                                                                 valid=valid)
+            if weights.get("protonce"):
+                loss = loss + weights["protonce"] * 0.5 * losses.prototype_nce(
+                    proj[m], prototypes_now[OTHER[m]], targets[m], pt.temperature, valid=valid)
+        return loss
 
 
 def mask_spans(masks: dict[str, torch.Tensor], ratio: float, span: int, generator: torch.Generator
@@ -391,7 +464,11 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
     labels: dict[str, np.ndarray] = {}
     if weights.get("xdc") or weights.get("protonce"):
         labels = {m: pro[m].labels_for(ids) for m in MODALITIES}
-    params = list(model.parameters()) + list(heads.parameters())
+    objectives = Objectives(model, heads, weights, p.pretrain, pro, shift, world)
+    # every rank builds the same model and heads; the wrapper averages their gradients in the backward pass (static
+    # graph: the heads of objectives left out stay without gradients, as in one process)
+    net = DistributedDataParallel(objectives, static_graph=True) if world.group else objectives
+    params = list(objectives.parameters())
     torch.manual_seed(p.seed + world.rank)  # dropout: each rank draws its own masks (the model is the same on all)
     opt = torch.optim.AdamW(params, lr=p.pretrain.lr, weight_decay=p.pretrain.weight_decay)
     live = live_logger(live_dir) if world.lead else None
@@ -414,49 +491,11 @@ def _pretrain(p: Params, out: str | Path, prototypes_path: str | Path, live_dir:
         total = []
         for share, batch in batches.batches(ds, epoch):
             idx = batch.pop("label").numpy()
-            valid = batch["video_mask"].any(1) & batch["audio_mask"].any(1)  # (B,)
-            loss = torch.zeros(())
-            if weights.get("xdc") or weights.get("infonce") or weights.get("protonce"):  # one embedding per modality
-                emb = model.embed(batch)  # {m: (B, H)}
-                proj = {m: heads.proj[m](emb[m]) for m in MODALITIES}
-            if weights.get("infonce"):  # negatives from the global batch: every rank's part (a stand-in clip left out)
-                z_v, z_a, pairs = (distributed.cat_ranks(world, x[: share.clips])
-                                   for x in (proj["video"], proj["audio"], valid.float()))
-                loss = loss + weights["infonce"] * losses.nt_xent(z_v, z_a, p.pretrain.temperature, valid=pairs.bool())
-            if weights.get("sync"):
-                in_sync, shifted, room = sync_pairs(batch, shift, shifts)
-                both = {key: torch.cat([in_sync[key], shifted[key]]) for key in in_sync}  # (2B, W, D), (2B, W)
-                rep = model.represent(both)  # (2B, head_in)
-                pos, neg = heads.sync(rep)[:, 0].chunk(2)  # (B,), (B,)
-                keep = valid & room
-                loss = loss + weights["sync"] * (losses.synchrony_bce(pos, neg, valid=keep)
-                                                 + losses.variance_floor(rep[: len(keep)][keep]))
-            if weights.get("mask"):
-                hide = mask_spans({m: batch[f"{m}_mask"] for m in MODALITIES}, p.pretrain.mask_ratio,
-                                  p.pretrain.mask_span, shifts)  # {m: (B, T)}
-                rows = model.tokens(batch, {m: (hide[m], heads.mask_token[m]) for m in MODALITIES})  # {m: (B, T, H)}
-                for m in MODALITIES:
-                    target = torch.from_numpy(pro[m].row_targets(batch[m].numpy()))  # (B, T) row clusters
-                    loss = loss + weights["mask"] * 0.5 * losses.row_ce(heads.mask[m](rows[m]), target, hide[m])
-            if weights.get("order"):
-                source, drawn = shuffle_steps({m: batch[f"{m}_mask"] for m in MODALITIES}, p.pretrain.order_ratio,
-                                              shifts)  # (B, T), (B, T)
-                rows = model.tokens(_gather_steps(batch, source))  # {m: (B, T, H)}
-                for m in MODALITIES:
-                    loss = loss + weights["order"] * 0.5 * losses.row_ce(heads.order[m](rows[m]), source, drawn)
-            for m in MODALITIES:
-                target = torch.from_numpy(labels[OTHER[m]][idx]) if labels else None
-                if weights.get("xdc"):
-                    loss = loss + weights["xdc"] * 0.5 * losses.cross_modal_cluster_ce(heads.xdc[m](emb[m]), target,
-                                                                                     valid=valid)
-                if weights.get("protonce"):
-                    loss = loss + weights["protonce"] * 0.5 * losses.prototype_nce(
-                        proj[m], prototypes_now[OTHER[m]], target, p.pretrain.temperature, valid=valid)
-            loss = loss * share.weight  # this rank's part of the global batch's mean
-            opt.zero_grad(set_to_none=True)
+            targets = {m: torch.from_numpy(labels[OTHER[m]][idx]) if labels else None for m in MODALITIES}
+            loss = net(batch, share.clips, targets, prototypes_now, shifts) * share.weight  # this rank's part of
+            opt.zero_grad(set_to_none=True)  # the global batch's mean; DDP averages the ranks' gradients
             if loss.requires_grad:  # (not when every weight of `combined` is 0)
                 loss.backward()
-            distributed.average_gradients(world, params)
             nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             total.append(loss.item())
