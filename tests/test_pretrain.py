@@ -12,6 +12,7 @@ from cmmvt.data import manifest
 from cmmvt.train.dataset import splits
 from cmmvt.train import loop
 from cmmvt.models import build_model
+from cmmvt.selfsup import objectives
 from cmmvt.selfsup import pretrain as pt
 from cmmvt.selfsup import prototypes as protos
 
@@ -119,13 +120,13 @@ def test_mask_spans_respect_lengths_padding_and_hide_one_modality():
     real = torch.arange(T)[None] < lengths[:, None]  # (B, T): real rows first, padding after
     masks = {"video": real, "audio": real & torch.tensor([True, True, True, False])[:, None]}  # clip 3: no audio
     for _ in range(50):
-        hide = pt.mask_spans(masks, ratio=0.5, span=3, generator=g)
+        hide = objectives.mask_spans(masks, ratio=0.5, span=3, generator=g)
         assert not (hide["video"] & hide["audio"]).any(1).any()  # one modality per clip
         assert (hide["video"] | hide["audio"]).any(1).all()  # every clip hides something
         assert not (hide["video"] & ~masks["video"]).any() and not (hide["audio"] & ~masks["audio"]).any()
         assert not hide["audio"][3].any()  # a clip without audio hides its video
         assert hide["video"][0].sum() + hide["audio"][0].sum() <= 9  # at most 3 spans of 3 rows in 16
-    shares = [pt.mask_spans(masks, 0.5, 3, g) for _ in range(200)]
+    shares = [objectives.mask_spans(masks, 0.5, 3, g) for _ in range(200)]
     picked_video = np.mean([float(h["video"][0].any()) for h in shares])
     assert 0.35 < picked_video < 0.65  # both modalities get hidden, about equally often
 
@@ -172,13 +173,13 @@ def test_shuffled_steps_move_both_modalities_together_within_each_clip():
     batch = {"video": torch.arange(T, dtype=torch.float32).repeat(B, 1)[..., None].expand(B, T, 2).clone(),
              "audio": -torch.arange(T, dtype=torch.float32).repeat(B, 1)[..., None].clone(),
              "video_mask": real, "audio_mask": real}
-    source, drawn = pt.shuffle_steps({"video": real, "audio": real}, ratio=0.5, generator=g)
+    source, drawn = objectives.shuffle_steps({"video": real, "audio": real}, ratio=0.5, generator=g)
     assert drawn.sum(1).tolist() == [4, 2, 0]  # round(0.5 · L), at least 2, none in a one-step clip
     assert not (drawn & ~real).any()  # padding never moves
     for b in range(B):
         assert sorted(source[b].tolist()) == list(range(T))  # a permutation
         assert (source[b][~drawn[b]] == torch.arange(T)[~drawn[b]]).all()  # only drawn steps move
-    moved = pt._gather_steps(batch, source)
+    moved = objectives._gather_steps(batch, source)
     assert torch.equal(moved["video"][..., 0], source.float()) and torch.equal(moved["audio"][..., 0], -source.float())
     assert torch.equal(moved["video_mask"], real)  # real steps stay among real steps
 

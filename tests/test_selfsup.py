@@ -11,7 +11,7 @@ import torch
 
 from cmmvt.features.cache import CacheReader, CacheWriter, ClipFeatures
 from cmmvt.config import Params
-from cmmvt.selfsup.pretrain import sync_pairs
+from cmmvt.selfsup.objectives import sync_pairs
 from cmmvt.selfsup import (
     Prototypes,
     clip_means,

@@ -118,11 +118,12 @@ def _pretrained(root, p):
     """Encoders to start from: the untrained graph of ``p`` saved as the pretrain stage would."""
     from cmmvt.models import build_model
     from cmmvt.selfsup import pretrain as pt
+    from cmmvt.selfsup.objectives import PretrainHeads
 
     torch.manual_seed(1)
     model = build_model(p.model.model_copy(update={"modalities": "av"}), {"video": 12, "audio": 12}, 1)
-    heads = pt.PretrainHeads(p.model.hidden, model.head_in, {"video": 2, "audio": 2}, {"video": 2, "audio": 2},
-                             {"video": 12, "audio": 12}, p.model.crop_frames)
+    heads = PretrainHeads(p.model.hidden, model.head_in, {"video": 2, "audio": 2}, {"video": 2, "audio": 2},
+                          {"video": 12, "audio": 12}, p.model.crop_frames)
     pt.save(root / "enc.pt", model, heads, p, {"video": 12, "audio": 12}, {})
     return {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
 

@@ -5,6 +5,8 @@
   synchrony (AVTS), all masking clips that lack a modality.
 * :mod:`cmmvt.selfsup.prototypes`: k-means prototypes per modality on the cached embeddings, stored in
   ``data/prototypes.h5``, and their agreement with the classes (NMI, purity).
+* :mod:`cmmvt.selfsup.objectives`: one batch's pretraining loss, every objective through the model and the heads.
+* :mod:`cmmvt.selfsup.pretrain`: the pretraining run (the ``pretrain`` stage).
 """
 
 from cmmvt.selfsup.losses import cluster_centroids, cross_modal_cluster_ce, nt_xent, prototype_nce, synchrony_bce
