@@ -3,7 +3,7 @@
 (a) decode only: rows prepared exactly as cmmvt does (video: frames sampled by timestamp, resized inside
     the colour conversion, cut into views; audio: decoded, log-mel windows, images);
 (b) the frozen CNN only, on those prepared rows at the extraction batch size, per engine (``onnxruntime``,
-    ``torch``: the frozen TorchScript trace);
+    ``torch``: eager torch since #27, the frozen TorchScript trace before; ``benchmarks/engines.py``);
 (c) cmmvt end to end (decoding thread + batched CNN + HDF5 cache), default engine;
 (d) naive baseline: video: decode every frame full size to numpy, pick the frames, CNN at batch 1;
     audio: the whole waveform in memory, one log-mel, CNN at batch 1; torch engine.
@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from cmmvt import distributed, media
-from cmmvt.features import backbones, extract, logmel
+from cmmvt.features import backbones, batching, extract, logmel, pieces
 from cmmvt.data import synth
 from cmmvt.config import ExtractParams, SynthParams
 
@@ -200,7 +200,7 @@ def _inputs(items: list[extract.Item], p: ExtractParams, modality: str) -> list[
     """Everything the CNN would see, decoded and prepared exactly as cmmvt does: (a) on its own."""
     blocks = []
     for it in items:
-        blocks += [piece.inputs for piece in extract._pieces(it, modality, p) if piece.rows]
+        blocks += [piece.inputs for piece in pieces.clip_pieces(it, modality, p) if piece.rows]
     return blocks
 
 
@@ -245,7 +245,7 @@ def speed(args: argparse.Namespace) -> None:
             "image_size": p.image_size, "batch_size": p.batch_size, "threads": torch.get_num_threads(),
             "decode_workers": p.workers, "engine": p.engine, "machine": platform.machine(), "repeats": repeats}
         for modality in ("video", "audio"):
-            embed = ((lambda b, x: extract._embed_views(b)([x])) if modality == "video"  # (n, V, S, S, 3) views
+            embed = ((lambda b, x: batching.embed_views(b)([x])) if modality == "video"  # (n, V, S, S, 3) views
                      else (lambda b, x: b.embed_images(x)))
             for b in bbs.values():  # warm-up
                 embed(b, _inputs(items[:1], p, modality)[0][: p.batch_size])
@@ -321,7 +321,7 @@ def segments(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         for mod in ("video", "audio"):
             for unit in ([items] if together else [[it] for it in items]):
-                for piece in extract._pass_pieces(unit, mod, p):
+                for piece in pieces.pass_pieces(unit, mod, p):
                     assert piece.error is None, piece.error
         return time.perf_counter() - t0
 

@@ -184,29 +184,35 @@ def test_report_without_results_or_record(tmp_path):
     assert "- `abl-local-video-none-s0`: not run" in md
 
 
-def test_update_readme_replaces_only_the_marked_block(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{report.BEGIN}\nplaceholder\n{report.END}\n\nafter\n")
-    report.update_readme(readme, "table\n\n![chart](ablations/top1.png)\n")
-    text = readme.read_text()
-    assert text == f"# x\n\n{report.BEGIN}\ntable\n\n![chart](reports/ablations/top1.png)\n{report.END}\n\nafter\n"
-    readme.write_text("no markers")
+def test_update_results_replaces_only_the_marked_block(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# x\n\n{report.BEGIN}\nplaceholder\n{report.END}\n\nafter\n")
+    report.update_results(results, "table\n\n![chart](ablations/top1.png)\n", chart="ablations/top1.png")
+    text = results.read_text()
+    assert text == f"# x\n\n{report.BEGIN}\ntable\n\n![chart](ablations/top1.png)\n{report.END}\n\nafter\n"
+    report.update_results(results, "table\n\n![chart](x.png)\n")  # default: the chart seen from reports/
+    assert "![chart](ablations/top1.png)" in results.read_text()
+    results.write_text("no markers")
     with pytest.raises(report.ReportError, match="ablations:begin"):
-        report.update_readme(readme, "table")
+        report.update_results(results, "table")
+    with pytest.raises(report.ReportError, match="no such file"):
+        report.update_results(tmp_path / "none.md", "table")
 
 
-def test_update_readme_skips_markers_quoted_in_prose(tmp_path):
-    """The README quotes the markers in a sentence; only the block whose markers stand alone is filled."""
-    prose = f"`--readme` fills the `{report.BEGIN}` and `{report.END}` markers below.\n"
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{prose}\n## Results\n{report.BEGIN}\nNot run yet.\n{report.END}\ntail\n")
-    report.update_readme(readme, "the table", chart=None)
-    assert readme.read_text() == f"{prose}\n## Results\n{report.BEGIN}\nthe table\n{report.END}\ntail\n"
-    copy = tmp_path / "repo-README.md"
-    copy.write_text((Path(__file__).resolve().parents[1] / "README.md").read_text())
-    report.update_readme(copy, "GENERATED", chart=None)
+def test_update_results_skips_markers_quoted_in_prose(tmp_path):
+    """A file may quote the markers in a sentence; only the block whose markers stand alone is filled."""
+    prose = f"`--results` fills the `{report.BEGIN}` and `{report.END}` markers below.\n"
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"{prose}\n## Ablation grid\n{report.BEGIN}\nNot run yet.\n{report.END}\ntail\n")
+    report.update_results(results, "the table", chart=None)
+    assert results.read_text() == f"{prose}\n## Ablation grid\n{report.BEGIN}\nthe table\n{report.END}\ntail\n"
+    copy = tmp_path / "repo-RESULTS.md"
+    copy.write_text((Path(__file__).resolve().parents[1] / report.RESULTS).read_text())
+    report.update_results(copy, "GENERATED", chart=None)
     text = copy.read_text()
-    assert text.count("GENERATED") == 1 and text.index("GENERATED") > text.index("## Results")
+    assert text.count("GENERATED") == 1 and text.index("GENERATED") > text.index("## Ablation grid")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert report.BEGIN not in readme  # the published grid lives in reports/RESULTS.md only
 
 
 @pytest.mark.slow
@@ -234,15 +240,18 @@ def test_smoke_grid_end_to_end(repo, run, dvc_cmd):
     assert "70 to queue, 0 already queued or running, 2 done" in plan
     assert "dvc exp run --queue -n abl-global-av_early-infonce-s2 -S model.attention=global" in plan
 
-    assert "grid wall time" in run(cli + ["report", "--grid", "smoke", "--readme"], repo)
+    (repo / report.RESULTS).parent.mkdir(parents=True, exist_ok=True)  # the tiny repo copies no reports/
+    (repo / report.RESULTS).write_text((Path(__file__).resolve().parents[1] / report.RESULTS).read_text())
+    out = run(cli + ["report", "--grid", "smoke", "--results"], repo)
+    assert "grid wall time" in out and "reports/RESULTS.md updated" in out
     md = (repo / "reports/ablations.md").read_text()
     assert all(f"| local | {m} | none |" in md or f"| **local** | **{m}** | **none** |" in md
                for m in ("video", "av-late"))
     assert "Nothing missing" in md and "synth, prepare and extract never ran" in md
     assert "clips read from 2 runs' predictions" in md  # each experiment's committed predictions.csv, via git
     assert "| modality | av-late − video | " in md and "| 1 |" in md  # the one seed's pair
-    readme = (repo / "README.md").read_text()
-    assert "Grid `smoke`" in readme and "![test top-1 by configuration](reports/ablations/top1.png)" in readme
+    results = (repo / report.RESULTS).read_text()
+    assert "Grid `smoke`" in results and "![test top-1 by configuration](ablations/top1.png)" in results
 
 
 

@@ -33,6 +33,17 @@ def test_extract_benchmark_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_engines_benchmark_quick(tmp_path):
+    report = run_quick("engines", tmp_path)
+    assert {(r["modality"], r["image_size"]) for r in report["results"]} == {("video", 224), ("audio", 224)}
+    for r in report["results"]:
+        assert set(r["rows_per_s_median"]) == {"onnxruntime", "torchscript", "torch"}
+        assert all(d["relative_to_max"] < 1e-4 for d in r["diff_vs_eager"].values())  # the same features
+    assert {(c["requested"], c["runs"]) for c in report["cases"] if c["model"].startswith("none")} == {("torch", "torch")}
+    assert (tmp_path / "engines.md").is_file()
+
+
+@pytest.mark.slow
 def test_attention_benchmark_quick(tmp_path):
     report = run_quick("attention", tmp_path)
     assert {"results", "speedup_native_over_hf", "targets"} <= set(report)

@@ -55,3 +55,22 @@ def test_report_outside_a_dvc_repo_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["report", "--grid", "smoke"])
     assert res.exit_code == 1 and "not inside of a DVC repository" in res.output and "Traceback" not in res.output
+
+
+def test_report_results_fills_the_block_of_reports_results_md(tmp_path, monkeypatch):
+    """`cmmvt report --results` writes the grid's body into reports/RESULTS.md's ablation block (the README carries
+    none); without that file it fails in one line; `--readme` is gone."""
+    from cmmvt.experiments import report
+
+    monkeypatch.chdir(tmp_path)
+    body = "<!-- measured: commit=abc1234 data=synth-params/grid-smoke -->\nGrid `smoke`\n\n![chart](ablations/top1.png)"
+    monkeypatch.setattr(report, "build", lambda root, grid, rev, out: report.Report(
+        body, root / out, None, results=2, problems=0, wall_s=None))
+    res = runner.invoke(app, ["report", "--grid", "smoke", "--results"])
+    assert res.exit_code == 1 and "reports/RESULTS.md: no such file" in res.output and "Traceback" not in res.output
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/RESULTS.md").write_text(f"# Results\n{report.BEGIN}\nold\n{report.END}\nafter\n")
+    res = runner.invoke(app, ["report", "--grid", "smoke", "--results"])
+    assert res.exit_code == 0 and "reports/RESULTS.md updated" in res.output, res.output
+    assert (tmp_path / "reports/RESULTS.md").read_text() == f"# Results\n{report.BEGIN}\n{body}\n{report.END}\nafter\n"
+    assert runner.invoke(app, ["report", "--readme"]).exit_code == 2  # no such option

@@ -1,4 +1,5 @@
-"""CNN inference engines (#13): ONNX Runtime equals torch on real frames and audio images; exports are cached."""
+"""CNN inference engines (#13, #27): ONNX Runtime equals eager torch on real frames and audio images; exports are
+cached."""
 
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from cmmvt.config import AudioParams
-from cmmvt.features import backbones, logmel
+from cmmvt.features import backbones, engines, logmel
 from cmmvt.features.backbones import BackboneError
 
 
@@ -42,7 +43,7 @@ def make(name: str, engine: str, tmp_path, image_size: int = 96) -> backbones.Ba
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "none", "resnet18"])  # (random mobilenet_v3 outputs ~1e-8)
 def test_onnxruntime_equals_torch_on_real_frames_and_audio_images(name, tmp_path):
     ort, ref = make(name, "onnxruntime", tmp_path), make(name, "torch", tmp_path)
-    assert ort.engine == "onnxruntime" and ref.engine in ("torchscript", "torch")
+    assert ort.engine == "onnxruntime" and ref.engine == "torch" and ref.runner is None  # engine torch: eager
     eager = ref.model  # the eager module itself is the reference
     frames = real_frames()
     with torch.inference_mode():
@@ -62,8 +63,8 @@ def test_onnxruntime_equals_torch_on_real_frames_and_audio_images(name, tmp_path
 def test_export_is_reused_and_redone_for_another_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("CMMVT_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    export = backbones._export_onnx
-    monkeypatch.setattr(backbones, "_export_onnx", lambda *a: calls.append(a[1:]) or export(*a))
+    export = engines.export_onnx
+    monkeypatch.setattr(engines, "export_onnx", lambda *a: calls.append(a[1:]) or export(*a))
     first = backbones.create("none", image_size=64, engine="onnxruntime")
     files = sorted((tmp_path / "cache").glob("*.onnx"))
     assert len(calls) == 1 and len(files) == 1
@@ -71,11 +72,14 @@ def test_export_is_reused_and_redone_for_another_backbone(tmp_path, monkeypatch)
     assert len(calls) == 1 and second._parts is None  # loaded: no export, no eager model built
     frames = real_frames(2)
     np.testing.assert_array_equal(first.embed(frames), second.embed(frames))
+    assert second.logits(frames).shape == (2, 1000) and second._parts is not None  # the head builds on demand
     backbones.create("efficientnet_lite0", image_size=64, engine="onnxruntime")  # another backbone: exported
     assert len(calls) == 2 and len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+    backbones.create("none", image_size=96, engine="onnxruntime")  # another size: exported
+    assert len(calls) == 3 and len(list((tmp_path / "cache").glob("none-*.onnx"))) == 2
     files[0].write_bytes(b"damaged")  # a broken file is exported again
     third = backbones.create("none", image_size=64, engine="onnxruntime")
-    assert len(calls) == 3
+    assert len(calls) == 4
     np.testing.assert_array_equal(third.embed(frames), first.embed(frames))
 
 

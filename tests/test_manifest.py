@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cmmvt.data import manifest
+from cmmvt.data import manifest, records, sources
 from cmmvt.config import DataParams, SplitParams
 from cmmvt.data.manifest import ManifestError, ManifestReport
 
@@ -46,7 +46,7 @@ def kinetics_csv(path: Path, rows: list[str], header: str = "label,youtube_id,ti
 
 
 def test_folder_tree_ids_labels_paths(synth_tree: Path):
-    report = manifest.from_folder(synth_tree)
+    report = sources.from_folder(synth_tree)
     df = report.manifest
     assert list(df.columns) == manifest.COLUMNS
     assert len(df) == 15
@@ -65,7 +65,7 @@ def test_folder_same_stem_in_different_folders_and_subfolders(tmp_path: Path):
     touch(root / "a" / "clip01.mp4")
     touch(root / "b" / "clip01.mp4")
     touch(root / "a" / "sub" / "deeper" / "clip01.MKV")
-    df = manifest.from_folder(root).manifest
+    df = sources.from_folder(root).manifest
     assert list(df["video_id"]) == ["a/clip01", "a/sub/deeper/clip01", "b/clip01"]
     assert list(df["label"]) == ["a", "a", "b"]
 
@@ -75,7 +75,7 @@ def test_folder_same_stem_different_extension_keeps_both(tmp_path: Path):
     touch(root / "a" / "x.mp4")
     touch(root / "a" / "x.avi")
     touch(root / "a" / "y.webm")
-    report = manifest.from_folder(root)
+    report = sources.from_folder(root)
     assert list(report.manifest["video_id"]) == ["a/x.avi", "a/x.mp4", "a/y"]
     dup_paths = sorted(p for p, _ in report.duplicates)
     assert dup_paths == [(root / "a" / "x.avi").as_posix(), (root / "a" / "x.mp4").as_posix()]
@@ -90,7 +90,7 @@ def test_folder_skips_non_video_hidden_and_root_level(tmp_path: Path):
     touch(root / "loose.mp4")
     touch(root / ".cache" / "a" / "hidden.mp4")
     touch(root / "a" / ".DS_Store")
-    report = manifest.from_folder(root)
+    report = sources.from_folder(root)
     assert list(report.manifest["video_id"]) == ["a/clip"]
     reasons = dict(report.skipped)
     assert set(reasons) == {(root / p).as_posix() for p in ("a/notes.txt", "a/README", "loose.mp4")}
@@ -104,18 +104,18 @@ def test_scan_and_unique_ids_for_extract(tmp_path: Path):
     touch(root / "x.mov")
     touch(root / "d" / "x.mp4")
     touch(root / "d" / "info.json")
-    files, skipped = manifest.scan(root)
+    files, skipped = records.scan(root)
     assert files == [root / "d" / "x.mp4", root / "x.mov", root / "x.mp4"]
     assert skipped == [((root / "d" / "info.json").as_posix(), "not a video file (.json)")]
-    ids = manifest.unique_ids(root, files)
+    ids = sources.unique_ids(root, files)
     assert ids == {"d/x": root / "d" / "x.mp4", "x.mov": root / "x.mov", "x.mp4": root / "x.mp4"}
     with pytest.raises(ManifestError, match="no such folder"):
-        manifest.scan(tmp_path / "nope")
+        records.scan(tmp_path / "nope")
 
 
 def test_build_synth_is_folder_per_class(synth_tree: Path):
     report = manifest.build(DataParams(source="synth", root=str(synth_tree)))
-    assert report.manifest.equals(manifest.from_folder(synth_tree).manifest)
+    assert report.manifest.equals(sources.from_folder(synth_tree).manifest)
 
 
 # ------------------------------------------------------------------------------------------ kinetics
@@ -132,7 +132,7 @@ def test_kinetics_class_folders_with_spaces_or_underscores(tmp_path: Path):
         "abseiling,def,0,10,validate",
         '"passing American football (in game)",ghi,5,15,train',
     ])
-    report = manifest.from_kinetics(csv, root)
+    report = sources.from_kinetics(csv, root)
     df = report.manifest.set_index("video_id")
     assert list(df.index) == ["abc_000010_000020", "def_000000_000010", "ghi_000005_000015"]
     assert df.loc["abc_000010_000020", "label"] == "air drumming"
@@ -153,7 +153,7 @@ def test_kinetics_flat_layout_missing_and_duplicates(tmp_path: Path):
         "dancing,bbb,2,12,train",
         "dancing,zzz,3,13,train",            # no file
     ], header="label,youtube_id,time_start,time_end,split,is_cc")
-    report = manifest.from_kinetics(csv, root)
+    report = sources.from_kinetics(csv, root)
     assert list(report.manifest["video_id"]) == ["aaa_000001_000011", "bbb_000002_000012"]
     assert report.missing == ["zzz_000003_000013"]
     assert len(report.duplicates) == 1
@@ -169,7 +169,7 @@ def test_kinetics_same_clip_in_two_places_prefers_label_folder(tmp_path: Path):
     touch(root / "train" / "air_drumming" / "abc_000010_000020.mp4")
     touch(root / "abc_000010_000020.mkv")
     csv = kinetics_csv(tmp_path / "k.csv", ["air drumming,abc,10,20,train"])
-    report = manifest.from_kinetics(csv, root)
+    report = sources.from_kinetics(csv, root)
     assert list(report.manifest["path"]) == [(root / "train/air_drumming/abc_000010_000020.mp4").as_posix()]
     assert sorted(p for p, _ in report.duplicates) == [
         (root / "a_stray/abc_000010_000020.mp4").as_posix(),
@@ -182,7 +182,7 @@ def test_kinetics_same_clip_two_places_no_label_folder_first_sorted_kept(tmp_pat
     touch(root / "b" / "abc_000010_000020.mp4")
     touch(root / "a" / "abc_000010_000020.mp4")
     csv = kinetics_csv(tmp_path / "k.csv", ["zumba,abc,10,20,train"])
-    report = manifest.from_kinetics(csv, root)
+    report = sources.from_kinetics(csv, root)
     assert list(report.manifest["path"]) == [(root / "a/abc_000010_000020.mp4").as_posix()]
     assert [p for p, _ in report.duplicates] == [(root / "b/abc_000010_000020.mp4").as_posix()]
 
@@ -191,13 +191,13 @@ def test_kinetics_split_optional_and_bad_values(tmp_path: Path):
     root = tmp_path / "k"
     touch(root / "abc_000010_000020.mp4")
     csv = kinetics_csv(tmp_path / "k.csv", ["x,abc,10,20"], header="label,youtube_id,time_start,time_end")
-    assert manifest.from_kinetics(csv, root).manifest["split"].isna().all()
+    assert sources.from_kinetics(csv, root).manifest["split"].isna().all()
     bad = kinetics_csv(tmp_path / "bad.csv", ["x,abc,10,20,holdout"])
     with pytest.raises(ManifestError, match=r"bad\.csv:2: split 'holdout'"):
-        manifest.from_kinetics(bad, root)
+        sources.from_kinetics(bad, root)
     nolabel = kinetics_csv(tmp_path / "nolabel.csv", ["abc,10,20,test"], header="youtube_id,time_start,time_end,split")
     with pytest.raises(ManifestError, match=r"nolabel\.csv: missing column\(s\) label"):
-        manifest.from_kinetics(nolabel, root)
+        sources.from_kinetics(nolabel, root)
 
 
 def test_kinetics_conflicting_labels_and_bad_rows(tmp_path: Path):
@@ -205,7 +205,7 @@ def test_kinetics_conflicting_labels_and_bad_rows(tmp_path: Path):
     touch(root / "abc_000010_000020.mp4")
     csv = kinetics_csv(tmp_path / "k.csv", ["x,abc,10,20,train", "y,abc,10,20,train", ",def,1,2,train",
                                             "x,ghi,soon,2,train", ",jkl,1,2,"])
-    report = manifest.from_kinetics(csv, root)
+    report = sources.from_kinetics(csv, root)
     assert list(report.manifest["label"]) == ["x"]
     assert "with label 'y' (kept 'x')" in report.duplicates[0][1]
     assert [r for _, r in report.skipped] == ["clip def_000001_000002: empty label in split train",
@@ -233,7 +233,7 @@ videos/c.avi,3,
 videos/gone.mp4,3,
 {absolute},007,test
 """)
-    report = manifest.from_csv(csv)
+    report = sources.from_csv(csv)
     df = report.manifest.set_index("video_id")
     assert list(df.index) == sorted(df.index)
     assert set(df.index) == {"videos/a/clip01", "videos/b/clip01", "videos/c.mp4", "videos/c.avi",
@@ -255,13 +255,13 @@ def test_csv_relative_to_root_and_errors(tmp_path: Path):
     root = tmp_path / "root"
     touch(root / "a.mp4")
     csv = write_csv(tmp_path / "lists" / "l.csv", "path,label\na.mp4,cat\n")
-    df = manifest.from_csv(csv, root=root).manifest
+    df = sources.from_csv(csv, root=root).manifest
     assert list(df["path"]) == [(root / "a.mp4").as_posix()] and list(df["video_id"]) == ["a"]
-    assert manifest.from_csv(csv).missing == [(tmp_path / "lists" / "a.mp4").as_posix()]
+    assert sources.from_csv(csv).missing == [(tmp_path / "lists" / "a.mp4").as_posix()]
     with pytest.raises(ManifestError, match=r"l2\.csv: missing column\(s\) label"):
-        manifest.from_csv(write_csv(tmp_path / "l2.csv", "path,class\na.mp4,cat\n"), root=root)
+        sources.from_csv(write_csv(tmp_path / "l2.csv", "path,class\na.mp4,cat\n"), root=root)
     with pytest.raises(ManifestError, match="no such CSV"):
-        manifest.from_csv(tmp_path / "nope.csv")
+        sources.from_csv(tmp_path / "nope.csv")
 
 
 # ------------------------------------------------------------------------------------------ build errors
@@ -430,14 +430,14 @@ def test_unlabelled_pool_from_folder_csv_and_kinetics(tmp_path: Path, synth_tree
         touch(tmp_path / "clips" / f"{name}.mp4")
     csv = write_csv(tmp_path / "list.csv", "path,label,split\nclips/a.mp4,cat,train\nclips/b.mp4,,\n"
                                            "clips/c.mp4,dog,Unlabeled\n")
-    rows = manifest.assign_splits(manifest.from_csv(csv).manifest, SplitParams(), 0).set_index("video_id")
+    rows = manifest.assign_splits(sources.from_csv(csv).manifest, SplitParams(), 0).set_index("video_id")
     assert rows.loc["clips/a", ["label", "split"]].tolist() == ["cat", "train"]
     assert rows.loc["clips/b", ["label", "split"]].tolist() == ["", "unlabelled"]
     assert rows.loc["clips/c", ["label", "split"]].tolist() == ["", "unlabelled"]
     # Kinetics: rows without a label (its test CSVs) are the pool, not skipped
     touch(tmp_path / "k" / "abc_000001_000011.mp4")
     k = kinetics_csv(tmp_path / "k.csv", [",abc,1,11,"])
-    rep = manifest.from_kinetics(k, tmp_path / "k")
+    rep = sources.from_kinetics(k, tmp_path / "k")
     assert rep.manifest[["label", "split"]].values.tolist() == [["", "unlabelled"]] and not rep.skipped
 
 

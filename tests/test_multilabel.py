@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cmmvt import config
-from cmmvt.data import manifest
+from cmmvt.data import manifest, records, sources
 
 CLASS_INDEX = '''index,mid,display_name
 0,/m/09x0r,"Speech"
@@ -93,7 +93,7 @@ def test_plain_csv_with_several_labels_and_segments(tmp_path):
     _touch(root / "long.mp4")
     (tmp_path / "list.csv").write_text("path,labels,start,end\na.mp4,dog; cat,,\nlong.mp4,cat,0,10\n"
                                        "long.mp4,dog;bird,60,70\n")
-    report = manifest.from_csv(tmp_path / "list.csv", root)
+    report = sources.from_csv(tmp_path / "list.csv", root)
     df = report.manifest.set_index("video_id")
     assert df.label.to_dict() == {"a": "cat;dog", "long_000000_000010": "cat", "long_000060_000070": "bird;dog"}
     assert df.loc["long_000060_000070", ["start", "end"]].tolist() == ["60", "70"]
@@ -108,7 +108,7 @@ def test_multilabel_splits_keep_every_labels_frequency():
     y = rng.random((150, 4)) < [0.6, 0.3, 0.1, 0.05]
     y[~y.any(1), 0] = True
     df = pd.DataFrame({"video_id": [f"v{i:03d}" for i in range(150)],
-                       "label": [manifest.join_labels(n for n, on in zip(names, row) if on) for row in y],
+                       "label": [records.join_labels(n for n, on in zip(names, row) if on) for row in y],
                        "split": None})
     out = manifest.assign_splits(df, config.SplitParams(), seed=0)
     shuffled = manifest.assign_splits(df.sample(frac=1, random_state=1), config.SplitParams(), seed=0)
@@ -269,7 +269,7 @@ def test_segments_of_one_file_share_one_decoding_pass(tmp_path, monkeypatch):
         return wrapper
 
     monkeypatch.setattr(media, "frames_at", counting("frames", media.frames_at))
-    monkeypatch.setattr(media.decode, "frames_at", media.frames_at)
+    monkeypatch.setattr(media.video, "frames_at", media.frames_at)
     monkeypatch.setattr(media, "audio_chunks", counting("audio", media.audio_chunks))
     together = ExtractParams(out=str(tmp_path / "together"), backbone="none", image_size=64, fps=4.0, workers=0)
     for mod in ("video", "audio"):
@@ -310,5 +310,5 @@ def test_released_test_sets_stay_test_and_validation_comes_from_training_rows(tm
 
     (tmp_path / "list.csv").write_text("path,labels,start,end\nlong.mp4,a,10.2,20.2\nlong.mp4,b,10.7,20.7\n")
     _touch(tmp_path / "c" / "long.mp4")
-    ids = manifest.from_csv(tmp_path / "list.csv", tmp_path / "c").manifest.video_id.tolist()
+    ids = sources.from_csv(tmp_path / "list.csv", tmp_path / "c").manifest.video_id.tolist()
     assert ids == ["long_000010.200_000020.200", "long_000010.700_000020.700"]

@@ -48,3 +48,32 @@ def test_unknown_commit_is_stale(tmp_path):
     commit(tmp_path, "README.md", provenance.marker("deadbee", "synth") + "\n", "r")
     _, stale = provenance.check(tmp_path / "README.md")
     assert stale[0].changes == ["unknown commit"]
+
+
+def test_check_reads_readme_results_and_docs(tmp_path, monkeypatch):
+    """Blocks in README.md, reports/RESULTS.md and docs/*.md are all checked, each named `<file>:<line>` against the
+    repo root (a doc's depends are repo paths, not paths under docs/)."""
+    git(tmp_path, "init", "-q")
+    first = commit(tmp_path, "cmmvt/models/m.py", "x = 1\n", "model")
+    commit(tmp_path, "README.md", "# r\n\nno numbers here\n", "readme")
+    commit(tmp_path, "reports/RESULTS.md", f"# results\n\n{provenance.marker(first, 'synth', ('cmmvt/models',))}\n"
+           "| top-1 | 0.9 |\n", "results")
+    commit(tmp_path, "docs/scale-out.md", f"# scale\n{provenance.marker(first, 'rows', ('cmmvt/train',))}\n| 1 |\n",
+           "docs")
+    monkeypatch.chdir(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in provenance.files(tmp_path)] == [
+        "README.md", "reports/RESULTS.md", "docs/scale-out.md"]
+    res = CliRunner().invoke(app, ["report", "--check"])
+    assert res.exit_code == 0 and "2 of 2 results blocks current" in res.output, res.output
+    commit(tmp_path, "cmmvt/train/loop.py", "y = 1\n", "change training")
+    res = CliRunner().invoke(app, ["report", "--check"])
+    assert res.exit_code == 1 and "docs/scale-out.md:2" in res.output and "reports/RESULTS.md:" not in res.output
+    assert "1 of 2 results blocks current (reports/RESULTS.md 1, docs/scale-out.md 1)" in res.output
+    commit(tmp_path, "cmmvt/models/m.py", "x = 2\n", "change the model")
+    res = CliRunner().invoke(app, ["report", "--check"])
+    assert "reports/RESULTS.md:3" in res.output and "0 of 2 results blocks current" in res.output
+    checked = provenance.check_files(tmp_path)
+    assert {p.name: len(stale) for p, (_, stale) in checked.items()} == {"README.md": 0, "RESULTS.md": 1,
+                                                                          "scale-out.md": 1}
+    # the docs' own folder is not the root their depends are relative to
+    assert [s.block.line for s in provenance.check(tmp_path / "docs" / "scale-out.md")[1]] == [2]

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from cmmvt import media
-from cmmvt.features import backbones, cache, extract
+from cmmvt.features import backbones, cache, extract, pieces
 from cmmvt.cli import app
 from cmmvt.config import ExtractParams, ModelParams, Params
 from cmmvt.models import build_model
@@ -111,7 +111,7 @@ def test_rotated_and_portrait_frames_are_upright_squares(folder):
     p = ExtractParams(backbone="none", image_size=48, fps=FPS)
     for name in ("rotated.mp4", "portrait_916.mp4", "wide_169.mp4"):
         info = media.probe(folder / name)
-        blocks = list(extract._video_pieces(extract.Item("x", folder / name), p, info, rows=3))
+        blocks = list(pieces.video_pieces(extract.Item("x", folder / name), p, info, rows=3))
         assert all(x.shape[1:] == (3, 48, 48, 3) and x.dtype == torch.uint8 for x, _ in blocks)
         assert sum(len(x) for x, _ in blocks) == len(media.sample_times(info.duration, FPS))
     assert media.probe(folder / "rotated.mp4").height > media.probe(folder / "rotated.mp4").width
@@ -150,8 +150,8 @@ def test_streamed_rows_equal_whole_clip_and_writer_gets_bounded_chunks(tmp_path,
     items = [extract.Item("long", clip)]
     bb = backbones.create("none", image_size=48)
     sizes: list[int] = []
-    pieces: list[int] = []
-    append, make_pieces = cache.CacheWriter.append, extract._pieces
+    piece_rows: list[int] = []
+    append, make_pieces = cache.CacheWriter.append, pieces.clip_pieces
 
     def spy(self, emb, t):
         sizes.append(len(emb))
@@ -159,26 +159,26 @@ def test_streamed_rows_equal_whole_clip_and_writer_gets_bounded_chunks(tmp_path,
 
     def spy_pieces(*args, **kw):
         for piece in make_pieces(*args, **kw):
-            pieces.append(piece.rows)
+            piece_rows.append(piece.rows)
             yield piece
 
     monkeypatch.setattr(cache.CacheWriter, "append", spy)
-    monkeypatch.setattr(extract, "_pieces", spy_pieces)
+    monkeypatch.setattr(pieces, "clip_pieces", spy_pieces)
     rows = {}
     for piece in (5, 1000):
-        monkeypatch.setattr(extract, "ROWS_PER_PIECE", piece)
+        monkeypatch.setattr(pieces, "ROWS_PER_PIECE", piece)
         sizes.clear()
-        pieces.clear()
+        piece_rows.clear()
         p = ExtractParams(out=str(tmp_path / f"p{piece}"), backbone="none", image_size=48, fps=FPS, batch_size=8)
         for m in ("video", "audio"):
             extract.run_modality(items, p, m, bb)
             with cache.CacheReader(tmp_path / f"p{piece}", m) as r:
                 rows[piece, m] = (r["long"], r.times("long"))
-        assert sum(sizes) == sum(pieces) == 2 * 48
+        assert sum(sizes) == sum(piece_rows) == 2 * 48
         if piece == 5:  # decoder → CNN → writer in pieces of at most 5 rows
-            assert max(pieces) == 5 and max(sizes) <= 5
+            assert max(piece_rows) == 5 and max(sizes) <= 5
         else:
-            assert max(pieces) == 48
+            assert max(piece_rows) == 48
     for m in ("video", "audio"):
         assert rows[5, m][0].shape == (48, 1280)
         assert rows[5, m][0].tobytes() == rows[1000, m][0].tobytes(), m

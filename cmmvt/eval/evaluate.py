@@ -36,6 +36,7 @@ import pandas as pd
 
 from cmmvt import distributed
 from cmmvt.data import manifest as manifest_mod
+from cmmvt.data import records
 from cmmvt.eval import metrics
 from cmmvt.data import synth_classes
 from cmmvt.config import Params
@@ -142,7 +143,7 @@ def _write(out: Path, result: dict[str, float], logits: np.ndarray, s: Split, na
 
 def _joined(names: list[str], on: np.ndarray) -> str:
     """The names where ``on`` (C,) is true, ``;``-joined."""
-    return manifest_mod.join_labels(n for n, x in zip(names, on) if x)
+    return records.join_labels(n for n, x in zip(names, on) if x)
 
 
 def plot_ap(ap: np.ndarray, names: list[str], path: str | Path) -> None:

@@ -1,13 +1,14 @@
 """Where published numbers come from, and whether the code has changed under them (``cmmvt report --check``).
 
-Every block of results in the README carries a marker on a line of its own::
+Every block of results in ``README.md``, ``reports/RESULTS.md`` and ``docs/*.md`` (:func:`files`) carries a marker on
+a line of its own::
 
     <!-- measured: commit=1a2b3c4 data=realav depends=cmmvt/models,cmmvt/train -->
 
 naming the commit the numbers were measured on, the dataset, and the paths whose code they depend on (default
-:data:`DEPENDS`: models, training, features, data). :func:`check` lists each block measured before the last
-commit that changed one of its paths — a check to run before publishing and in the before-stop review, not a
-gate for unrelated landings.
+:data:`DEPENDS`: models, training, features, data). :func:`check` lists each block of one file measured before the
+last commit that changed one of its paths, :func:`check_files` does so for every file that carries markers — a
+check to run before publishing and in the before-stop review, not a gate for unrelated landings.
 
 Example:
     >>> parse("text\\n<!-- measured: commit=abc1234 data=synth -->\\n| a |")
@@ -72,18 +73,35 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
 
 
-def check(readme: Path, root: Path | None = None) -> tuple[list[Block], list[Stale]]:
-    """Every marked block of ``readme`` and those whose code changed after they were measured.
+def files(root: Path) -> list[Path]:
+    """The Markdown files of the work tree ``root`` that may carry results blocks, those that exist:
+    ``README.md``, ``reports/RESULTS.md``, then ``docs/*.md`` by name."""
+    out = [root / "README.md", root / "reports" / "RESULTS.md", *sorted((root / "docs").glob("*.md"))]
+    return [f for f in out if f.is_file()]
+
+
+def _toplevel(path: Path) -> Path:
+    """The git work tree holding ``path`` (its folder where git knows none, so that the check names every block)."""
+    folder = path.resolve().parent
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else folder
+
+
+def check(path: Path, root: Path | None = None) -> tuple[list[Block], list[Stale]]:
+    """Every marked block of ``path`` and those whose code changed after they were measured.
 
     Args:
-        readme: The Markdown file.
-        root: The git work tree (default: the file's folder).
+        path: The Markdown file.
+        root: The git work tree the ``depends`` paths are relative to (default: the one holding ``path``).
 
     Returns:
         All blocks, and the stale ones with the later commits (``git log <commit>..HEAD -- <paths>``).
     """
-    root = root or readme.resolve().parent
-    blocks = parse(readme.read_text())
+    root = root or _toplevel(path)
+    try:
+        blocks = parse(path.read_text())
+    except ProvenanceError as exc:
+        raise ProvenanceError(f"{path.name}: {exc}") from None
     stale = []
     for b in blocks:
         if _git(root, "cat-file", "-e", f"{b.commit}^{{commit}}").returncode != 0:
@@ -95,3 +113,14 @@ def check(readme: Path, root: Path | None = None) -> tuple[list[Block], list[Sta
         if log.stdout.strip():
             stale.append(Stale(b, log.stdout.strip().splitlines()))
     return blocks, stale
+
+
+def check_files(root: Path, paths: list[Path] | None = None) -> dict[Path, tuple[list[Block], list[Stale]]]:
+    """:func:`check` of every file that carries results blocks (``paths``, default :func:`files` of ``root``), each
+    against the work tree ``root``.
+
+    Example:
+        >>> check_files(Path("."), [])
+        {}
+    """
+    return {p: check(p, root) for p in (files(root) if paths is None else paths)}

@@ -18,8 +18,9 @@ Reads the experiments of the grid's baseline commit (``dvc exp show --json``; th
   run, still queued or running, failed with the cause from its log, no metric, or params that differ
   from the grid's overrides).
 
-It works on any subset of the grid that has run. :func:`update_readme` puts the same body between
-``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` in the README.
+It works on any subset of the grid that has run. :func:`update_results` puts the same body between
+``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` in ``reports/RESULTS.md`` (``cmmvt report --results``),
+where the published results live.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ METRICS = {"top1": "test top-1", "order_pairs_top1": "order-only pairs top-1"}
 AXIS_TITLES = {"attention": "attention", "modality": "modality", "objective": "pretraining objective"}
 BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
 REPORT = Path("reports/ablations.md")
+RESULTS = Path("reports/RESULTS.md")  # the published results, whose ablation block --results fills
 CHART = OUT_DIR / "top1.png"
 PREDICTIONS = f"{PathParams().reports}/eval/predictions.csv"  # per test clip: video_id, actual, predicted
 PIPELINE = ("synth", "prepare", "extract@video", "extract@audio", "prototypes", "pretrain", "train", "evaluate")
@@ -359,7 +361,7 @@ def _bars(ax: Any, series: list[list[Row]], names: list[str], ticks: list[str]) 
 class Report:
     """What :func:`build` wrote."""
 
-    body: str  # markdown without title; the README block
+    body: str  # markdown without title; the block of reports/RESULTS.md
     path: Path
     chart: Path | None
     results: int
@@ -416,8 +418,8 @@ def _params_only(changed: str) -> bool:
 
 def code_commit(root: Path, rev: str) -> str:
     """``rev``, or its nearest first-parent ancestor where ``rev`` and the commits between only wrote a params preset
-    and its ``dvc repro`` (:func:`_params_only`): the commit whose code the numbers measure, which the README's
-    marker names."""
+    and its ``dvc repro`` (:func:`_params_only`): the commit whose code the numbers measure, which the results
+    block's marker names."""
     while (changed := _git(root, "diff", "--name-only", f"{rev}^", rev)) and _params_only(changed):
         rev = (_git(root, "rev-parse", f"{rev}^") or rev).strip()
     return rev
@@ -437,25 +439,30 @@ def dataset(root: Path, rev: str) -> str:
     return f"synth-preset-{found[0]}" if found else "synth-params"
 
 
-def update_readme(readme: Path, body: str, chart: str | None = CHART.as_posix()) -> None:
-    """Replace the text between the ``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` lines with ``body``.
+def update_results(results: Path, body: str,
+                   chart: str | None = os.path.relpath(CHART, RESULTS.parent).replace(os.sep, "/")) -> None:
+    """Replace the text between the ``<!-- ablations:begin -->`` and ``<!-- ablations:end -->`` lines of the results
+    file (``reports/RESULTS.md``) with ``body``.
 
-    Only markers that stand on lines of their own count, so the README may quote them in prose.
+    Only markers that stand on lines of their own count, so the file may quote them in prose.
 
     Args:
-        readme: The README file.
+        results: The Markdown file that carries the block.
         body: The report body (:attr:`Report.body`), whose chart link is relative to the report.
-        chart: The chart's path relative to the README.
+        chart: The chart's path relative to ``results`` (default: ``reports/ablations/top1.png`` seen from
+            ``reports/``).
 
     Raises:
-        ReportError: The README lacks the markers.
+        ReportError: The file is absent or lacks the markers.
     """
-    text = readme.read_text()
+    if not results.is_file():
+        raise ReportError(f"{results}: no such file (it carries the {BEGIN} … {END} block to fill)")
+    text = results.read_text()
     # markers on lines of their own: the same strings quoted in prose (`<!-- … -->`) are not the block
     begin = re.search(rf"^{re.escape(BEGIN)}[ \t]*$", text, re.M)
     end = re.search(rf"^{re.escape(END)}[ \t]*$", text[begin.end():] if begin else "", re.M)
     if begin is None or end is None:
-        raise ReportError(f"{readme} has no {BEGIN} … {END} block (each marker on a line of its own) to fill")
+        raise ReportError(f"{results} has no {BEGIN} … {END} block (each marker on a line of its own) to fill")
     if chart:
         body = re.sub(r"!\[([^\]]*)\]\([^)]*\)", lambda m: f"![{m.group(1)}]({chart})", body)
-    readme.write_text(text[: begin.end()] + "\n" + body.strip() + "\n" + text[begin.end() + end.start():])
+    results.write_text(text[: begin.end()] + "\n" + body.strip() + "\n" + text[begin.end() + end.start():])

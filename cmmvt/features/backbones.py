@@ -26,10 +26,11 @@ Every backbone records where its weights came from (``source``: ``package``, ``t
 Thread counts are left to the caller (``torch.set_num_threads``); inference uses ``channels_last``
 and :func:`torch.inference_mode`.
 
-Start-up is cheap: on CPU, inference runs through a frozen TorchScript copy of the CNN, which is traced
-once per backbone, weights file and image size and kept in ``$CMMVT_CACHE_DIR`` (default
-``<torch hub dir>/../cmmvt``, i.e. beside the torch cache); later runs load it in milliseconds and build
-the eager model (and import timm) only if :attr:`Backbone.model` or :meth:`Backbone.logits` is used.
+What runs the CNN (:mod:`cmmvt.features.engines`): on CPU with ``engine="onnxruntime"`` (``extract.engine``'s
+default) an ONNX graph of it, exported once per backbone, weights file and image size and kept in
+``$CMMVT_CACHE_DIR``; later runs open it in about 0.1 s and build the eager model (and import timm) only if
+:attr:`Backbone.model` or :meth:`Backbone.logits` is used. Else (``engine="torch"``, a GPU, a timm model ONNX
+cannot run) the eager model itself.
 
 Example:
     >>> from cmmvt.features import backbones
@@ -41,8 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -51,10 +50,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cmmvt.io import atomic_path
+from cmmvt.features import views
+from cmmvt.features.engines import ENGINES, onnx_or_torch, onnx_path
 
 TIMM = "timm:"  #: prefix of any timm image model: ``timm:<name>``
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,7 +73,6 @@ _TORCHVISION = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights",
                 "mobilenet_v3_large": "MobileNet_V3_Large_Weights"}
 _TV_WEIGHTS = "IMAGENET1K_V1"
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
-RUNNER_VERSION = 1  #: bump when the traced graph changes (e.g. another preprocessing inside it)
 
 
 class BackboneError(RuntimeError):
@@ -97,10 +95,10 @@ class Backbone:
         std: Per-channel RGB std used by :meth:`preprocess`.
         image_size: Side of the square crop made by :meth:`preprocess`.
         device: Torch device of ``model``.
-        runner: What inference actually calls: an :class:`OnnxRunner`, a frozen TorchScript copy of
-            ``model`` (batch norm folded into the convolutions, fused activations; about 2× faster on
-            CPU than eager) or ``None`` to call ``model`` itself.
-        engine: What runs it: ``onnxruntime``, ``torchscript`` or ``torch`` (eager), for provenance.
+        runner: What inference actually calls: an :class:`~cmmvt.features.engines.OnnxRunner`, or ``None`` to
+            call ``model`` itself (eager torch).
+        engine: What runs it: ``onnxruntime`` or ``torch`` (eager), for provenance (caches written before #27
+            may record ``torchscript``: the frozen trace that ``torch`` ran on CPU then).
         interpolation: How :meth:`preprocess` resizes (``bilinear``, or the timm model's own, e.g. ``bicubic``).
         source: Where the weights came from: ``package``, ``torchvision``, ``timm``, ``file`` or ``random``.
         weights_sha256: SHA-256 (16 hex digits) of the weights file, or of the tensors of a download.
@@ -138,8 +136,7 @@ class Backbone:
         """uint8 ``(B, H, W, 3)`` RGB → normalised float32 ``(B, 3, S, S)`` (``channels_last``) on ``device``.
 
         Takes the centred square of side ``min(H, W)`` and resizes it to ``S = image_size`` with
-        antialiased :attr:`interpolation`, i.e. "resize the short side to S, centre-crop S×S"
-        (cropping first, so no time is spent resizing pixels that are then cut away).
+        antialiased :attr:`interpolation` (:func:`cmmvt.features.views.centre_square`).
         """
         if isinstance(rgb, np.ndarray) and any(st < 0 for st in rgb.strides):
             rgb = np.ascontiguousarray(rgb)  # e.g. frames[..., ::-1]: torch takes no negative strides
@@ -151,16 +148,8 @@ class Backbone:
             x = torch.as_tensor(rgb)
         if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
             raise BackboneError(f"preprocess expects uint8 (B, H, W, 3) RGB, got {x.dtype} {tuple(x.shape)}")
-        s = self.image_size
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, H, W) NHWC-strided view
-        h, w = x.shape[-2:]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        x = x[:, :, top : top + side, left : left + side]  # (B, 3, side, side)
-        if x.device.type != "cpu":
-            x = x.float()  # the uint8 antialiased kernel is CPU-only
-        if side != s and x.shape[0] > 0:  # on CPU in uint8: ~5× faster, rounding as PIL/torchvision do
-            x = F.interpolate(x, size=(s, s), mode=self.interpolation, align_corners=False, antialias=True)
+        x = views.centre_square(x, self.image_size, self.interpolation)  # (B, 3, S, S)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         scale = 1.0 / (255.0 * std)
         shift = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1) / std
@@ -406,37 +395,6 @@ def freeze(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def _frozen_runner(model: nn.Module, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A ``torch.jit`` traced + frozen copy of ``model`` if it reproduces ``model``'s output, else ``None``.
-
-    Freezing folds batch norm into the convolutions and fuses the activations, which is about twice
-    as fast on CPU for these depthwise-heavy networks. ``torch.jit`` is deprecated in recent torch
-    releases, so any failure (or a result that differs) quietly keeps the eager model.
-    """
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            probe = torch.randn(2, 3, image_size, image_size)
-        probe = probe.to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            frozen = torch.jit.freeze(torch.jit.trace(model, probe[:1], check_trace=False))
-            odd = probe[:, :, : max(32, image_size // 2), :]  # another shape: the trace must not be shape-bound
-            for x in (probe, odd):
-                want, got = model(x), frozen(x)
-                if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * want.abs().max()):
-                    return None
-        return frozen
-    except Exception:  # noqa: BLE001 - an optional speed-up; the eager model always works
-        return None
-
-
-def cache_dir() -> Path:
-    """Where traced CNNs are kept: ``$CMMVT_CACHE_DIR``, else ``cmmvt/`` beside torch's hub cache."""
-    env = os.environ.get("CMMVT_CACHE_DIR")
-    return Path(env) if env else Path(torch.hub.get_dir()).parent / "cmmvt"
-
-
 def _weights_file(name: str, weights: str | None) -> tuple[Path | None, str]:
     """The weights file ``create`` will read (``None`` for ``none``) and its description, without building.
 
@@ -466,150 +424,6 @@ def _weights_file(name: str, weights: str | None) -> tuple[Path | None, str]:
     return path, _TV_WEIGHTS
 
 
-def _runner_path(name: str, path: Path | None, image_size: int, engine: str = "torch") -> Path:
-    """The exported-CNN file for this backbone, weights file (path, size, mtime), size and engine, under
-    :func:`cache_dir` (``.pt``: a TorchScript trace, ``.onnx``: an ONNX graph)."""
-    import hashlib
-
-    st = path.stat() if path is not None else None
-    key = json.dumps([name, str(path.resolve()) if path else None, st.st_size if st else 0,
-                      st.st_mtime_ns if st else 0, int(image_size), torch.__version__, RUNNER_VERSION, engine])
-    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-    stem = name.replace(":", "-").replace("/", "-")
-    return cache_dir() / f"{stem}-{int(image_size)}-{digest}.{'onnx' if engine == 'onnxruntime' else 'pt'}"
-
-
-def _load_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    if not path.is_file():
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-            return torch.jit.load(str(path), map_location="cpu")
-    except Exception:  # noqa: BLE001 - a damaged cache file is rebuilt
-        return None
-
-
-def _save_runner(runner: Callable[[torch.Tensor], torch.Tensor], path: Path) -> None:
-    """Keep a traced CNN for the next start (atomic; a cache that cannot be written is skipped)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, path.with_name(f"{path.name}.{os.getpid()}.tmp")) as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.jit.save(runner, str(tmp))
-    except Exception:  # noqa: BLE001 - an optional speed-up
-        pass
-
-
-class OnnxRunner:
-    """The frozen CNN as an ONNX graph run by ONNX Runtime on the CPU (``extract.engine: onnxruntime``).
-
-    ONNX Runtime fuses batch norm, activations and the depthwise convolutions of these mobile networks
-    into kernels that ran EfficientNet-Lite0 at 224 px 1.8–2× faster than the frozen TorchScript trace on
-    this project's 2-core machine (``benchmarks/extract.py --preset real``), with outputs equal within 1e-5.
-
-    Args:
-        path: The ``.onnx`` file (input ``x``: ``(B, 3, H, W)`` float32, any B, H, W; output ``(B, dim)``).
-        threads: Intra-op threads (``torch.get_num_threads()`` when the runner is made).
-    """
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        # No busy-waiting between runs: spinning threads would steal the cores the decoder (and any torch
-        # code in the same process) needs; measured 2× slower torch CNN beside a spinning session.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.path = Path(path)
-
-    CHUNK = 32  #: images per run: every run has the same shape per image size
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` float32 → ``(B, dim)`` float32 (CPU tensors).
-
-        Runs in chunks of exactly :attr:`CHUNK` images, the last one zero-padded: ONNX Runtime's memory
-        arena keeps buffers per input shape, and batches of ever new sizes made it grow with a video's
-        length (+800 MiB over 2 minutes at 224 px); one shape per image size keeps it flat.
-        """
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()  # NCHW, as the graph expects
-        out = []
-        for i in range(0, len(arr), self.CHUNK):
-            part = arr[i : i + self.CHUNK]
-            if len(part) < self.CHUNK:
-                part = np.concatenate([part, np.zeros((self.CHUNK - len(part), *part.shape[1:]), part.dtype)])
-            out.append(self.session.run(None, {"x": part})[0][: len(arr) - i])
-        return torch.from_numpy(np.concatenate(out))  # callers never pass B = 0 (embed_images returns early)
-
-
-def _export_onnx(model: nn.Module, image_size: int, path: Path) -> None:
-    """Write ``model`` as an ONNX graph with free batch, height and width (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    probe = torch.zeros(1, 3, image_size, image_size)
-    with atomic_path(path, path.with_name(f"{path.name}.{os.getpid()}.tmp")) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(model.float().to(memory_format=torch.contiguous_format), (probe,), str(tmp),
-                          input_names=["x"], output_names=["y"], opset_version=17, dynamo=False,
-                          dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch"}})
-
-
-def _onnx_runner(bb: Backbone, path: Path) -> OnnxRunner:
-    """The ONNX Runtime runner for ``bb``: loaded from ``path``, exported there first if it is missing or broken."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise BackboneError("extract.engine=onnxruntime, but onnxruntime is not installed: "
-                            "`pip install onnxruntime`, or pass -S extract.engine=torch") from None
-    threads = torch.get_num_threads()
-    if path.is_file():
-        try:
-            return OnnxRunner(path, threads)
-        except Exception:  # noqa: BLE001 - a damaged cache file is exported again
-            path.unlink(missing_ok=True)
-    try:
-        _export_onnx(bb.model, bb.image_size, path)
-    except OSError:  # the cache folder cannot be written: export to a temporary file instead
-        import tempfile
-
-        path = Path(tempfile.mkdtemp(prefix="cmmvt-onnx-")) / path.name
-        _export_onnx(bb.model, bb.image_size, path)
-    return OnnxRunner(path, threads)
-
-
-def _onnx_or_torch(bb: Backbone, path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str]:
-    """ONNX Runtime for ``bb``; for a timm model only where its graph exports and reproduces torch's output
-    (within 1e-4 of its scale) on square frames and on non-square images, else torch, with a warning that says
-    why (e.g. a vision transformer, whose exported graph keeps the position grid of one input size)."""
-    if not bb.name.startswith(TIMM):  # the built-in CNNs export (tested against torch)
-        return _onnx_runner(bb, path), "onnxruntime"
-    try:
-        runner = _onnx_runner(bb, path)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            square = torch.randn(2, 3, bb.image_size, bb.image_size)
-            other = torch.randn(2, 3, max(32, bb.image_size // 2), bb.image_size)  # log-mel images are not square
-        for probe in (square, other):
-            with torch.inference_mode():
-                want = bb.model(probe.to(bb.device))
-            got = runner(probe)
-            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * want.abs().max()):
-                raise BackboneError(f"its ONNX graph differs from torch by {float((got - want).abs().max()):.3g} "
-                                    f"on {tuple(probe.shape[2:])} images")
-        return runner, "onnxruntime"
-    except Exception as exc:  # noqa: BLE001 - an exporter that cannot follow the model: torch runs it
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
-    path.unlink(missing_ok=True)
-    warnings.warn(f"{bb.name}: extract.engine onnxruntime cannot run it ({reason}); using torch", stacklevel=2)
-    return None, "torch"
-
-
-ENGINES = ("onnxruntime", "torch")  #: inference engines for the frozen CNN on CPU
-
-
 def create(name: str, weights: str | None = None, image_size: int = 224, device: str = "cpu",
            optimize: bool = True, engine: str = "torch") -> Backbone:
     """Build a frozen backbone, offline.
@@ -621,9 +435,10 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
             state dict, classifier tensors dropped).
         image_size: Square input side for :meth:`Backbone.preprocess` (a timm model uses its pretrained one).
         device: Torch device.
-        optimize: On CPU, run inference through an exported copy, made once and then loaded from
-            :func:`cache_dir`: the frozen TorchScript trace (:func:`_frozen_runner`) or the ONNX graph.
-        engine: On CPU, ``onnxruntime`` (:class:`OnnxRunner`) or ``torch`` (TorchScript); on a GPU always torch.
+        optimize: With ``engine="onnxruntime"`` on CPU, run inference through the ONNX graph, exported once and then
+            loaded from :func:`cmmvt.features.engines.cache_dir`; ``False``: eager torch.
+        engine: On CPU, ``onnxruntime`` (:class:`~cmmvt.features.engines.OnnxRunner`) or ``torch`` (the eager
+            model); on a GPU always eager torch (:mod:`cmmvt.features.engines`).
 
     Raises:
         BackboneError: Unknown name or engine, engine not installed, weights missing (with the URL and
@@ -662,16 +477,11 @@ def create(name: str, weights: str | None = None, image_size: int = 224, device:
         if path is None:
             bb.weights_sha256 = tensors_sha256(bb.model)
     if optimize and dev.type == "cpu" and engine == "onnxruntime":
-        bb.runner, bb.engine = _onnx_or_torch(bb, _runner_path(name, path, bb.image_size, engine))
-    elif optimize and dev.type == "cpu" and not name.startswith(TIMM):  # timm models: eager torch (no trace)
-        cached = _runner_path(name, path, int(image_size))
-        bb.runner = _load_runner(cached)
-        if bb.runner is None:
-            bb.runner = _frozen_runner(bb.model, int(image_size))
-            if bb.runner is not None:
-                _save_runner(bb.runner, cached)
-        bb.engine = "torchscript" if bb.runner is not None else "torch"
-    else:
+        try:
+            bb.runner, bb.engine = onnx_or_torch(bb, onnx_path(name, path, bb.image_size), check=name.startswith(TIMM))
+        except ImportError as exc:  # onnxruntime not installed: one clear error
+            raise BackboneError(str(exc)) from None
+    else:  # eager torch
         bb.model  # noqa: B018 - build now, so bad weights fail at once
     return bb
 

@@ -22,7 +22,8 @@ import av
 import numpy as np
 from av.codec.codec import Capabilities
 
-from cmmvt.media.decode import PathLike, _check_fps
+from cmmvt.media.container import PathLike
+from cmmvt.media.sampling import _check_fps
 
 __all__ = ["encode_clip"]
 

@@ -63,7 +63,8 @@ def describe(r: PretrainResult) -> str:
     if acc is not None and acc < 0.5 + SYNC_CHANCE_MARGIN:
         out += (f"\nwarning: in-sync and shifted audio are told apart on {acc:.2f} of the held-out clips (chance "
                 "0.50): these clips carry little audio-visual timing to learn from, and an encoder pretrained on "
-                "nothing it can learn fine-tunes poorly (README, 'Cross-modal pretraining with few labels')")
+                "nothing it can learn fine-tunes poorly (reports/RESULTS.md, 'Cross-modal pretraining with few "
+                "labels')")
     return out
 
 
