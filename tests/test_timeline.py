@@ -10,7 +10,6 @@ import torch
 from typer.testing import CliRunner
 
 from cmmvt import config, media
-from cmmvt.checkpoints import save_checkpoint
 from cmmvt.cli import app
 from cmmvt.eval import timeline
 from cmmvt.features import cache, extract

@@ -27,12 +27,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
-
 from cmmvt.data.records import (
-    COLUMNS, SEGMENT_COLUMNS, LABEL_SEP, SPLITS, UNLABELLED, ISSUES_NAME, ISSUE_COLUMNS,
-    KINETICS_REQUIRED, CSV_REQUIRED, ManifestError, ManifestReport, posix, strip_video_ext, frame, label_set,
-    join_labels, norm_label, norm_split, read_table, scan, clip_name, segment_id,
+    SPLITS, UNLABELLED, KINETICS_REQUIRED, CSV_REQUIRED, ManifestError, ManifestReport, posix, strip_video_ext,
+    frame, label_set, join_labels, norm_label, norm_split, read_table, scan, clip_name, segment_id,
 )
 
 log = logging.getLogger(__name__)
