@@ -97,8 +97,8 @@ def main() -> None:
                 *(["extract.image_size=64", "train.epochs=2", "train.min_steps=0"] if quick else [])]
         p = config.load("params.yaml", base)
         df = manifest.prepare(p.data, seed=p.data.seed).manifest
-        for mod in ("video", "audio"):
-            s = extract.run_stage(p.extract, p.data.manifest, mod)
+        items, _ = extract.discover(p.data.manifest)
+        for s in extract.run(items, p.extract, overwrite=True, show_progress=False):
             if s.failed:
                 raise RuntimeError(f"{s.failures}")
         sp, names = splits(df, p.extract.out, ("video", "audio"), multilabel=True)

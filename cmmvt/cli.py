@@ -192,7 +192,8 @@ def extract(
     p = _params(params, set_, {"extract.fps": fps, "extract.backbone": backbone, "extract.weights": _str(weights),
                                "extract.device": device, "extract.batch_size": batch_size,
                                "extract.workers": workers, "extract.out": _str(out)})
-    if not _run(lambda: extract_mod.stage(p.extract, videos or manifest_, modality, overwrite, world)):
+    ranks = world if shard else None  # None: the stage may relaunch itself as extract.procs torchrun processes
+    if not _run(lambda: extract_mod.stage(p.extract, videos or manifest_, modality, overwrite, ranks)):
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@
   A row whose clip file is absent but whose whole video ``<youtube_id>.<ext>`` is there becomes a segment of it
   (``start``/``end`` columns; extraction seeks to it).
 * ``csv``: a plain CSV ``path,label[,split][,start,end]``; several labels per clip as ``labels`` (or ``label``)
-  ``cat;dog``. Relative paths are resolved against ``root`` when given (:func:`build` passes ``data.root``), else
+  ``cat;dog``. Relative paths are resolved against ``root`` when given (:func:`cmmvt.data.manifest.build` passes ``data.root``), else
   against the CSV's own folder. Rows with ``start``/``end`` are segments: several of one file are several clips.
 * ``audioset``, ``vggsound``: the released segment lists of those datasets (:mod:`cmmvt.data.youtube`).
 

@@ -253,13 +253,13 @@ def stage(p: ExtractParams, source: str | Path, modality: Literal["video", "audi
     """Extract every clip of ``source``: the DVC ``extract@<modality>`` stage (``overwrite``) and ``cmmvt extract``
     alike, in this process, as a rank of torchrun's, or as one of ``--shard i/N``'s independent processes.
 
-    With ``extract.procs`` > 1 (and not already under torchrun) the very command runs again as that many torchrun
-    processes (:func:`cmmvt.distributed.relaunch`). An interrupted run resumes where it stopped: clips already
+    With ``extract.procs`` > 1 and no ``world`` given (and not already under torchrun) the very command runs again as
+    that many torchrun processes (:func:`cmmvt.distributed.relaunch`). An interrupted run resumes where it stopped: clips already
     cached are skipped. With ``overwrite`` a cache made with other feature params is replaced, and a folder
     holding a *completed* run is wiped first (by rank 0, before the other ranks open it): DVC reruns a completed
     stage only when its inputs (clips, code, feature params) changed, and cached rows of changed inputs must not
     survive. Once every rank has published its shards the run is marked complete (``.complete``, its summary
-    line), except by independent ``--shard`` processes, none of which knows when the others finish. Skipped
+    line). Independent ``--shard`` processes neither wipe nor mark: none of them knows what the others do. Skipped
     files, failures and each modality's summary line are printed (rank 0 of a group).
 
     Args:
@@ -274,14 +274,16 @@ def stage(p: ExtractParams, source: str | Path, modality: Literal["video", "audi
     """
     import shutil
 
-    launched = distributed.relaunch(p.procs)
-    if launched is not None:
-        return launched == 0
+    if world is None:  # (not a rank of --shard i/N: those are launched by the user, one by one)
+        launched = distributed.relaunch(p.procs)
+        if launched is not None:
+            return launched == 0
     world = world or distributed.from_env()
+    whole = world.group or world.size == 1  # one process, or a group that meets: not independent shards
     mods = MODALITIES if modality == "both" else (modality,)
     with distributed.joined(world):
         with distributed.rank_zero_first(world):
-            for mod in mods if overwrite and world.rank == 0 else ():
+            for mod in mods if overwrite and whole and world.rank == 0 else ():
                 if (Path(p.out) / mod / COMPLETE).exists():
                     shutil.rmtree(Path(p.out) / mod)
         items, skipped = discover(source)
@@ -289,7 +291,7 @@ def stage(p: ExtractParams, source: str | Path, modality: Literal["video", "audi
             print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
         summaries = run(items, p, modality=modality, overwrite=overwrite, show_progress=sys.stderr.isatty(),
                         world=world)
-        if world.rank == 0 and (world.group or world.size == 1):
+        if world.rank == 0 and whole:
             for s in summaries:
                 (Path(p.out) / s.modality).mkdir(parents=True, exist_ok=True)
                 (Path(p.out) / s.modality / COMPLETE).write_text(s.line() + "\n")

@@ -96,7 +96,7 @@ class Objectives(nn.Module):
     Args:
         model: The classifier whose encoders are pretrained.
         heads: The pretraining heads.
-        weights: Each objective's weight (:func:`_weights`); objectives left out are not computed.
+        weights: Each objective's weight (:func:`cmmvt.selfsup.pretrain._weights`); objectives left out are not computed.
         pt: ``pretrain.*`` (temperature, mask and order ratios).
         pro: The k-means prototypes (row targets of ``mask``).
         shift: The smallest audio shift of ``sync``, in rows.

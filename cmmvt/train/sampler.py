@@ -104,4 +104,6 @@ class GlobalBatches(Sampler[list[int]]):
         epoch's crops, :meth:`ClipDataset.set_epoch`)."""
         ds.set_epoch(epoch)
         self.set_epoch(epoch)
-        yield from zip(self.epoch(epoch), DataLoader(ds, batch_sampler=self))
+        # its own generator: a loader draws a base seed per iterator, which must not move torch's global RNG
+        # (the dropout masks of the steps)
+        yield from zip(self.epoch(epoch), DataLoader(ds, batch_sampler=self, generator=torch.Generator()))
