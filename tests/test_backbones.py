@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmmvt.features import backbones
+from cmmvt.features import backbones, weights
 from cmmvt.features.backbones import BackboneError
 
 CHURCHY = {442, 497, 698}  # bell cote, church, palace
@@ -76,9 +76,9 @@ def test_random_weights_do_not_classify_china_jpg(china):
 def test_every_packaged_tensor_maps_with_equal_shape():
     import timm
 
-    src = backbones.load_file(backbones.lite0_weights_path())
+    src = weights.load_file(weights.lite0_weights_path())
     dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
-    mapped = backbones.map_by_position(src, dst)
+    mapped = weights.map_by_position(src, dst)
     assert len(src) == len(mapped) == len(dst) == 296
     assert list(mapped) == list(dst)
     for (sk, sv), (dk, dv) in zip(src.items(), mapped.items(), strict=True):
@@ -88,21 +88,21 @@ def test_every_packaged_tensor_maps_with_equal_shape():
 def test_position_mapping_fails_loudly_on_mismatch():
     import timm
 
-    src = backbones.load_file(backbones.lite0_weights_path())
+    src = weights.load_file(weights.lite0_weights_path())
     dst = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
     keys = list(src)
     with pytest.raises(BackboneError, match="295 tensors, the model has 296"):
-        backbones.map_by_position({k: src[k] for k in keys[:-1]}, dst)
+        weights.map_by_position({k: src[k] for k in keys[:-1]}, dst)
     swapped = dict(src)
     swapped[keys[0]], swapped[keys[1]] = src[keys[1]], src[keys[0]]  # conv stem ↔ bn weight
     with pytest.raises(BackboneError, match="tensor 0"):
-        backbones.map_by_position(swapped, dst)
+        weights.map_by_position(swapped, dst)
 
 
 @pytest.mark.parametrize("which", ["lite0", "rand"])
 def test_embed_shape_dtype_finite_deterministic(which, request):
     bb: backbones.Backbone = request.getfixturevalue(which)
-    assert bb.dim == 1280 and bb.weights == {"lite0": backbones.LITE0_FILE, "rand": "random"}[which]
+    assert bb.dim == 1280 and bb.weights == {"lite0": weights.LITE0_FILE, "rand": "random"}[which]
     rgb = np.random.default_rng(0).integers(0, 256, (3, 120, 160, 3), dtype=np.uint8)
     a, b = bb.embed(rgb), bb.embed(torch.from_numpy(rgb))
     assert a.shape == (3, bb.dim) and a.dtype == np.float32
@@ -143,7 +143,7 @@ def test_preprocess_crops_resizes_and_normalises(rand):
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v3_large"])
 def test_torchvision_without_cached_weights_fails_at_once(name, offline, monkeypatch):
-    url = backbones.torchvision_weights(name).url
+    url = weights.torchvision_weights(name).url
 
     def no_download(*args, **kwargs):
         raise AssertionError("a download was attempted")
@@ -153,7 +153,7 @@ def test_torchvision_without_cached_weights_fails_at_once(name, offline, monkeyp
     with pytest.raises(BackboneError) as err:
         backbones.create(name)
     msg = str(err.value)
-    assert url in msg and "--weights" in msg and str(backbones.cached_weights_path(name)) in msg
+    assert url in msg and "--weights" in msg and str(weights.cached_weights_path(name)) in msg
 
 
 def test_torchvision_weights_file_loads(offline):
@@ -167,7 +167,7 @@ def test_torchvision_weights_file_loads(offline):
     out = bb.embed(rgb)
     assert out.shape == (2, 512) and out.dtype == np.float32 and np.isfinite(out).all()
 
-    cached = backbones.cached_weights_path("resnet18")  # the same file in the hub cache is found offline
+    cached = weights.cached_weights_path("resnet18")  # the same file in the hub cache is found offline
     cached.parent.mkdir(parents=True)
     path.rename(cached)
     bb2 = backbones.create("resnet18", image_size=64)
@@ -200,7 +200,7 @@ def test_backbones_table_matches_models(name, offline):
     """The declared embedding size is what each architecture's pooled output really has."""
     import torchvision
 
-    if name in backbones._TORCHVISION:  # random weights of the right architecture, as a weights file
+    if name in weights._TORCHVISION:  # random weights of the right architecture, as a weights file
         path = offline / f"{name}.pth"
         torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), path)
         bb = backbones.create(name, weights=str(path), image_size=64, optimize=False)
@@ -229,7 +229,7 @@ def test_timm_model_from_a_weights_file_embeds_like_the_model_in_memory(arch, en
     model.reset_classifier(0)
     model.eval()
     bb = backbones.create(f"timm:{arch}", str(path), engine=engine)
-    assert bb.engine == engine and bb.source == "file" and bb.weights_sha256 == backbones.file_sha256(path)
+    assert bb.engine == engine and bb.source == "file" and bb.weights_sha256 == weights.file_sha256(path)
     assert bb.dim == model.num_features and bb.image_size == 160  # timm's pretrained config, not image_size=224
     rgb = np.random.default_rng(0).integers(0, 256, (3, 120, 200, 3), dtype=np.uint8)
     with torch.inference_mode():

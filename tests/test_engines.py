@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmmvt.config import AudioParams
-from cmmvt.features import backbones, engines, logmel
+from cmmvt.features import backbones, engines, logmel, weights
 from cmmvt.features.backbones import BackboneError
 
 
@@ -29,7 +29,7 @@ def audio_images(size: tuple[int, int] | None) -> torch.Tensor:
 
 
 def make(name: str, engine: str, tmp_path, image_size: int = 96) -> backbones.Backbone:
-    if name in backbones._TORCHVISION:  # the architecture with random weights, as a weights file
+    if name in weights._TORCHVISION:  # the architecture with random weights, as a weights file
         import torchvision
 
         path = tmp_path / f"{name}.pth"

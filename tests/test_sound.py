@@ -10,7 +10,7 @@ import torch
 
 from cmmvt.config import AudioParams, ExtractParams, Params
 from cmmvt.eval.predict import extract_params
-from cmmvt.features import backbones, cache, extract, logmel, sound
+from cmmvt.features import backbones, cache, extract, logmel, sound, weights
 from cmmvt.features.backbones import BackboneError
 
 
@@ -103,7 +103,7 @@ def test_extraction_with_the_audio_model_records_its_framing_and_keeps_caches_ap
         rows, times, attrs = r["clip"], r.times("clip"), dict(r.attrs)
     assert rows.shape == (5, 512) and np.allclose(times, [0.25, 0.75, 1.25, 1.75, 2.25])
     assert attrs["backbone"] == "aisfx" and attrs["sample_rate"] == 44100 and attrs["n_mels"] == 96
-    assert attrs["weights_sha256"] == backbones.file_sha256(tmp_path / "aisfx.pth")
+    assert attrs["weights_sha256"] == weights.file_sha256(tmp_path / "aisfx.pth")
     assert not np.allclose(rows[0], rows[-1])  # silence and the tone differ
     np.testing.assert_allclose(extract.clip_features(clip, q, bbs, ["audio"])["audio"], rows, atol=1e-6)
     ckpt = {"params": Params().model_dump(), "features": {"audio": attrs}}  # a model trained on these rows

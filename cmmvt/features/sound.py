@@ -35,7 +35,8 @@ from torch import nn
 
 from cmmvt.config import AudioParams
 from cmmvt.features import logmel
-from cmmvt.features.backbones import Backbone, BackboneError, file_sha256, freeze, load_file
+from cmmvt.features.backbones import Backbone, BackboneError, freeze
+from cmmvt.features.weights import file_sha256, load_file
 
 __all__ = ["MODELS", "AISFX_DIM", "AudioCNN", "aisfx_input", "audio_backbone", "framing", "load_aisfx"]
 
