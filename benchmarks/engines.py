@@ -21,7 +21,7 @@ Inputs: video frames are crops of scikit-learn's two bundled photographs at seve
 torch runs with ``--threads`` intra-op threads (ONNX Runtime takes the same count).
 
     python benchmarks/engines.py            # 224- and 128-px frames → reports/bench/engines.{json,md}
-    python benchmarks/engines.py --quick    # efficientnet_lite0 at 224 px only, 2 rounds (CI)
+    python benchmarks/engines.py --quick    # efficientnet_lite0 at 64 px only, 2 rounds (CI)
 
 resnet18 and mobilenet_v3_large run with random weights (their ImageNet files are not cached on this machine and
 nothing is downloaded): the same graph, so the same speed.
@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("reports/bench/engines.json"))
     args = ap.parse_args()
     if args.quick:
-        args.backbones, args.sizes, args.rounds, args.batches = args.backbones[:1], args.sizes[:1], 2, 1
+        args.backbones, args.sizes, args.rounds, args.batches = args.backbones[:1], [64], 2, 1
     torch.set_num_threads(args.threads)
     p = ExtractParams()
     batch = p.batch_size

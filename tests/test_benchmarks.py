@@ -35,7 +35,7 @@ def test_extract_benchmark_quick(tmp_path):
 @pytest.mark.slow
 def test_engines_benchmark_quick(tmp_path):
     report = run_quick("engines", tmp_path)
-    assert {(r["modality"], r["image_size"]) for r in report["results"]} == {("video", 224), ("audio", 224)}
+    assert {(r["modality"], r["image_size"]) for r in report["results"]} == {("video", 64), ("audio", 64)}
     for r in report["results"]:
         assert set(r["rows_per_s_median"]) == {"onnxruntime", "torchscript", "torch"}
         assert all(d["relative_to_max"] < 1e-4 for d in r["diff_vs_eager"].values())  # the same features
