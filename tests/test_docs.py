@@ -41,9 +41,16 @@ def output_of(steps: list[str], outputs: list[str], text: str) -> str:
 
 @pytest.mark.slow
 def test_walkthrough_from_a_folder_of_clips_to_predictions(tmp_path):
-    """Folder → params → manifest → features → pretrain → train → evaluate → predict (and a timeline)."""
+    """Folder → params → manifest → features → pretrain → train → evaluate → predict (and a timeline) → a variant."""
+    import json
+
+    import torch
+
     steps, outputs = run_blocks(REPO / "docs" / "walkthrough.md", tmp_path)
-    assert len(steps) >= 7
+    assert len(steps) >= 8
+    video = torch.load(tmp_path / "work" / "video.pt", weights_only=True)  # the variant: video alone
+    assert sorted(video["features"]) == ["video"] and (tmp_path / "work" / "video.params.yaml").is_file()
+    assert json.loads((tmp_path / "work" / "video" / "eval" / "metrics.json").read_text())["clips"] > 0
     assert (tmp_path / "work" / "classifier.pt").is_file() and (tmp_path / "work" / "pretrain.pt").is_file()
     assert '"top1"' in output_of(steps, outputs, "metrics.json")
     predicted = output_of(steps, outputs, "--top-k 3")
